@@ -1,0 +1,157 @@
+"""The one typed configuration, read once at start-up.
+
+Layers, each overriding the one before: defaults (here), environment variables
+``SPIKEWATCH_<NAME>``, an optional TOML file (``--config`` or ``SPIKEWATCH_CONFIG``), then
+command-line flags. An unknown key or a bad value raises :class:`ConfigError` naming the key
+and where it came from. This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from spikewatch.exchanges.binance import DEFAULT_REST_URL, DEFAULT_WS_URL, MAX_CONNECTION_AGE_S
+
+ENV_PREFIX = "SPIKEWATCH_"
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or has a bad value."""
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Every setting of spikewatch with its default."""
+
+    exchange: str = "binance"
+    symbols: tuple[str, ...] = ("BTCUSDT",)
+    window: int = 200  # trades in the rolling window
+    threshold: Decimal = Decimal(10)  # spike when qty > threshold * window mean
+    host: str = "127.0.0.1"
+    port: int = 5000
+    db: str = "spikewatch.db"  # SQLite file, or ":memory:"
+    ws_url: str = DEFAULT_WS_URL  # stream base URL; /stream?streams=... is appended
+    rest_url: str = DEFAULT_REST_URL
+    log_level: str = "INFO"
+    web_threads: int = 16  # WSGI worker threads
+    reconnect_max_delay: float = 30.0  # seconds, cap of the exponential backoff
+    rotate_after: float = MAX_CONNECTION_AGE_S  # seconds; Binance cuts connections at 24 h
+    store_queue: int = 10_000  # signals waiting for the SQLite writer
+
+    def __post_init__(self) -> None:
+        _check(self.exchange == "binance", "exchange", "only 'binance' is supported so far")
+        _check(bool(self.symbols), "symbols", "at least one symbol is needed")
+        for symbol in self.symbols:
+            _check(bool(_SYMBOL.match(symbol)), "symbols", f"{symbol!r} is not a symbol")
+        _check(len(set(self.symbols)) == len(self.symbols), "symbols", "a symbol is repeated")
+        _check(2 <= self.window <= 1_000_000, "window", "must be between 2 and 1000000")
+        _check(
+            self.threshold.is_finite() and self.threshold > 0, "threshold", "must be a number > 0"
+        )
+        _check(0 <= self.port <= 65535, "port", "must be between 0 and 65535")
+        _check(bool(self.host), "host", "must not be empty")
+        _check(bool(self.db), "db", "must be a file path or ':memory:'")
+        for key in ("ws_url", "rest_url"):
+            url: str = getattr(self, key)
+            scheme = ("ws://", "wss://") if key == "ws_url" else ("http://", "https://")
+            _check(url.startswith(scheme), key, f"must start with {' or '.join(scheme)}")
+        _check(self.log_level in _LOG_LEVELS, "log_level", f"must be one of {_LOG_LEVELS}")
+        _check(1 <= self.web_threads <= 1024, "web_threads", "must be between 1 and 1024")
+        _check(self.reconnect_max_delay >= 1, "reconnect_max_delay", "must be >= 1 second")
+        _check(self.rotate_after >= 1, "rotate_after", "must be >= 1 second")
+        _check(self.store_queue >= 1, "store_queue", "must be >= 1")
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"{key}: {message}")
+
+
+FIELDS: tuple[str, ...] = Settings.__struct_fields__
+
+
+def _normalise(key: str, value: Any) -> Any:
+    if key == "symbols":
+        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, list | tuple):
+            return [str(s).strip().upper() for s in items if str(s).strip()]
+    if key in ("log_level",) and isinstance(value, str):
+        return value.upper()
+    if key == "threshold" and isinstance(value, float):
+        return repr(value)  # the decimal the user wrote, not the binary float
+    return value
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    out: dict[str, tuple[Any, str]] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in FIELDS:
+            raise ConfigError(f"unknown setting {name} (environment)")
+        out[key] = (value, f"environment {name}")
+    return out
+
+
+def _from_toml(path: Path) -> dict[str, tuple[Any, str]]:
+    try:
+        with path.open("rb") as handle:
+            doc = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    doc = doc.get("spikewatch", doc) if isinstance(doc.get("spikewatch"), dict) else doc
+    out: dict[str, tuple[Any, str]] = {}
+    for key, value in doc.items():
+        if key not in FIELDS:
+            raise ConfigError(f"unknown setting {key!r} in config file {path}")
+        out[key] = (value, f"config file {path}")
+    return out
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_path: str | Path | None = None,
+) -> Settings:
+    """Merge defaults, environment, TOML file and flags (``None`` flags are unset)."""
+    env = os.environ if env is None else env
+    layers: dict[str, tuple[Any, str]] = {}
+    layers.update(_from_env(env))
+    path = config_path or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        layers.update(_from_toml(Path(path)))
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        if key not in FIELDS:
+            raise ConfigError(f"unknown setting {key!r}")
+        layers[key] = (value, f"--{key.replace('_', '-')}")
+    raw = {key: _normalise(key, value) for key, (value, _) in layers.items()}
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(str(exc), layers)) from None
+
+
+def _explain(message: str, layers: Mapping[str, tuple[Any, str]]) -> str:
+    match = re.search(r"at `\$\.(\w+)", message) or re.match(r"(\w+): ", message)
+    key = match.group(1) if match else None
+    if key and key in layers:
+        value, source = layers[key]
+        detail = re.sub(r" - at `\$\.\w+.*`$", "", message)
+        if detail.startswith(f"{key}: "):
+            detail = detail[len(key) + 2 :]
+        return f"bad value for {key} = {value!r} (from {source}): {detail}"
+    return f"bad configuration: {message}"

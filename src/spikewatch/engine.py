@@ -1,0 +1,286 @@
+"""The engine: ingest -> parse -> pipeline -> sinks, on one background thread.
+
+One thread runs an asyncio loop with the WebSocket client. Frames are parsed and run
+through the pipeline on that loop, under one lock that the web threads also take to read
+counters; signals go to the latest-signal map, the store writer and any listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from spikewatch.config import Settings
+from spikewatch.core.decimal import units_to_float
+from spikewatch.core.detectors import Detector, VolumeSpikeDetector
+from spikewatch.core.model import Signal, Trade, iso_utc
+from spikewatch.core.pipeline import Pipeline
+from spikewatch.exchanges import EXCHANGES, Control, Exchange, MalformedFrame
+from spikewatch.ingest.backoff import Backoff
+from spikewatch.ingest.client import ClientStatus, StreamClient
+from spikewatch.ingest.ratelog import RateLimitedLog
+from spikewatch.store.base import SignalStore
+from spikewatch.store.writer import StoreWriter, WriterStats
+
+log = logging.getLogger(__name__)
+
+SignalListener = Callable[[Signal], None]
+
+
+class SymbolStatus(msgspec.Struct, frozen=True):
+    """What ``/api/status`` says about one symbol."""
+
+    exchange: str
+    symbol: str
+    connection: str
+    trades: int
+    signals: int
+    warmed_up: bool
+    last_trade_id: int | None
+    last_trade_time: str | None
+    last_price: float | None
+    duplicates_dropped: int
+    gaps: int
+    missing_trades: int
+    reconnects: int
+    malformed_frames: int
+
+
+class EngineStatus(msgspec.Struct, frozen=True):
+    """What ``/api/status`` says about the engine as a whole."""
+
+    running: bool
+    exchange: str
+    url: str
+    connection: ClientStatus
+    frames: int
+    malformed_frames: dict[str, int]
+    ignored_frames: int
+    symbols: dict[str, SymbolStatus]
+    store: WriterStats
+
+
+def build_detectors(settings: Settings) -> Callable[[str, str], Sequence[Detector]]:
+    """The detector factory the settings ask for (one set per symbol)."""
+
+    def factory(exchange: str, symbol: str) -> Sequence[Detector]:
+        return (VolumeSpikeDetector(settings.window, settings.threshold),)
+
+    return factory
+
+
+class Engine:
+    """Owns the ingest thread, the pipeline and the store writer; start once, stop once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: SignalStore,
+        *,
+        exchange: Exchange | None = None,
+        backoff: Backoff | None = None,
+        stable_after: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.exchange: Exchange = exchange or EXCHANGES[settings.exchange]()
+        self.url = self.exchange.stream_url(settings.ws_url, settings.symbols)
+        self._symbols = frozenset(settings.symbols)
+        self._pipeline = Pipeline(build_detectors(settings))
+        self._backoff = backoff or Backoff(first=1.0, cap=settings.reconnect_max_delay)
+        self._stable_after = stable_after
+        self._lock = threading.Lock()
+        self._listeners: list[SignalListener] = []
+        self._frames = 0
+        self._ignored = 0
+        self._malformed: dict[str, int] = {}
+        self._ratelog = RateLimitedLog(log)
+        self._latest: dict[str, Signal] = {}
+        self._latest_any: Signal | None = None
+        self._client: StreamClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._stopped = threading.Event()
+        self._writer: StoreWriter | None = None
+        for symbol in settings.symbols:
+            stored = store.latest(symbol)
+            if stored is not None:
+                self._remember(stored)
+        any_stored = store.latest()
+        if any_stored is not None:
+            self._remember(any_stored)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the ingest thread; a second call raises (never two engines)."""
+        with self._lock:
+            if self._started:
+                raise RuntimeError("the engine was already started")
+            self._started = True
+        self._writer = StoreWriter(self.store, maxsize=self.settings.store_queue)
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(ready,), name="spikewatch-engine", daemon=True
+        )
+        self._thread.start()
+        ready.wait(5)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop ingest, flush pending signals to the store; returns within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        loop, client = self._loop, self._client
+        if loop is not None and client is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                loop.call_soon_threadsafe(client.stop)
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._writer is not None:
+            self._writer.flush(max(0.1, deadline - time.monotonic()))
+            self._writer.close(max(0.1, deadline - time.monotonic()))
+        self._stopped.set()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every signal raised so far is in the store."""
+        return self._writer.flush(timeout) if self._writer is not None else True
+
+    def _thread_main(self, ready: threading.Event) -> None:
+        try:
+            asyncio.run(self._main(ready))
+        except Exception:
+            log.exception("the ingest loop failed")
+
+    async def _main(self, ready: threading.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._client = StreamClient(
+            self.url,
+            self.handle_frame,
+            rotate_after=self.settings.rotate_after,
+            backoff=self._backoff,
+            stable_after=self._stable_after,
+        )
+        ready.set()
+        await self._client.run()
+
+    # -- the hot path ----------------------------------------------------------------
+
+    def handle_frame(self, frame: bytes, recv_ns: int = 0) -> bool:
+        """Parse one frame and run its trade through the pipeline; True on a shutdown notice."""
+        try:
+            item = self.exchange.parse(frame)
+        except MalformedFrame as exc:
+            with self._lock:
+                self._frames += 1
+                self._malformed[exc.kind] = self._malformed.get(exc.kind, 0) + 1
+            self._ratelog.warning(exc.kind, f"skipped a malformed frame ({exc}): {frame[:120]!r}")
+            return False
+        if type(item) is Trade:
+            if item.symbol not in self._symbols:
+                with self._lock:
+                    self._frames += 1
+                    self._ignored += 1
+                return False
+            with self._lock:
+                self._frames += 1
+                signals = self._pipeline.process(item)
+                for signal in signals:
+                    self._remember(signal)
+            for signal in signals:
+                self._emit(signal)
+            return False
+        with self._lock:
+            self._frames += 1
+            if item is Control.IGNORED:
+                self._ignored += 1
+        return item is Control.SHUTDOWN
+
+    def _remember(self, signal: Signal) -> None:
+        current = self._latest.get(signal.symbol)
+        if current is None or (signal.time_us, signal.id) >= (current.time_us, current.id):
+            self._latest[signal.symbol] = signal
+        best = self._latest_any
+        if best is None or (signal.time_us, signal.id) >= (best.time_us, best.id):
+            self._latest_any = signal
+
+    def _emit(self, signal: Signal) -> None:
+        log.info(
+            "%s %s %s: %s @ %s, %.1fx the window mean",
+            signal.signal_type,
+            signal.symbol,
+            signal.side,
+            signal.volume,
+            signal.price,
+            signal.ratio,
+        )
+        if self._writer is not None:
+            self._writer.put(signal)
+        for listener in tuple(self._listeners):
+            try:
+                listener(signal)
+            except Exception:
+                log.exception("a signal listener failed")
+
+    # -- read side (any thread) ------------------------------------------------------
+
+    def add_listener(self, listener: SignalListener) -> None:
+        """Call ``listener(signal)`` on the ingest thread for every new signal (keep it quick)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def latest_signal(self, symbol: str | None = None) -> Signal | None:
+        """The latest signal (by trade time) of ``symbol``, or of all symbols."""
+        with self._lock:
+            return self._latest_any if symbol is None else self._latest.get(symbol)
+
+    def status(self) -> EngineStatus:
+        """A consistent snapshot of every counter."""
+        client = self._client
+        connection = client.status if client is not None else ClientStatus(url=self.url)
+        running = self._started and not self._stopped.is_set()
+        with self._lock:
+            stats = {s.symbol: s for s in self._pipeline.stats()}
+            malformed = dict(self._malformed)
+            frames, ignored = self._frames, self._ignored
+        malformed_total = sum(malformed.values())
+        symbols = {}
+        for symbol in self.settings.symbols:
+            s = stats.get(symbol)
+            symbols[symbol] = SymbolStatus(
+                exchange=self.exchange.name,
+                symbol=symbol,
+                connection=connection.state if running else "stopped",
+                trades=s.trades if s else 0,
+                signals=s.signals if s else 0,
+                warmed_up=s.warmed_up if s else False,
+                last_trade_id=s.last_trade_id if s else None,
+                last_trade_time=iso_utc(s.last_trade_time_us)
+                if s and s.last_trade_time_us is not None
+                else None,
+                last_price=units_to_float(s.last_price) if s and s.last_price is not None else None,
+                duplicates_dropped=s.duplicates if s else 0,
+                gaps=s.gaps if s else 0,
+                missing_trades=s.missing_trades if s else 0,
+                reconnects=connection.reconnects,
+                malformed_frames=malformed_total,
+            )
+        writer_stats = (
+            self._writer.stats() if self._writer is not None else WriterStats(0, 0, 0, 0, 0, None)
+        )
+        return EngineStatus(
+            running=running,
+            exchange=self.exchange.name,
+            url=self.url,
+            connection=connection,
+            frames=frames,
+            malformed_frames=malformed,
+            ignored_frames=ignored,
+            symbols=symbols,
+            store=writer_stats,
+        )

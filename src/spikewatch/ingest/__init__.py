@@ -1,0 +1,1 @@
+"""Getting frames in: the one reconnecting WebSocket client."""

@@ -1,0 +1,71 @@
+"""The store port: what the engine and the web layer need of any signal store."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+from spikewatch.core.model import Signal
+
+
+class Cursor(msgspec.Struct, frozen=True, array_like=True):
+    """Position after the last signal of a page (signals come newest first)."""
+
+    time_us: int
+    id: str
+
+    def encode(self) -> str:
+        """An opaque URL-safe token."""
+        return base64.urlsafe_b64encode(msgspec.json.encode(self)).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> Cursor:
+        """Parse a token from :meth:`encode`; ValueError if it is not one."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            return msgspec.json.decode(raw, type=cls)
+        except (binascii.Error, ValueError, msgspec.DecodeError):
+            raise ValueError("cursor is not one this server issued") from None
+
+
+class SignalPage(msgspec.Struct, frozen=True):
+    """One page of signals, newest first, and where the next page starts."""
+
+    signals: list[Signal]
+    next_cursor: Cursor | None
+
+
+class SignalStore(Protocol):
+    """Keeps every signal; adding the same signal id twice keeps one."""
+
+    def add(self, signals: Sequence[Signal]) -> int:
+        """Store ``signals`` durably; returns how many were new."""
+        ...
+
+    def latest(self, symbol: str | None = None) -> Signal | None:
+        """The signal with the latest trade time (of ``symbol``, if given)."""
+        ...
+
+    def page(
+        self,
+        *,
+        symbol: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int = 100,
+        after: Cursor | None = None,
+    ) -> SignalPage:
+        """Signals newest first, ``since_us <= time < until_us``, after ``after``."""
+        ...
+
+    def count(self, symbol: str | None = None) -> int:
+        """How many signals are stored (of ``symbol``, if given)."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        ...

@@ -1,0 +1,201 @@
+"""SQLite signal store: WAL mode, versioned schema, one connection per thread.
+
+The writer thread adds; web threads read through their own connections, which WAL lets
+run while a write is in progress. ``:memory:`` keeps one shared connection under a lock
+(an in-memory database cannot be shared between connections in WAL mode).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from spikewatch.core.model import Signal
+from spikewatch.store.base import Cursor, SignalPage
+
+#: Each entry moves the schema from version i to i + 1; append, never edit.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE signals (
+        id TEXT PRIMARY KEY,
+        exchange TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        detector TEXT NOT NULL,
+        trade_id INTEGER NOT NULL,
+        time_us INTEGER NOT NULL,
+        payload BLOB NOT NULL
+    );
+    CREATE INDEX signals_by_time ON signals (time_us, id);
+    CREATE INDEX signals_by_symbol_time ON signals (symbol, time_us, id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(Signal).decode
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer spikewatch."""
+
+
+class SQLiteSignalStore:
+    """A :class:`~spikewatch.store.base.SignalStore` in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._memory = self.path == ":memory:"
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+        self._shared = self._connect() if self._memory else None
+        with self._conn() as conn:
+            self._migrate(conn)
+
+    def _connect(self) -> sqlite3.Connection:
+        if not self._memory:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+        )
+        if not self._memory:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode (only an OS crash or
+            # power loss can undo the last commits).
+            conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    class _Use:
+        def __init__(self, store: SQLiteSignalStore) -> None:
+            self.store = store
+
+        def __enter__(self) -> sqlite3.Connection:
+            store = self.store
+            if store._shared is not None:
+                store._lock.acquire()
+                return store._shared
+            conn: sqlite3.Connection | None = getattr(store._local, "conn", None)
+            if conn is None:
+                conn = store._local.conn = store._connect()
+            return conn
+
+        def __exit__(self, *exc: object) -> None:
+            if self.store._shared is not None:
+                self.store._lock.release()
+
+    def _conn(self) -> SQLiteSignalStore._Use:
+        return SQLiteSignalStore._Use(self)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"database schema version {version} is newer than this spikewatch "
+                    f"({SCHEMA_VERSION}); upgrade spikewatch"
+                )
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+        with self._conn() as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def add(self, signals: Sequence[Signal]) -> int:
+        """Insert ``signals`` in one transaction; ids already stored are skipped."""
+        rows = [
+            (s.id, s.exchange, s.symbol, s.detector, s.trade_id, s.time_us, _encode(s))
+            for s in signals
+        ]
+        with self._conn() as conn:
+            before = conn.total_changes
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO signals "
+                    "(id, exchange, symbol, detector, trade_id, time_us, payload) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return conn.total_changes - before
+
+    def latest(self, symbol: str | None = None) -> Signal | None:
+        """The stored signal with the latest trade time."""
+        page = self.page(symbol=symbol, limit=1)
+        return page.signals[0] if page.signals else None
+
+    def page(
+        self,
+        *,
+        symbol: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int = 100,
+        after: Cursor | None = None,
+    ) -> SignalPage:
+        """Signals newest first (by trade time, then id), one page at a time."""
+        where: list[str] = []
+        args: list[str | int] = []
+        if symbol is not None:
+            where.append("symbol = ?")
+            args.append(symbol)
+        if since_us is not None:
+            where.append("time_us >= ?")
+            args.append(since_us)
+        if until_us is not None:
+            where.append("time_us < ?")
+            args.append(until_us)
+        if after is not None:
+            where.append("(time_us, id) < (?, ?)")
+            args.extend((after.time_us, after.id))
+        sql = "SELECT payload FROM signals"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY time_us DESC, id DESC LIMIT ?"
+        args.append(limit + 1)
+        with self._conn() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        signals = [_decode(row[0]) for row in rows[:limit]]
+        more = len(rows) > limit
+        last = signals[-1] if signals else None
+        cursor = Cursor(last.time_us, last.id) if more and last is not None else None
+        return SignalPage(signals, cursor)
+
+    def count(self, symbol: str | None = None) -> int:
+        """How many signals are stored."""
+        with self._conn() as conn:
+            if symbol is None:
+                row = conn.execute("SELECT count(*) FROM signals").fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT count(*) FROM signals WHERE symbol = ?", (symbol,)
+                ).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        """Close every connection this store opened."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()

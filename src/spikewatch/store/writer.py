@@ -1,0 +1,138 @@
+"""The store's writer thread: the ingest loop hands signals over and never waits on disk."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from spikewatch.core.model import Signal
+from spikewatch.store.base import SignalStore
+
+log = logging.getLogger(__name__)
+
+_BATCH = 512
+
+
+class WriterStats(msgspec.Struct, frozen=True):
+    """Counters of the writer thread."""
+
+    queued: int
+    written: int
+    duplicates: int
+    failures: int
+    queue_full_waits: int
+    last_write_ms: float | None
+
+
+class StoreWriter:
+    """Writes signals to a store in batches from its own thread.
+
+    Overflow policy: the queue is bounded; when it is full (the disk has stalled for
+    thousands of signals) :meth:`put` waits for room and counts the wait. A signal is
+    never dropped. A failed write is retried until it succeeds or the writer is closed.
+    """
+
+    def __init__(
+        self,
+        store: SignalStore,
+        maxsize: int = 10_000,
+        on_written: Callable[[float], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._queue: queue.Queue[Signal | None] = queue.Queue(maxsize=maxsize)
+        self._on_written = on_written
+        self._lock = threading.Lock()
+        self._written = 0
+        self._duplicates = 0
+        self._failures = 0
+        self._full_waits = 0
+        self._last_ms: float | None = None
+        self._thread = threading.Thread(target=self._run, name="spikewatch-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, signal: Signal) -> None:
+        """Queue ``signal`` for writing (blocks only while the queue is full)."""
+        try:
+            self._queue.put_nowait(signal)
+        except queue.Full:
+            with self._lock:
+                self._full_waits += 1
+            self._queue.put(signal)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is written; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def stats(self) -> WriterStats:
+        """A copy of the writer's counters."""
+        with self._lock:
+            return WriterStats(
+                queued=self._queue.qsize(),
+                written=self._written,
+                duplicates=self._duplicates,
+                failures=self._failures,
+                queue_full_waits=self._full_waits,
+                last_write_ms=self._last_ms,
+            )
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            batch: list[Signal] = []
+            if first is None:
+                stopping = True
+            else:
+                batch.append(first)
+            while len(batch) < _BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                else:
+                    batch.append(item)
+            if batch:
+                self._write(batch, stopping)
+            for _ in range(len(batch) + (1 if stopping else 0)):
+                self._queue.task_done()
+
+    def _write(self, batch: list[Signal], stopping: bool) -> None:
+        delay = 0.05
+        while True:
+            started = time.perf_counter()
+            try:
+                added = self._store.add(batch)
+            except Exception:
+                with self._lock:
+                    self._failures += 1
+                log.exception("writing %d signals failed; retrying", len(batch))
+                if stopping:
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            elapsed = time.perf_counter() - started
+            with self._lock:
+                self._written += added
+                self._duplicates += len(batch) - added
+                self._last_ms = elapsed * 1000
+            if self._on_written is not None:
+                self._on_written(elapsed)
+            return

@@ -1,0 +1,35 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from spikewatch.config import Settings
+from spikewatch.engine import Engine
+from spikewatch.web.api import api
+from spikewatch.web.params import BadRequest
+from spikewatch.web.responses import json_response
+
+
+def create_app(settings: Settings, engine: Engine) -> Flask:
+    """Build the web app around an engine; it does not start the engine."""
+    app = Flask("spikewatch")
+    app.extensions["spikewatch.settings"] = settings
+    app.extensions["spikewatch.engine"] = engine
+    app.register_blueprint(api)
+
+    @app.errorhandler(BadRequest)
+    def bad_request(exc: BadRequest) -> Response:
+        return json_response({"error": str(exc), "param": exc.param}, 400)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        return json_response({"error": exc.description or exc.name}, exc.code or 500)
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> Response:
+        app.logger.exception("unhandled error on %s", request.path)
+        return json_response({"error": "internal server error"}, 500)
+
+    return app
