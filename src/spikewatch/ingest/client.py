@@ -285,11 +285,13 @@ class StreamClient:
 
     async def _open_successor(self) -> ClientConnection | None:
         try:
-            return await self._open()
+            ws = await self._open()
         except Exception as exc:
             log.warning("could not open a successor connection to %s: %s", self.url, exc)
             self._set(last_error=f"{type(exc).__name__}: {exc}")
             return None
+        self._set(connections=self.status.connections + 1)
+        return ws
 
     @staticmethod
     async def _retire(ws: ClientConnection, reader: asyncio.Task[None]) -> None:

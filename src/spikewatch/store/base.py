@@ -27,9 +27,12 @@ class Cursor(msgspec.Struct, frozen=True, array_like=True):
         """Parse a token from :meth:`encode`; ValueError if it is not one."""
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            return msgspec.json.decode(raw, type=cls)
+            cursor = msgspec.json.decode(raw, type=cls)
         except (binascii.Error, ValueError, msgspec.DecodeError):
             raise ValueError("cursor is not one this server issued") from None
+        if not 0 <= cursor.time_us < 2**63 or len(cursor.id) > 400:
+            raise ValueError("cursor is not one this server issued")
+        return cursor
 
 
 class SignalPage(msgspec.Struct, frozen=True):

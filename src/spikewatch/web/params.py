@@ -59,7 +59,7 @@ def time_us(args: Mapping[str, str], name: str) -> int | None:
     if raw is None or raw == "":
         return None
     text = raw.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         value = int(text) * 1000
     else:
         try:

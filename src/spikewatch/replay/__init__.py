@@ -1,0 +1,1 @@
+"""Recorded and historical data: readers, the tape, and the exchange simulator."""

@@ -1,0 +1,466 @@
+"""A local exchange that speaks Binance's spot market-stream protocol, from a tape.
+
+WebSocket: ``/ws/<stream>[/<stream>...]`` (raw events), ``/stream?streams=a/b`` (combined
+wrapper ``{"stream":..,"data":..}``), and ``/ws`` or ``/stream`` followed by ``SUBSCRIBE``
+requests, answered as Binance answers. REST on the same port: ``/api/v3/ping``,
+``/api/v3/time``, ``/api/v3/exchangeInfo``, ``/api/v3/trades`` and
+``/api/v3/historicalTrades``, from the trades played so far.
+
+Pace: ``speed=None`` plays as fast as the clients read, and pauses while nobody is
+connected (so a dropped client misses nothing); ``speed=N`` plays at N times the
+recorded pace from the first connection on, like a live exchange (a disconnected client
+misses what plays meanwhile).
+
+Faults for tests: drop a connection every N frames, insert malformed frames, announce a
+``serverShutdown``, fail REST calls with given statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from spikewatch.core.decimal import SCALE
+from spikewatch.core.model import Side, Trade
+from spikewatch.exchanges.binance import BinanceSpot
+from spikewatch.replay.tape import TapeEntry
+
+log = logging.getLogger(__name__)
+
+#: Frames the fault injector sends when asked for malformed ones (cycled in order).
+BAD_FRAMES: tuple[bytes, ...] = (
+    b"this is not json",
+    b'{"stream":"btcusdt@trade","data":{"e":"trade"}}',
+    b'{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"0","q":"1.0","T":1,"m":true}',
+    b'{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"NaN","q":"1.0","T":1,"m":true}',
+    b'{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1.0","q":"-3","T":1,"m":true}',
+    b'{"e":"trade","E":1,"s":"BTCUSDT","t":"x","p":"1.0","q":"1","T":1,"m":true}',
+    b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1.0",',
+    b"[1, 2, 3]",
+)
+
+
+class Faults(msgspec.Struct, frozen=True, kw_only=True):
+    """What the simulator does wrong on purpose."""
+
+    drop_every: int = 0  # close each connection abruptly after this many trade frames
+    malformed_every: int = 0  # send a malformed frame before every Nth trade frame
+    shutdown_after: int = 0  # announce serverShutdown after this many frames per connection
+    shutdown_grace: float = 0.5  # seconds between the announcement and the close
+    resend_on_connect: int = 0  # re-send this many already-played frames to a new connection
+    rest_failures: tuple[int, ...] = ()  # statuses for the next REST calls (429, 418, 500, ...)
+    retry_after: int = 1  # Retry-After seconds on 429/418
+
+
+class SimulatorStats(msgspec.Struct, frozen=True):
+    """Counters of the simulator."""
+
+    played: int
+    total: int
+    frames_sent: int
+    connections: int
+    open_connections: int
+    drops: int
+    malformed_sent: int
+    shutdowns_sent: int
+    rest_calls: int
+    done: bool
+
+
+class _Client:
+    __slots__ = ("combined", "sent", "streams", "ws")
+
+    def __init__(self, ws: ServerConnection, streams: set[str], combined: bool) -> None:
+        self.ws = ws
+        self.streams = streams
+        self.combined = combined
+        self.sent = 0
+
+
+def _stream_of(symbol: str) -> str:
+    return f"{symbol.lower()}@trade"
+
+
+def _json(status: int, body: object, headers: Sequence[tuple[str, str]] = ()) -> Response:
+    payload = msgspec.json.encode(body)
+    hdrs = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+    for name, value in headers:
+        hdrs[name] = value
+    return Response(status, http.HTTPStatus(status).phrase, hdrs, payload)
+
+
+def _fmt(units: int) -> str:
+    whole, frac = divmod(units, SCALE)
+    return f"{whole}.{frac:08d}"
+
+
+class Simulator:
+    """Serves ``tape`` over WebSocket and REST on 127.0.0.1; see the module docstring."""
+
+    def __init__(
+        self,
+        tape: Sequence[TapeEntry],
+        *,
+        speed: float | None = None,
+        faults: Faults | None = None,
+    ) -> None:
+        if speed is not None and speed <= 0:
+            raise ValueError("speed must be > 0, or None for as fast as clients read")
+        if not tape:
+            raise ValueError("the tape holds no trades")
+        self.tape = tape
+        self.speed = speed
+        self.faults = faults or Faults()
+        self._clients: set[_Client] = set()
+        self._have_clients = asyncio.Event()
+        self._played = 0
+        self._frames_sent = 0
+        self._connections = 0
+        self._drops = 0
+        self._malformed = 0
+        self._shutdowns = 0
+        self._rest_calls = 0
+        self._rest_failures = deque(self.faults.rest_failures)
+        self._recent: deque[TapeEntry] = deque(maxlen=max(1, self.faults.resend_on_connect))
+        self.done = asyncio.Event()
+        self._server: Server | None = None
+        self._producer: asyncio.Task[None] | None = None
+        parser = BinanceSpot()
+        # per symbol: trades in id order, for REST; filled as the tape plays
+        self._trades: dict[str, list[Trade]] = {}
+        self._parsed: list[Trade] = []
+        for entry in tape:
+            trade = parser.parse(entry.payload)
+            if not isinstance(trade, Trade):
+                raise ValueError(f"tape entry is not a trade: {entry.payload[:80]!r}")
+            self._parsed.append(trade)
+            self._trades.setdefault(entry.symbol, [])
+        self.port = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen on ``host:port`` (0 = any free port) and start playing; returns the port."""
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._process_request,
+            ping_interval=20,
+            compression=None,
+        )
+        sock = next(iter(self._server.sockets))
+        self.port = int(sock.getsockname()[1])
+        self._producer = asyncio.create_task(self._produce())
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop playing and close every connection."""
+        if self._producer is not None:
+            self._producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._producer
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def stats(self) -> SimulatorStats:
+        """A copy of the simulator's counters."""
+        return SimulatorStats(
+            played=self._played,
+            total=len(self.tape),
+            frames_sent=self._frames_sent,
+            connections=self._connections,
+            open_connections=len(self._clients),
+            drops=self._drops,
+            malformed_sent=self._malformed,
+            shutdowns_sent=self._shutdowns,
+            rest_calls=self._rest_calls,
+            done=self.done.is_set(),
+        )
+
+    # -- playing the tape ------------------------------------------------------------
+
+    async def _produce(self) -> None:
+        loop = asyncio.get_running_loop()
+        await self._have_clients.wait()  # the clock starts with the first client
+        start = loop.time()
+        first_ms = self.tape[0].time_ms if self.tape else 0
+        for index, entry in enumerate(self.tape):
+            if self.speed is None:
+                await self._have_clients.wait()
+            else:
+                due = start + (entry.time_ms - first_ms) / 1000 / self.speed
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            self._trades[entry.symbol].append(self._parsed[index])
+            self._played = index + 1
+            self._recent.append(entry)
+            stream = _stream_of(entry.symbol)
+            for client in list(self._clients):
+                if stream in client.streams:
+                    await self._deliver(client, entry, stream)
+        self.done.set()
+
+    def _frame(self, client: _Client, entry: TapeEntry, stream: str) -> bytes:
+        if client.combined:
+            return b'{"stream":"' + stream.encode() + b'","data":' + entry.payload + b"}"
+        return entry.payload
+
+    async def _deliver(self, client: _Client, entry: TapeEntry, stream: str) -> None:
+        faults = self.faults
+        try:
+            if faults.malformed_every and (client.sent + 1) % faults.malformed_every == 0:
+                await client.ws.send(BAD_FRAMES[self._malformed % len(BAD_FRAMES)], text=True)
+                self._malformed += 1
+            await client.ws.send(self._frame(client, entry, stream), text=True)
+        except ConnectionClosed:
+            self._forget(client)
+            return
+        client.sent += 1
+        self._frames_sent += 1
+        if faults.shutdown_after and client.sent == faults.shutdown_after:
+            await self._announce_shutdown(client)
+        if faults.drop_every and client.sent % faults.drop_every == 0:
+            self._drops += 1
+            self._forget(client)
+            # abrupt, as a network failure: no close handshake
+            client.ws.transport.abort()
+
+    async def _announce_shutdown(self, client: _Client) -> None:
+        now_ms = int(time.time() * 1000)
+        with contextlib.suppress(ConnectionClosed):
+            await client.ws.send(f'{{"e":"serverShutdown","E":{now_ms}}}', text=True)
+        self._shutdowns += 1
+
+        async def close_later() -> None:
+            await asyncio.sleep(self.faults.shutdown_grace)
+            self._forget(client)
+            with contextlib.suppress(Exception):
+                await client.ws.close(1001, "server shutdown")
+
+        task = asyncio.create_task(close_later())
+        task.add_done_callback(lambda _t: None)
+
+    def _forget(self, client: _Client) -> None:
+        self._clients.discard(client)
+        if not self._clients:
+            self._have_clients.clear()
+
+    # -- WebSocket connections ---------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        url = urlsplit(ws.request.path if ws.request else "/")
+        path = url.path.rstrip("/")
+        if path.startswith("/stream"):
+            names = parse_qs(url.query).get("streams", [""])[0]
+            combined = True
+        elif path.startswith("/ws"):
+            names = path[len("/ws/") :] if path.startswith("/ws/") else ""
+            combined = False
+        else:
+            await ws.close(1008, "unknown path")
+            return
+        streams = {s.lower() for s in names.split("/") if s}
+        client = _Client(ws, streams, combined)
+        self._connections += 1
+        for entry in list(self._recent)[-self.faults.resend_on_connect or len(self._recent) :]:
+            if self.faults.resend_on_connect and _stream_of(entry.symbol) in streams:
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(self._frame(client, entry, _stream_of(entry.symbol)), text=True)
+        self._clients.add(client)
+        self._have_clients.set()
+        try:
+            async for message in ws:
+                reply = self._control(client, message)
+                if reply is not None:
+                    await ws.send(msgspec.json.encode(reply), text=True)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._forget(client)
+
+    def _control(self, client: _Client, message: str | bytes) -> dict[str, object] | None:
+        try:
+            request = msgspec.json.decode(message)
+        except msgspec.DecodeError:
+            return {"code": 3, "msg": "Invalid JSON: expected an object"}
+        if not isinstance(request, dict):
+            return {"code": 3, "msg": "Invalid JSON: expected an object"}
+        req_id = request.get("id")
+        method = request.get("method")
+        params = request.get("params", [])
+        if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+            return {
+                "code": 2,
+                "msg": "Invalid request: params must be a list of strings",
+                "id": req_id,
+            }
+        if method == "SUBSCRIBE":
+            client.streams.update(p.lower() for p in params)
+            return {"result": None, "id": req_id}
+        if method == "UNSUBSCRIBE":
+            client.streams.difference_update(p.lower() for p in params)
+            return {"result": None, "id": req_id}
+        if method == "LIST_SUBSCRIPTIONS":
+            return {"result": sorted(client.streams), "id": req_id}
+        return {"code": 2, "msg": f"Invalid request: unknown method {method!r}", "id": req_id}
+
+    # -- REST ------------------------------------------------------------------------
+
+    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return None
+        self._rest_calls += 1
+        if self._rest_failures:
+            status = self._rest_failures.popleft()
+            headers = (
+                [("Retry-After", str(self.faults.retry_after))] if status in (418, 429) else []
+            )
+            return _json(status, {"code": -1003, "msg": "Simulated failure."}, headers)
+        url = urlsplit(request.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        weight = [("X-MBX-USED-WEIGHT-1M", str(self._rest_calls))]
+        if url.path == "/api/v3/ping":
+            return _json(200, {}, weight)
+        if url.path == "/api/v3/time":
+            return _json(200, {"serverTime": int(time.time() * 1000)}, weight)
+        if url.path == "/api/v3/exchangeInfo":
+            return _json(200, self._exchange_info(), weight)
+        if url.path in ("/api/v3/trades", "/api/v3/historicalTrades"):
+            return self._rest_trades(url.path, query, weight)
+        return _json(404, {"code": -1000, "msg": "Unknown endpoint."})
+
+    def _exchange_info(self) -> dict[str, object]:
+        return {
+            "timezone": "UTC",
+            "serverTime": int(time.time() * 1000),
+            "rateLimits": [
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": 6000,
+                },
+            ],
+            "symbols": [
+                {"symbol": symbol, "status": "TRADING", "isSpotTradingAllowed": True}
+                for symbol in sorted(self._trades)
+            ],
+        }
+
+    def _rest_trades(
+        self, path: str, query: dict[str, str], weight: Sequence[tuple[str, str]]
+    ) -> Response:
+        symbol = query.get("symbol", "").upper()
+        if symbol not in self._trades:
+            return _json(400, {"code": -1121, "msg": "Invalid symbol."})
+        try:
+            limit = int(query.get("limit", "500"))
+            from_id = int(query["fromId"]) if "fromId" in query else None
+        except ValueError:
+            return _json(400, {"code": -1100, "msg": "Illegal characters found in a parameter."})
+        if not 1 <= limit <= 1000:
+            return _json(400, {"code": -1100, "msg": "limit must be between 1 and 1000."})
+        played = self._trades[symbol]
+        if path.endswith("historicalTrades") and from_id is not None:
+            start = _first_at_or_after(played, from_id)
+            chosen = played[start : start + limit]
+        else:
+            chosen = played[-limit:]
+        body = [
+            {
+                "id": t.trade_id,
+                "price": _fmt(t.price),
+                "qty": _fmt(t.qty),
+                "quoteQty": _fmt(t.price * t.qty // SCALE),
+                "time": t.time_us // 1000,
+                "isBuyerMaker": t.side is Side.SELL,
+                "isBestMatch": True,
+            }
+            for t in chosen
+        ]
+        return _json(200, body, weight)
+
+
+def _first_at_or_after(trades: Sequence[Trade], trade_id: int) -> int:
+    lo, hi = 0, len(trades)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if trades[mid].trade_id < trade_id:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+class SimulatorThread:
+    """Runs a :class:`Simulator` on its own event loop thread, for blocking callers."""
+
+    def __init__(self, simulator: Simulator, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.simulator = simulator
+        self._host, self._port = host, port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.port = 0
+
+    def start(self) -> int:
+        """Start the thread and the server; returns the port."""
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(
+            self.simulator.start(self._host, self._port), self._loop
+        )
+        self.port = future.result(10)
+        return self.port
+
+    @property
+    def ws_url(self) -> str:
+        """Base URL for ``--ws-url``."""
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        """Base URL for ``--rest-url``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def stats(self) -> SimulatorStats:
+        """The simulator's counters (read on its loop)."""
+        future = asyncio.run_coroutine_threadsafe(self._stats(), self._loop)
+        return future.result(10)
+
+    async def _stats(self) -> SimulatorStats:
+        return self.simulator.stats()
+
+    def wait_done(self, timeout: float) -> bool:
+        """Wait until the whole tape has played."""
+        future = asyncio.run_coroutine_threadsafe(self.simulator.done.wait(), self._loop)
+        try:
+            future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Stop the server and the thread."""
+        if self._thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(self.simulator.stop(), self._loop)
+            with contextlib.suppress(Exception):
+                future.result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        self._loop.close()
