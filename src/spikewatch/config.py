@@ -111,7 +111,14 @@ def _from_toml(path: Path) -> dict[str, tuple[Any, str]]:
         raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
-    doc = doc.get("spikewatch", doc) if isinstance(doc.get("spikewatch"), dict) else doc
+    if isinstance(doc.get("spikewatch"), dict):
+        others = sorted(k for k in doc if k != "spikewatch")
+        if others:
+            raise ConfigError(
+                f"config file {path}: {others[0]!r} is outside the [spikewatch] table; "
+                "put every setting inside it (or use no table at all)"
+            )
+        doc = doc["spikewatch"]
     out: dict[str, tuple[Any, str]] = {}
     for key, value in doc.items():
         if key not in FIELDS:

@@ -176,10 +176,10 @@ class Engine:
         try:
             item = self.exchange.parse(frame)
         except MalformedFrame as exc:
-            with self._lock:
-                self._frames += 1
-                self._malformed[exc.kind] = self._malformed.get(exc.kind, 0) + 1
-            self._ratelog.warning(exc.kind, f"skipped a malformed frame ({exc}): {frame[:120]!r}")
+            self._count_malformed(exc.kind, str(exc), frame)
+            return False
+        except Exception as exc:  # a parser bug must cost one frame, never the stream
+            self._count_malformed("parser_error", f"{type(exc).__name__}: {exc}", frame)
             return False
         if type(item) is Trade:
             if item.symbol not in self._symbols:
@@ -200,6 +200,12 @@ class Engine:
             if item is Control.IGNORED:
                 self._ignored += 1
         return item is Control.SHUTDOWN
+
+    def _count_malformed(self, kind: str, reason: str, frame: bytes) -> None:
+        with self._lock:
+            self._frames += 1
+            self._malformed[kind] = self._malformed.get(kind, 0) + 1
+        self._ratelog.warning(kind, f"skipped a malformed frame ({reason}): {frame[:120]!r}")
 
     def _remember(self, signal: Signal) -> None:
         current = self._latest.get(signal.symbol)

@@ -65,6 +65,8 @@ def _to_trade(msg: _TradeMsg, exchange: str) -> Trade | Control:
     symbol = msg.symbol
     if not symbol.isupper():
         symbol = symbol.upper()
+        if not symbol:
+            raise MalformedFrame("bad_value", "empty symbol")
     return Trade(
         exchange,
         symbol,
@@ -76,12 +78,15 @@ def _to_trade(msg: _TradeMsg, exchange: str) -> Trade | Control:
     )
 
 
-def _classify(frame: bytes | str) -> Control:
-    """Name a frame that did not decode as a trade, or raise MalformedFrame."""
+def _slow_parse(frame: bytes | str, exchange: str) -> Trade | Control:
+    """Decode a frame the fast paths could not: other key orders or spacing, controls,
+    and everything malformed (which raises MalformedFrame)."""
     try:
         doc = _decode_any(frame)
     except msgspec.DecodeError as exc:
         raise MalformedFrame("not_json", str(exc)) from None
+    except (RecursionError, UnicodeError) as exc:
+        raise MalformedFrame("not_json", type(exc).__name__) from None
     if not isinstance(doc, dict):
         raise MalformedFrame("bad_schema", f"expected an object, got {type(doc).__name__}")
     inner: Any = doc.get("data", doc)
@@ -96,7 +101,15 @@ def _classify(frame: bytes | str) -> Control:
         raise MalformedFrame("error_reply", f"{doc.get('code')}: {str(doc.get('msg'))[:200]}")
     if isinstance(event, str) and event != "trade":
         return Control.IGNORED
-    raise MalformedFrame("bad_schema", "a trade frame with missing or wrongly typed fields")
+    if event == "trade":
+        try:
+            return _to_trade(msgspec.convert(inner, _TradeMsg), exchange)
+        except msgspec.ValidationError as exc:
+            raise MalformedFrame("bad_schema", str(exc)) from None
+    stream = doc.get("stream")
+    if isinstance(stream, str) and not stream.endswith("@trade"):
+        return Control.IGNORED  # another stream's event (e.g. bookTicker has no "e")
+    raise MalformedFrame("bad_schema", "not a trade event")
 
 
 class BinanceSpot:
@@ -120,5 +133,6 @@ class BinanceSpot:
             if head == b'{"stream":' or head == '{"stream":':
                 return _to_trade(_decode_combined(frame).data, self.name)
             return _to_trade(_decode_raw(frame), self.name)
-        except msgspec.DecodeError:  # ValidationError is a subclass
-            return _classify(frame)
+        except (msgspec.DecodeError, RecursionError, UnicodeError):
+            # ValidationError is a DecodeError: a wrapper first, other spacing, a control
+            return _slow_parse(frame, self.name)

@@ -1,0 +1,217 @@
+"""The one typed configuration: defaults < environment < TOML file < flags."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spikewatch.config import ConfigError, Settings, load_settings
+
+
+def write_toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spikewatch.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_watch_btcusdt_on_localhost() -> None:
+    settings = load_settings(flags={}, env={})
+    assert settings.window == 200
+    assert settings.threshold == Decimal(10)
+    assert settings.symbols == ("BTCUSDT",)
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 5000
+    assert settings.exchange == "binance"
+    assert settings.ws_url == "wss://stream.binance.com:9443"
+    assert settings == Settings()
+
+
+def test_environment_overrides_defaults() -> None:
+    settings = load_settings(
+        env={
+            "SPIKEWATCH_WINDOW": "50",
+            "SPIKEWATCH_THRESHOLD": "7.5",
+            "SPIKEWATCH_PORT": "8080",
+            "SPIKEWATCH_HOST": "0.0.0.0",
+            "SPIKEWATCH_LOG_LEVEL": "debug",
+        }
+    )
+    assert (settings.window, settings.threshold, settings.port) == (50, Decimal("7.5"), 8080)
+    assert settings.host == "0.0.0.0"
+    assert settings.log_level == "DEBUG"
+
+
+def test_environment_without_the_prefix_is_not_read() -> None:
+    settings = load_settings(env={"WINDOW": "50", "PORT": "1", "HOME": "/root"})
+    assert (settings.window, settings.port) == (200, 5000)
+
+
+def test_symbol_list_is_split_trimmed_and_upper_cased() -> None:
+    settings = load_settings(env={"SPIKEWATCH_SYMBOLS": "btcusdt, ethusdt"})
+    assert settings.symbols == ("BTCUSDT", "ETHUSDT")
+
+
+def test_toml_file_overrides_environment(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, 'window = 50\nthreshold = 7.5\nsymbols = ["ethusdt"]\n')
+    settings = load_settings(
+        env={"SPIKEWATCH_WINDOW": "30", "SPIKEWATCH_PORT": "8080"}, config_path=path
+    )
+    assert settings.window == 50
+    assert settings.threshold == Decimal("7.5")  # the decimal written, not a binary float
+    assert settings.symbols == ("ETHUSDT",)
+    assert settings.port == 8080  # not in the file: the environment still counts
+
+
+def test_toml_file_may_hold_a_spikewatch_table(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[spikewatch]\nwindow = 50\nport = 6000\n")
+    settings = load_settings(env={}, config_path=path)
+    assert (settings.window, settings.port) == (50, 6000)
+
+
+def test_toml_file_named_in_the_environment_is_read(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "window = 50\n")
+    settings = load_settings(env={"SPIKEWATCH_CONFIG": str(path), "SPIKEWATCH_WINDOW": "30"})
+    assert settings.window == 50
+
+
+def test_flags_override_the_toml_file(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "window = 50\nthreshold = 7.5\nport = 6000\n")
+    settings = load_settings(
+        flags={"window": 9, "threshold": None, "symbols": "solusdt"},
+        env={"SPIKEWATCH_WINDOW": "30"},
+        config_path=path,
+    )
+    assert settings.window == 9
+    assert settings.threshold == Decimal("7.5")  # a None flag is unset, not a value
+    assert settings.port == 6000
+    assert settings.symbols == ("SOLUSDT",)
+
+
+def test_unknown_environment_setting_stops_start_up() -> None:
+    with pytest.raises(ConfigError, match=r"SPIKEWATCH_WINDOWW.*environment"):
+        load_settings(env={"SPIKEWATCH_WINDOWW": "3"})
+
+
+def test_unknown_toml_setting_stops_start_up(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "window = 50\nwindoww = 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={}, config_path=path)
+    assert "windoww" in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_setting_inside_the_spikewatch_table_stops_start_up(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[spikewatch]\nwindoww = 3\n")
+    with pytest.raises(ConfigError, match="windoww"):
+        load_settings(env={}, config_path=path)
+
+
+def test_setting_beside_the_spikewatch_table_is_not_silently_ignored(tmp_path: Path) -> None:
+    # `port` at the top level of a file that also has a [spikewatch] table: it must either
+    # take effect or stop start-up, never be dropped without a word
+    path = write_toml(tmp_path, "port = 8080\n[spikewatch]\nwindow = 50\n")
+
+    def outcome() -> int | str:
+        try:
+            return load_settings(env={}, config_path=path).port
+        except ConfigError as exc:
+            return str(exc)
+
+    result = outcome()
+    assert result == 8080 or "port" in str(result)
+
+
+def test_unknown_flag_stops_start_up() -> None:
+    with pytest.raises(ConfigError, match="windoww"):
+        load_settings(flags={"windoww": 3}, env={})
+
+
+@pytest.mark.parametrize(
+    ("env_key", "value", "field"),
+    [
+        ("SPIKEWATCH_WINDOW", "abc", "window"),
+        ("SPIKEWATCH_WINDOW", "1", "window"),
+        ("SPIKEWATCH_THRESHOLD", "-1", "threshold"),
+        ("SPIKEWATCH_THRESHOLD", "0", "threshold"),
+        ("SPIKEWATCH_THRESHOLD", "NaN", "threshold"),
+        ("SPIKEWATCH_THRESHOLD", "abc", "threshold"),
+        ("SPIKEWATCH_PORT", "70000", "port"),
+        ("SPIKEWATCH_PORT", "-1", "port"),
+        ("SPIKEWATCH_WS_URL", "http://x", "ws_url"),
+        ("SPIKEWATCH_REST_URL", "ftp://x", "rest_url"),
+        ("SPIKEWATCH_SYMBOLS", "BTC-USDT", "symbols"),
+        ("SPIKEWATCH_SYMBOLS", "btcusdt,BTCUSDT", "symbols"),
+        ("SPIKEWATCH_SYMBOLS", " , ", "symbols"),
+        ("SPIKEWATCH_LOG_LEVEL", "LOUD", "log_level"),
+        ("SPIKEWATCH_EXCHANGE", "kraken", "exchange"),
+    ],
+)
+def test_bad_environment_value_names_the_key_and_its_source(
+    env_key: str, value: str, field: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={env_key: value})
+    message = str(info.value)
+    assert field in message
+    assert f"environment {env_key}" in message
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ('window = "abc"', "window"),
+        ("window = true", "window"),
+        ("threshold = -1", "threshold"),
+        ("port = 70000", "port"),
+        ('ws_url = "http://x"', "ws_url"),
+        ("symbols = []", "symbols"),
+    ],
+)
+def test_bad_toml_value_names_the_key_and_the_file(tmp_path: Path, line: str, field: str) -> None:
+    path = write_toml(tmp_path, line + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={}, config_path=path)
+    message = str(info.value)
+    assert field in message
+    assert f"config file {path}" in message
+
+
+@pytest.mark.parametrize(
+    ("flags", "source"),
+    [
+        ({"window": "abc"}, "--window"),
+        ({"threshold": "-1"}, "--threshold"),
+        ({"port": 70000}, "--port"),
+        ({"ws_url": "http://x"}, "--ws-url"),
+    ],
+)
+def test_bad_flag_value_names_the_flag(flags: dict[str, Any], source: str) -> None:
+    with pytest.raises(ConfigError, match=f"from {source}"):
+        load_settings(flags=flags, env={})
+
+
+def test_bad_value_in_a_lower_layer_is_harmless_when_overridden(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "port = 6000\n")
+    settings = load_settings(env={"SPIKEWATCH_PORT": "70000"}, config_path=path)
+    assert settings.port == 6000
+
+
+def test_missing_config_file_stops_start_up(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.toml"
+    with pytest.raises(ConfigError, match=r"nowhere\.toml"):
+        load_settings(env={}, config_path=missing)
+
+
+def test_config_file_that_is_not_toml_stops_start_up(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "window = [\n")
+    with pytest.raises(ConfigError, match=r"config file .*spikewatch\.toml"):
+        load_settings(env={}, config_path=path)
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(env={})
+    with pytest.raises(AttributeError):
+        settings.window = 5  # type: ignore[misc]
