@@ -12,21 +12,20 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import msgspec
 
 from spikewatch.config import Settings
 from spikewatch.core.decimal import units_to_float
-from spikewatch.core.detectors import Detector, VolumeSpikeDetector
 from spikewatch.core.model import Signal, Trade, iso_utc
-from spikewatch.core.pipeline import Pipeline
 from spikewatch.exchanges import EXCHANGES, Control, Exchange, MalformedFrame
 from spikewatch.ingest.backoff import Backoff
 from spikewatch.ingest.client import ClientStatus, StreamClient
 from spikewatch.ingest.ratelog import RateLimitedLog
 from spikewatch.store.base import SignalStore
 from spikewatch.store.writer import StoreWriter, WriterStats
+from spikewatch.wiring import build_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +65,6 @@ class EngineStatus(msgspec.Struct, frozen=True):
     store: WriterStats
 
 
-def build_detectors(settings: Settings) -> Callable[[str, str], Sequence[Detector]]:
-    """The detector factory the settings ask for (one set per symbol)."""
-
-    def factory(exchange: str, symbol: str) -> Sequence[Detector]:
-        return (VolumeSpikeDetector(settings.window, settings.threshold),)
-
-    return factory
-
-
 class Engine:
     """Owns the ingest thread, the pipeline and the store writer; start once, stop once."""
 
@@ -92,7 +82,7 @@ class Engine:
         self.exchange: Exchange = exchange or EXCHANGES[settings.exchange]()
         self.url = self.exchange.stream_url(settings.ws_url, settings.symbols)
         self._symbols = frozenset(settings.symbols)
-        self._pipeline = Pipeline(build_detectors(settings))
+        self._pipeline = build_pipeline(settings)
         self._backoff = backoff or Backoff(first=1.0, cap=settings.reconnect_max_delay)
         self._stable_after = stable_after
         self._lock = threading.Lock()

@@ -53,8 +53,12 @@ class SQLiteSignalStore:
         self._lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
         self._shared = self._connect() if self._memory else None
-        with self._conn() as conn:
-            self._migrate(conn)
+        try:
+            with self._conn() as conn:
+                self._migrate(conn)
+        except BaseException:
+            self.close()
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         if not self._memory:

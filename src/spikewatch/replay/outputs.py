@@ -1,0 +1,102 @@
+"""Where ``spikewatch replay`` writes signals: JSON lines, CSV or Parquet."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import msgspec
+
+from spikewatch.core.model import Signal
+
+FIELDS: tuple[str, ...] = Signal.__struct_fields__
+
+
+class SignalSink(Protocol):
+    """Takes signals one at a time; ``close()`` finishes the output."""
+
+    def write(self, signal: Signal) -> None:
+        """Write one signal."""
+        ...
+
+    def close(self) -> None:
+        """Flush and close."""
+        ...
+
+
+class JsonLinesSink:
+    """One JSON object per line (the API's signal shape)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._encode = msgspec.json.Encoder().encode
+
+    def write(self, signal: Signal) -> None:
+        """Write one signal as a line."""
+        self._stream.write(self._encode(signal) + b"\n")
+
+    def close(self) -> None:
+        """Flush (and close, unless it is stdout)."""
+        self._stream.flush()
+        if self._stream is not sys.stdout.buffer:
+            self._stream.close()
+
+
+class CsvSink:
+    """A CSV file with a header row of the signal's fields."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(FIELDS)
+
+    def write(self, signal: Signal) -> None:
+        """Write one signal as a row."""
+        self._writer.writerow([getattr(signal, name) for name in FIELDS])
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+
+class ParquetSink:
+    """A Parquet file (needs ``pyarrow``: ``pip install 'spikewatch[parquet]'``)."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise SystemExit(
+                "writing Parquet needs pyarrow: pip install 'spikewatch[parquet]'"
+            ) from None
+        self._path = path
+        self._rows: list[dict[str, Any]] = []
+
+    def write(self, signal: Signal) -> None:
+        """Collect one signal (signals are few; they are written at close)."""
+        self._rows.append(msgspec.structs.asdict(signal))
+
+    def close(self) -> None:
+        """Write the file."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = {name: [row[name] for row in self._rows] for name in FIELDS}
+        pq.write_table(pa.table(columns), self._path)
+
+
+def open_sink(out: str | None) -> SignalSink:
+    """A sink for ``--out``: ``-``/None is stdout JSON lines; else by file extension."""
+    if out is None or out == "-":
+        return JsonLinesSink(sys.stdout.buffer)
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return JsonLinesSink(path.open("wb"))
+    if suffix == ".csv":
+        return CsvSink(path)
+    if suffix == ".parquet":
+        return ParquetSink(path)
+    raise ValueError(f"--out {out}: use a .jsonl, .csv or .parquet file name, or -")

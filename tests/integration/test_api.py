@@ -1,0 +1,564 @@
+"""The JSON API over a real engine, a real SQLite file and the real recorded Binance trades.
+
+Every test builds spikewatch the way ``spikewatch run`` does (settings -> store -> engine
+-> app) on a fresh database under ``tmp_path``, then replays frames from the recording
+through ``Engine.handle_frame``, the same call the WebSocket client makes for each frame.
+The engine is never started, so nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import threading
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from waitress.server import create_server
+
+from spikewatch.config import Settings, load_settings
+from spikewatch.core.model import Signal
+from spikewatch.engine import Engine
+from spikewatch.store import Cursor, SQLiteSignalStore, StoreWriter
+from spikewatch.web import create_app
+
+#: What the recorded BTCUSDT frames (conftest.py's ``btc_frames``, from
+#: tests/fixtures/binance-spot-BTCUSDT-trade-msgs-2024-08-08T2354Z_2024-08-09T0005Z.jsonl.gz)
+#: hold, and what the default detector (window 200, 10x) finds in them.
+RECORDED_FRAMES = 19_904
+RECORDED_SIGNALS = 467
+FIRST_TRADE_ID = 3_735_683_259
+LAST_TRADE_ID = 3_735_703_162
+LAST_TRADE_TIME = "2024-08-09T00:05:05.800Z"
+#: The recording crosses midnight UTC.
+MIDNIGHT_ISO = "2024-08-09T00:00:00Z"
+MIDNIGHT_MS = 1_723_161_600_000
+ETH_TRADES = 14_515
+AWAITING = {"status": "Awaiting first signal..."}
+
+
+@pytest.fixture
+def frames(btc_frames: list[bytes]) -> list[bytes]:
+    """Every frame of the recording, byte for byte as Binance sent it."""
+    assert len(btc_frames) == RECORDED_FRAMES
+    return btc_frames
+
+
+@pytest.fixture(scope="module")
+def two_symbol_frames(fixtures_dir: Path, btc_frames: list[bytes]) -> list[bytes]:
+    """The BTCUSDT recording interleaved by trade time with the real ETHUSDT trades of the
+    same ten minutes (kept as a data.binance.vision CSV, rebuilt here as the stream frames
+    Binance sends for them)."""
+    path = fixtures_dir / "binance-spot-ETHUSDT-trades-2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
+    timed: list[tuple[int, bytes]] = []
+    with gzip.open(path, "rt", newline="") as handle:
+        for trade_id, price, qty, _quote, time_ms, buyer_is_maker, _best in csv.reader(handle):
+            data = {
+                "e": "trade",
+                "E": int(time_ms),
+                "s": "ETHUSDT",
+                "t": int(trade_id),
+                "p": price,
+                "q": qty,
+                "T": int(time_ms),
+                "m": buyer_is_maker == "True",
+                "M": True,
+            }
+            frame = json.dumps({"stream": "ethusdt@trade", "data": data}, separators=(",", ":"))
+            timed.append((int(time_ms), frame.encode()))
+    assert len(timed) == ETH_TRADES
+    timed += [(json.loads(frame)["data"]["T"], frame) for frame in btc_frames]
+    timed.sort(key=lambda item: item[0])  # stable: each symbol keeps its own order
+    return [frame for _, frame in timed]
+
+
+@dataclass
+class Spikewatch:
+    """One spikewatch process: its settings, store, engine and web app."""
+
+    settings: Settings
+    store: SQLiteSignalStore
+    engine: Engine
+    writer: StoreWriter
+    app: Flask
+    client: FlaskClient
+    emitted: list[Signal]
+    stopped: bool = False
+
+    def feed(self, frames: Iterable[bytes]) -> None:
+        """Hand frames to the engine as the WebSocket client would; wait for the store."""
+        for frame in frames:
+            self.engine.handle_frame(frame)
+        assert self.writer.flush(timeout=10)
+
+    def get(self, path: str, **query: str | int) -> tuple[int, Any]:
+        """GET ``path`` with ``query``; the status and the decoded JSON body."""
+        response = self.client.get(path, query_string=query)
+        assert response.mimetype == "application/json"
+        return response.status_code, response.get_json()
+
+    def stop(self) -> None:
+        """Shut down as the process would: write what is pending, close the database."""
+        if not self.stopped:
+            self.stopped = True
+            self.writer.close()
+            self.store.close()
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Callable[..., Spikewatch]]:
+    """Start spikewatch on this test's database file; call again to "restart" on it."""
+    launched: list[Spikewatch] = []
+
+    def launch(symbols: str = "BTCUSDT,ETHUSDT") -> Spikewatch:
+        settings = load_settings(
+            {"db": str(tmp_path / "spikewatch.db"), "symbols": symbols}, env={}
+        )
+        store = SQLiteSignalStore(settings.db)
+        engine = Engine(settings, store)
+        # Engine.start() creates the engine's own StoreWriter, but it also connects to
+        # Binance. A StoreWriter fed by a listener is the same write path, offline.
+        writer = StoreWriter(store, maxsize=settings.store_queue)
+        emitted: list[Signal] = []
+        engine.add_listener(emitted.append)
+        engine.add_listener(writer.put)
+        app = create_app(settings, engine)
+        app.config["TESTING"] = True
+        service = Spikewatch(settings, store, engine, writer, app, app.test_client(), emitted)
+        launched.append(service)
+        return service
+
+    yield launch
+    for service in launched:
+        service.stop()
+
+
+@pytest.fixture
+def spikewatch(launch: Callable[..., Spikewatch]) -> Spikewatch:
+    return launch()
+
+
+@pytest.fixture
+def replayed(spikewatch: Spikewatch, frames: list[bytes]) -> Spikewatch:
+    """Spikewatch after the whole recording went through it."""
+    spikewatch.feed(frames)
+    assert len(spikewatch.emitted) == RECORDED_SIGNALS
+    return spikewatch
+
+
+def as_json(signal: Signal) -> Any:
+    """The signal as the API's JSON decodes."""
+    return json.loads(msgspec.json.encode(signal))
+
+
+def newest_first(signals: Iterable[Signal]) -> list[str]:
+    return [s.id for s in sorted(signals, key=lambda s: (s.time_us, s.id), reverse=True)]
+
+
+def ms(signal: Signal) -> int:
+    return signal.time_us // 1000
+
+
+def walk(service: Spikewatch, **query: str | int) -> list[list[str]]:
+    """Follow ``next_cursor`` through /api/signals; the ids on each page."""
+    pages: list[list[str]] = []
+    cursor: str | None = None
+    while True:
+        args = dict(query) if cursor is None else {**query, "cursor": cursor}
+        status, body = service.get("/api/signals", **args)
+        assert status == 200, body
+        assert body["count"] == len(body["signals"])
+        pages.append([s["id"] for s in body["signals"]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+        assert len(pages) <= 1000, "paging does not terminate"
+
+
+# -- /api/get_signal -----------------------------------------------------------------
+
+
+def test_get_signal_awaits_the_first_spike(spikewatch: Spikewatch, frames: list[bytes]) -> None:
+    assert spikewatch.get("/api/get_signal") == (200, AWAITING)
+
+    # The first 200 trades only fill the window: nothing can fire yet.
+    spikewatch.feed(frames[:200])
+    assert spikewatch.emitted == []
+    assert spikewatch.get("/api/get_signal") == (200, AWAITING)
+
+
+def test_get_signal_after_the_recording_is_the_last_spike(replayed: Spikewatch) -> None:
+    status, body = replayed.get("/api/get_signal")
+
+    assert status == 200
+    assert body == as_json(replayed.emitted[-1])
+    assert body["signal_type"] == "VolumeSpike"
+    assert body["symbol"] == "BTCUSDT"
+    assert body["trade_id"] == 3_735_703_084
+    assert body["timestamp"] == "2024-08-09T00:05:04.127Z"
+    assert datetime.fromisoformat(body["timestamp"]).tzinfo == UTC
+    assert body["price"] == 61_607.98
+    assert body["volume"] == 0.27
+    assert body["volume"] > 10 * body["average_volume"]
+
+
+def test_get_signal_of_one_symbol_accepts_any_case(replayed: Spikewatch) -> None:
+    last = as_json(replayed.emitted[-1])
+
+    assert replayed.get("/api/get_signal", symbol="btcusdt") == (200, last)
+    assert replayed.get("/api/get_signal", symbol="BTCUSDT") == (200, last)
+    # ETHUSDT is watched, but the recording holds only BTCUSDT trades.
+    assert replayed.get("/api/get_signal", symbol="ethusdt") == (200, AWAITING)
+
+
+def test_get_signal_rejects_a_bad_symbol_and_unknown_parameters(replayed: Spikewatch) -> None:
+    status, body = replayed.get("/api/get_signal", symbol="bad!")
+    assert status == 400
+    assert body["param"] == "symbol"
+    assert "not a symbol" in body["error"]
+
+    status, body = replayed.get("/api/get_signal", limt=5)
+    assert status == 400
+    assert body["param"] == "limt"
+    assert "unknown parameter" in body["error"]
+
+
+def test_after_a_restart_get_signal_serves_the_latest_stored_spike(
+    launch: Callable[..., Spikewatch], frames: list[bytes]
+) -> None:
+    before = launch()
+    before.feed(frames)
+    last = as_json(before.emitted[-1])
+    before.stop()
+
+    after = launch()  # a new store, engine and app on the same file; no trade seen yet
+
+    assert after.get("/api/get_signal") == (200, last)
+    assert after.get("/api/get_signal", symbol="BTCUSDT") == (200, last)
+    assert after.get("/api/get_signal", symbol="ETHUSDT") == (200, AWAITING)
+    status, body = after.get("/api/status")
+    assert status == 200
+    assert body["symbols"]["BTCUSDT"]["trades"] == 0
+    pages = walk(after, limit=1000)
+    assert pages[0] == newest_first(before.emitted)
+
+
+def test_two_symbols_at_once_are_told_apart(
+    spikewatch: Spikewatch, two_symbol_frames: list[bytes]
+) -> None:
+    spikewatch.feed(two_symbol_frames)
+    btc = [s for s in spikewatch.emitted if s.symbol == "BTCUSDT"]
+    eth = [s for s in spikewatch.emitted if s.symbol == "ETHUSDT"]
+    assert len(btc) == RECORDED_SIGNALS  # ETH trades in between change nothing for BTC
+    assert eth
+
+    latest = max(spikewatch.emitted, key=lambda s: (s.time_us, s.id))
+    assert spikewatch.get("/api/get_signal") == (200, as_json(latest))
+    assert spikewatch.get("/api/get_signal", symbol="btcusdt") == (200, as_json(btc[-1]))
+    assert spikewatch.get("/api/get_signal", symbol="ethusdt") == (200, as_json(eth[-1]))
+
+    assert walk(spikewatch, symbol="ethusdt", limit=1000) == [newest_first(eth)]
+    assert walk(spikewatch, limit=1000) == [newest_first(spikewatch.emitted)]
+
+    _, body = spikewatch.get("/api/status")
+    assert body["frames"] == RECORDED_FRAMES + ETH_TRADES
+    assert body["symbols"]["BTCUSDT"]["trades"] == RECORDED_FRAMES
+    assert body["symbols"]["BTCUSDT"]["signals"] == RECORDED_SIGNALS
+    assert body["symbols"]["ETHUSDT"]["trades"] == ETH_TRADES
+    assert body["symbols"]["ETHUSDT"]["signals"] == len(eth)
+    assert body["symbols"]["ETHUSDT"]["gaps"] == 0
+
+
+def test_after_a_restart_watching_other_symbols_old_spikes_are_still_served(
+    launch: Callable[..., Spikewatch], two_symbol_frames: list[bytes]
+) -> None:
+    before = launch("BTCUSDT,ETHUSDT")
+    before.feed(two_symbol_frames)
+    latest = {
+        symbol: as_json([s for s in before.emitted if s.symbol == symbol][-1])
+        for symbol in ("BTCUSDT", "ETHUSDT")
+    }
+    before.stop()
+
+    after = launch("SOLUSDT")  # watches neither symbol now
+
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        assert after.get("/api/get_signal", symbol=symbol.lower()) == (200, latest[symbol])
+    assert after.get("/api/get_signal", symbol="solusdt") == (200, AWAITING)
+
+
+# -- /api/signals --------------------------------------------------------------------
+
+
+def test_signals_are_listed_newest_first(replayed: Spikewatch) -> None:
+    expected = newest_first(replayed.emitted)
+
+    status, body = replayed.get("/api/signals")
+    assert status == 200
+    assert body["count"] == 100  # the default page size
+    assert [s["id"] for s in body["signals"]] == expected[:100]
+    assert body["signals"][0] == as_json(replayed.emitted[-1])
+    assert body["next_cursor"] is not None
+
+    status, body = replayed.get("/api/signals", limit=1000)
+    assert status == 200
+    assert body["count"] == RECORDED_SIGNALS
+    assert [s["id"] for s in body["signals"]] == expected
+    assert body["next_cursor"] is None
+
+
+def test_signals_limit(replayed: Spikewatch) -> None:
+    status, body = replayed.get("/api/signals", limit=5)
+
+    assert status == 200
+    assert body["count"] == 5
+    assert [s["id"] for s in body["signals"]] == newest_first(replayed.emitted)[:5]
+
+
+def test_signals_of_one_symbol(replayed: Spikewatch) -> None:
+    status, body = replayed.get("/api/signals", symbol="ethusdt")
+    assert (status, body) == (200, {"signals": [], "count": 0, "next_cursor": None})
+
+    status, body = replayed.get("/api/signals", symbol="btcusdt", limit=1000)
+    assert status == 200
+    assert body["count"] == RECORDED_SIGNALS
+
+
+@pytest.mark.parametrize(
+    "midnight",
+    [MIDNIGHT_ISO, str(MIDNIGHT_MS), "2024-08-09T02:00:00+02:00", "2024-08-09T00:00:00"],
+    ids=["iso-z", "epoch-ms", "iso-offset", "iso-naive-is-utc"],
+)
+def test_signals_since_and_until_split_the_recording_at_midnight(
+    replayed: Spikewatch, midnight: str
+) -> None:
+    before = [s for s in replayed.emitted if s.time_us < MIDNIGHT_MS * 1000]
+    after = [s for s in replayed.emitted if s.time_us >= MIDNIGHT_MS * 1000]
+    assert before
+    assert after
+
+    status, body = replayed.get("/api/signals", since=midnight, limit=1000)
+    assert status == 200
+    assert [s["id"] for s in body["signals"]] == newest_first(after)
+
+    status, body = replayed.get("/api/signals", until=midnight, limit=1000)
+    assert status == 200
+    assert [s["id"] for s in body["signals"]] == newest_first(before)
+
+
+@pytest.mark.parametrize("form", ["iso", "epoch-ms"])
+def test_signals_since_is_inclusive_and_until_exclusive(replayed: Spikewatch, form: str) -> None:
+    first, last = replayed.emitted[100], replayed.emitted[200]
+    since = first.timestamp if form == "iso" else str(ms(first))
+    until = last.timestamp if form == "iso" else str(ms(last))
+
+    status, body = replayed.get("/api/signals", since=since, until=until, limit=1000)
+
+    assert status == 200
+    expected = [s for s in replayed.emitted if first.time_us <= s.time_us < last.time_us]
+    assert [s["id"] for s in body["signals"]] == newest_first(expected)
+    ids = {s["id"] for s in body["signals"]}
+    assert first.id in ids
+    assert last.id not in ids
+
+
+@pytest.mark.parametrize("limit", [7, 50, 466, 467])
+def test_walking_next_cursor_returns_every_signal_once(replayed: Spikewatch, limit: int) -> None:
+    pages = walk(replayed, limit=limit)
+
+    walked = [signal_id for page in pages for signal_id in page]
+    assert walked == newest_first(replayed.emitted)
+    assert len(set(walked)) == RECORDED_SIGNALS
+    assert all(len(page) == limit for page in pages[:-1])
+    assert len(pages) == -(-RECORDED_SIGNALS // limit)
+
+
+def test_walking_next_cursor_keeps_the_filters(replayed: Spikewatch) -> None:
+    pages = walk(replayed, symbol="btcusdt", since=MIDNIGHT_ISO, limit=9)
+
+    walked = [signal_id for page in pages for signal_id in page]
+    assert walked == newest_first(s for s in replayed.emitted if s.time_us >= MIDNIGHT_MS * 1000)
+
+
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [
+        ({"limit": "0"}, "limit"),
+        ({"limit": "5000"}, "limit"),
+        ({"limit": "abc"}, "limit"),
+        ({"since": "notatime"}, "since"),
+        ({"until": "yesterday"}, "until"),
+        ({"since": "1999-12-31T23:59:59Z"}, "since"),
+        ({"since": "2024-08-09T00:05:00Z", "until": "2024-08-09T00:00:00Z"}, "until"),
+        ({"since": str(MIDNIGHT_MS), "until": MIDNIGHT_ISO}, "until"),
+        ({"cursor": "garbage"}, "cursor"),
+        ({"symbol": "bad!"}, "symbol"),
+        ({"limt": "5"}, "limt"),
+    ],
+    ids=[
+        "limit-0",
+        "limit-5000",
+        "limit-abc",
+        "since-notatime",
+        "until-notatime",
+        "since-before-2000",
+        "until-before-since",
+        "until-equals-since",
+        "cursor-garbage",
+        "symbol-bad",
+        "unknown-param",
+    ],
+)
+def test_signals_rejects_bad_parameters_with_a_json_400(
+    replayed: Spikewatch, query: dict[str, str], param: str
+) -> None:
+    status, body = replayed.get("/api/signals", **query)
+
+    assert status == 400
+    assert body["param"] == param
+    assert body["error"].startswith(f"{param}: ")
+
+
+def test_a_tampered_cursor_is_a_bad_request_not_a_server_error(replayed: Spikewatch) -> None:
+    # Well-formed base64 JSON of the right shape, but a time no signal can have.
+    forged = Cursor(2**63, "binance:BTCUSDT:x").encode()
+
+    status, body = replayed.get("/api/signals", cursor=forged)
+
+    assert status == 400, body
+    assert body["param"] == "cursor"
+
+
+def test_a_time_written_in_non_ascii_digits_is_a_bad_request_not_a_server_error(
+    replayed: Spikewatch,
+) -> None:
+    # "²" (superscript two) is a digit to str.isdigit() but not to int().
+    status, body = replayed.get("/api/signals", since="1723161600000²")
+
+    assert status == 400, body
+    assert body["param"] == "since"
+
+
+# -- /api/status ---------------------------------------------------------------------
+
+
+def test_status_counts_the_trades_and_signals_of_the_recording(replayed: Spikewatch) -> None:
+    status, body = replayed.get("/api/status")
+
+    assert status == 200
+    assert body["running"] is False
+    assert body["frames"] == RECORDED_FRAMES
+    assert body["malformed_frames"] == {}
+    btc = body["symbols"]["BTCUSDT"]
+    assert btc["trades"] == RECORDED_FRAMES
+    assert btc["signals"] == RECORDED_SIGNALS
+    assert btc["warmed_up"] is True
+    assert btc["last_trade_id"] == LAST_TRADE_ID
+    assert btc["last_trade_time"] == LAST_TRADE_TIME
+    assert (btc["gaps"], btc["missing_trades"], btc["duplicates_dropped"]) == (0, 0, 0)
+    eth = body["symbols"]["ETHUSDT"]
+    assert (eth["trades"], eth["signals"], eth["last_trade_id"]) == (0, 0, None)
+
+
+def test_replaying_trades_already_seen_raises_no_new_signal(
+    replayed: Spikewatch, frames: list[bytes]
+) -> None:
+    replayed.feed(frames[-1000:])  # the overlap a reconnect can bring
+
+    assert len(replayed.emitted) == RECORDED_SIGNALS
+    assert replayed.store.count() == RECORDED_SIGNALS
+    _, body = replayed.get("/api/status")
+    btc = body["symbols"]["BTCUSDT"]
+    assert (btc["trades"], btc["duplicates_dropped"]) == (RECORDED_FRAMES, 1000)
+    assert btc["signals"] == RECORDED_SIGNALS
+
+
+def test_malformed_frames_are_counted_by_kind_and_later_trades_still_count(
+    spikewatch: Spikewatch, frames: list[bytes]
+) -> None:
+    good = frames[:1000]
+    # A copy of trade 500 with a zero price: rejected, and the real trade 500 still counts.
+    zero_price = json.loads(frames[500])
+    zero_price["data"]["p"] = "0.00000000"
+    malformed = [
+        b"not json",
+        b'{"stream":"btcusdt@trade","data":{"e":"trade"}}',
+        json.dumps(zero_price).encode(),
+    ]
+
+    spikewatch.feed([*good[:500], *malformed, *good[500:]])
+
+    status, body = spikewatch.get("/api/status")
+    assert status == 200
+    assert body["malformed_frames"] == {"not_json": 1, "bad_schema": 1, "bad_value": 1}
+    assert body["frames"] == 1000 + 3
+    btc = body["symbols"]["BTCUSDT"]
+    assert btc["trades"] == 1000
+    assert btc["last_trade_id"] == FIRST_TRADE_ID + 999
+    assert btc["gaps"] == 0
+    assert btc["signals"] == len(spikewatch.emitted) > 0
+    last_ms = json.loads(good[-1])["data"]["T"]
+    assert btc["last_trade_time"].endswith("Z")
+    assert datetime.fromisoformat(btc["last_trade_time"]) == datetime.fromtimestamp(
+        last_ms // 1000, tz=UTC
+    ) + timedelta(milliseconds=last_ms % 1000)
+
+
+def test_status_rejects_parameters(spikewatch: Spikewatch) -> None:
+    status, body = spikewatch.get("/api/status", verbose=1)
+
+    assert status == 400
+    assert body["param"] == "verbose"
+
+
+# -- liveness and errors -------------------------------------------------------------
+
+
+def test_healthz(spikewatch: Spikewatch) -> None:
+    assert spikewatch.get("/healthz") == (200, {"status": "ok"})
+
+
+def test_unknown_route_is_a_json_404(spikewatch: Spikewatch) -> None:
+    status, body = spikewatch.get("/api/get_signals")
+
+    assert status == 404
+    assert isinstance(body["error"], str)
+    assert body["error"]
+
+
+# -- a real socket -------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(replayed: Spikewatch) -> Iterator[str]:
+    """The app behind waitress on 127.0.0.1; yields its base URL."""
+    server = create_server(replayed.app, host="127.0.0.1", port=0, threads=2)
+    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        server.close()
+        server.task_dispatcher.shutdown()
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def test_get_signal_over_a_real_socket(served: str, replayed: Spikewatch) -> None:
+    with urllib.request.urlopen(f"{served}/api/get_signal", timeout=10) as response:
+        status = response.status
+        content_type = response.headers["Content-Type"]
+        body = json.loads(response.read())
+
+    assert status == 200
+    assert content_type == "application/json"
+    assert body == as_json(replayed.emitted[-1])
