@@ -10,7 +10,6 @@ import gzip
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import msgspec
 
@@ -42,23 +41,23 @@ class FrameRecorder:
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
         self._clock = clock
-        self._file: IO[bytes] | None = None
+        self._file: gzip.GzipFile | None = None
         self._opened = 0.0
         self._bytes = 0
         self.frames = 0
         self.files: list[Path] = []
 
-    def _open(self) -> IO[bytes]:
+    def _open(self) -> gzip.GzipFile:
         self.close()
         now = self._clock()
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         path = self.directory / f"{self.prefix}-{stamp}-{len(self.files):04d}.jsonl.gz"
-        # kept open across write() calls and closed by close(): no `with` block fits
-        self._file = gzip.open(path, "wb", compresslevel=6)  # noqa: SIM115
+        handle = gzip.GzipFile(path, "wb", compresslevel=6)
+        self._file = handle
         self._opened = now
         self._bytes = 0
         self.files.append(path)
-        return self._file
+        return handle
 
     def write(self, frame: bytes, recv_ns: int) -> None:
         """Append one frame with its receive time."""
