@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint typecheck unit clean
+.PHONY: install run demo test lint typecheck unit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(PY) app.py $(ARGS)
+
+demo: $(STAMP)
+	$(PY) app.py --demo $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff format --check src tests bench app.py

@@ -1,12 +1,22 @@
-"""The command line: ``spikewatch run`` (the default, also ``python app.py``)."""
+"""The command line: ``spikewatch run | replay | record | simulate | demo``.
+
+``python app.py`` with no arguments is ``spikewatch run``; ``python app.py --demo`` is
+``spikewatch demo``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -15,16 +25,31 @@ from spikewatch.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("spikewatch")
 
+DEMO_RECORDING = "demo-btcusdt-2024-08-08.jsonl.gz"
 
-def _add_detector_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--symbols", help="comma-separated, e.g. BTCUSDT,ETHUSDT")
+
+# -- arguments ---------------------------------------------------------------------------
+
+
+def _detector_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", help="trades in the rolling window (default 200)")
     parser.add_argument("--threshold", help="spike when qty > threshold x mean (default 10)")
-
-
-def _add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML file with settings (see docs/CONFIGURATION.md)")
     parser.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING or ERROR")
+
+
+def _server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", help="port to listen on (default 5000)")
+    parser.add_argument("--db", help="SQLite file, or :memory: (default ./spikewatch.db)")
+    parser.add_argument("--web-threads", dest="web_threads", help="web server threads")
+
+
+def _fault_flags(parser: argparse.ArgumentParser) -> None:
+    faults = parser.add_argument_group("fault injection (for tests)")
+    faults.add_argument("--drop-every", type=int, default=0, metavar="N")
+    faults.add_argument("--malformed-every", type=int, default=0, metavar="N")
+    faults.add_argument("--shutdown-after", type=int, default=0, metavar="N")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,34 +58,95 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spikewatch", description="Real-time crypto volume-spike detector."
     )
     parser.add_argument("--version", action="version", version=f"spikewatch {__version__}")
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="stream live trades, detect spikes, serve the API")
-    _add_detector_flags(run)
-    run.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    run.add_argument("--port", help="port to listen on (default 5000)")
-    run.add_argument("--db", help="SQLite file, or :memory: (default ./spikewatch.db)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="stream live trades, detect spikes, serve the API (default)")
+    run.add_argument("--symbols", help="comma-separated, e.g. BTCUSDT,ETHUSDT")
+    _detector_flags(run)
+    _server_flags(run)
     run.add_argument("--ws-url", dest="ws_url", help="stream base URL (default Binance)")
     run.add_argument("--rest-url", dest="rest_url", help="REST base URL (default Binance)")
-    run.add_argument("--web-threads", dest="web_threads", help="web server threads")
-    _add_common_flags(run)
+    run.add_argument("--record-dir", dest="record_dir", help="also record raw frames here")
+    run.add_argument("--demo", action="store_true", help="run the demo instead (no Binance)")
+
+    rep = sub.add_parser("replay", help="detect spikes in recorded or historical trades")
+    rep.add_argument("files", nargs="+", metavar="FILE", help="trade CSVs or frame recordings")
+    rep.add_argument("--format", choices=("trades", "aggtrades", "frames"), help="file format")
+    rep.add_argument("--symbol", help="symbol of CSV files (default: from the file name)")
+    rep.add_argument("--symbols", help="only these symbols (comma-separated)")
+    rep.add_argument("--out", help="- (JSON lines on stdout, default), x.jsonl, x.csv, x.parquet")
+    rep.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
+    _detector_flags(rep)
+
+    rec = sub.add_parser("record", help="record raw frames from the live stream to gzip files")
+    rec.add_argument("--symbols", help="comma-separated, e.g. BTCUSDT,ETHUSDT")
+    rec.add_argument("--ws-url", dest="ws_url", help="stream base URL (default Binance)")
+    rec.add_argument("--out-dir", default="recordings", help="folder (default ./recordings)")
+    rec.add_argument("--max-mb", type=float, default=256, help="start a new file after this")
+    rec.add_argument("--max-minutes", type=float, default=60, help="start a new file after this")
+    rec.add_argument("--config", help="TOML file with settings")
+    rec.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING or ERROR")
+
+    sim = sub.add_parser("simulate", help="serve recorded trades as a local Binance stream")
+    sim.add_argument("files", nargs="+", metavar="FILE", help="trade CSVs or frame recordings")
+    sim.add_argument("--format", choices=("trades", "aggtrades", "frames"), help="file format")
+    sim.add_argument("--symbol", help="symbol of CSV files (default: from the file name)")
+    sim.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    sim.add_argument("--port", type=int, default=9443, help="port (default 9443)")
+    sim.add_argument("--speed", default="1", help="N times the recorded pace, or 'max'")
+    sim.add_argument("--loop", action="store_true", help="play the recording again and again")
+    sim.add_argument("--log-level", dest="log_level", default="INFO")
+    _fault_flags(sim)
+
+    demo = sub.add_parser("demo", help="the full app on a bundled real recording (no Binance)")
+    demo.add_argument("--speed", default="1", help="N times the recorded pace (default 1)")
+    _detector_flags(demo)
+    _server_flags(demo)
     return parser
 
 
-def _settings(ns: argparse.Namespace, keys: Sequence[str]) -> Settings:
-    flags: dict[str, Any] = {key: getattr(ns, key, None) for key in keys}
-    return load_settings(flags, config_path=getattr(ns, "config", None))
+def _flags(ns: argparse.Namespace, *names: str) -> dict[str, Any]:
+    return {name: getattr(ns, name, None) for name in names}
+
+
+def _speed(text: str) -> float | None:
+    if text.lower() in ("max", "fast", "0"):
+        return None
+    try:
+        speed = float(text)
+    except ValueError:
+        raise ConfigError(f"bad value for speed = {text!r}: a number > 0, or 'max'") from None
+    if not speed > 0:
+        raise ConfigError(f"bad value for speed = {text!r}: a number > 0, or 'max'")
+    return speed
 
 
 def setup_logging(level: str) -> None:
     """Log lines with time, level and source to stderr."""
     logging.basicConfig(
-        level=level,
+        level=level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
 
 
-def cmd_run(settings: Settings) -> int:
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- run -------------------------------------------------------------------------------
+
+
+def cmd_run(settings: Settings, banner: str = "") -> int:
     """Run the live engine and serve the web app until SIGINT/SIGTERM."""
     from waitress.server import create_server
 
@@ -78,33 +164,241 @@ def cmd_run(settings: Settings) -> int:
         threads=settings.web_threads,
         ident="spikewatch",
     )
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    engine.start()
-    host, port = server.effective_host, server.effective_port
-    log.info(
-        "spikewatch %s: %s on %s, window %d, threshold %s; serving http://%s:%s/",
-        __version__,
-        ",".join(settings.symbols),
-        engine.url,
-        settings.window,
-        settings.threshold,
-        host,
-        port,
-    )
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        log.info("shutting down")
-    finally:
-        server.close()
-        engine.stop(timeout=1.5)
-        store.close()
+    url = f"http://{server.effective_host}:{server.effective_port}/"
+    with _sigterm_as_interrupt():
+        engine.start()
+        log.info(
+            "spikewatch %s: %s from %s, window %d, threshold %s",
+            __version__,
+            ",".join(settings.symbols),
+            engine.url,
+            settings.window,
+            settings.threshold,
+        )
+        log.info("serving %s (API: %sapi/get_signal, %sapi/status)", url, url, url)
+        if banner:
+            print(banner.format(url=url), file=sys.stderr, flush=True)
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            log.info("shutting down")
+        finally:
+            server.close()
+            engine.stop(timeout=1.5)
+            store.close()
     return 0
 
+
+# -- replay ----------------------------------------------------------------------------
+
+
+def _progress(trades: int, signals: int, time_us: int) -> None:
+    from spikewatch.core.model import iso_utc
+
+    sys.stderr.write(f"\r  {trades:>12,} trades  {signals:>8,} signals  at {iso_utc(time_us)}")
+    sys.stderr.flush()
+
+
+def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
+    """Run files of trades through the pipeline and write the signals."""
+    from spikewatch.replay.outputs import open_sink
+    from spikewatch.replay.readers import ReadStats, read_trades
+    from spikewatch.replay.runner import replay
+    from spikewatch.wiring import build_pipeline
+
+    symbols = None
+    if ns.symbols:
+        symbols = frozenset(s.strip().upper() for s in ns.symbols.split(",") if s.strip())
+    try:
+        sink = open_sink(ns.out)
+    except (ValueError, OSError) as exc:
+        print(f"spikewatch: {exc}", file=sys.stderr)
+        return 2
+    stats = ReadStats()
+    show = not ns.quiet and sys.stderr.isatty()
+    try:
+        trades = read_trades(ns.files, fmt=ns.format, symbol=ns.symbol, stats=stats)
+        summary = replay(
+            trades,
+            build_pipeline(settings),
+            sink.write,
+            symbols=symbols,
+            progress=_progress if show else None,
+        )
+    except (ValueError, OSError) as exc:
+        print(f"\nspikewatch: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        sink.close()
+    if show:
+        sys.stderr.write("\n")
+    if not ns.quiet:
+        from spikewatch.core.model import iso_utc
+
+        span = (
+            f"{iso_utc(summary.first_time_us)} .. {iso_utc(summary.last_time_us)} "
+            f"({summary.span_hours:.2f} h)"
+            if summary.first_time_us is not None and summary.last_time_us is not None
+            else "no trades"
+        )
+        bad = sum(stats.bad_rows.values())
+        print(
+            f"replayed {summary.trades:,} trades from {stats.files} file(s): "
+            f"{summary.signals:,} signals ({summary.signals_per_hour:.1f}/h), {span}; "
+            f"{summary.trades_per_second:,.0f} trades/s; "
+            f"{bad:,} bad rows, {summary.duplicates:,} duplicates, {summary.gaps:,} id gaps",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# -- record ----------------------------------------------------------------------------
+
+
+def cmd_record(ns: argparse.Namespace, settings: Settings) -> int:
+    """Record raw frames from the live stream until SIGINT/SIGTERM."""
+    from spikewatch.exchanges import EXCHANGES, Control, MalformedFrame
+    from spikewatch.ingest.backoff import Backoff
+    from spikewatch.ingest.client import StreamClient
+    from spikewatch.ingest.recorder import FrameRecorder
+
+    exchange = EXCHANGES[settings.exchange]()
+    url = exchange.stream_url(settings.ws_url, settings.symbols)
+    recorder = FrameRecorder(
+        ns.out_dir,
+        prefix=f"{exchange.name}-{'-'.join(settings.symbols).lower()}",
+        max_bytes=int(ns.max_mb * (1 << 20)),
+        max_seconds=ns.max_minutes * 60,
+    )
+
+    def handle(frame: bytes, recv_ns: int) -> bool:
+        recorder.write(frame, recv_ns)
+        try:
+            return exchange.parse(frame) is Control.SHUTDOWN
+        except MalformedFrame:
+            return False
+
+    client = StreamClient(
+        url,
+        handle,
+        rotate_after=settings.rotate_after,
+        backoff=Backoff(cap=settings.reconnect_max_delay),
+    )
+    log.info("recording %s into %s/", url, ns.out_dir)
+    started = time.monotonic()
+    with _sigterm_as_interrupt():
+        try:
+            asyncio.run(client.run())
+        except KeyboardInterrupt:
+            pass
+        finally:
+            recorder.close()
+    log.info(
+        "recorded %d frames in %.0f s into %d file(s)",
+        recorder.frames,
+        time.monotonic() - started,
+        len(recorder.files),
+    )
+    return 0
+
+
+# -- simulate and demo -------------------------------------------------------------------
+
+
+def load_tape(files: Sequence[str], fmt: str | None, symbol: str | None) -> list[Any]:
+    """A simulator tape from recordings (frames kept byte-exact) or trade files."""
+    from spikewatch.replay.readers import detect_format, read_trades
+    from spikewatch.replay.tape import (
+        merge_by_time,
+        read_frame_lines,
+        tape_from_frames,
+        tape_from_trades,
+    )
+
+    tapes = []
+    for path in files:
+        kind = fmt or detect_format(path)
+        if kind == "frames":
+            tapes.append(tape_from_frames(read_frame_lines(path)))
+        else:
+            tapes.append(tape_from_trades(read_trades([path], fmt=kind, symbol=symbol)))
+    return merge_by_time(tapes) if len(tapes) > 1 else tapes[0]
+
+
+def cmd_simulate(ns: argparse.Namespace) -> int:
+    """Serve recorded trades over Binance's protocol until SIGINT/SIGTERM."""
+    from spikewatch.replay.simulator import Faults, Simulator, SimulatorThread
+
+    speed = _speed(ns.speed)
+    tape = load_tape(ns.files, ns.format, ns.symbol)
+    faults = Faults(
+        drop_every=ns.drop_every,
+        malformed_every=ns.malformed_every,
+        shutdown_after=ns.shutdown_after,
+    )
+    sim = SimulatorThread(
+        Simulator(tape, speed=speed, faults=faults, loop=ns.loop), ns.host, ns.port
+    )
+    sim.start()
+    symbols = sorted({e.symbol for e in tape})
+    print(
+        f"simulating {len(tape):,} trades of {','.join(symbols)} at "
+        f"{'max' if speed is None else f'{speed:g}x'} speed\n"
+        f"  streams: ws://{ns.host}:{sim.port}/stream?streams="
+        f"{'/'.join(s.lower() + '@trade' for s in symbols)}\n"
+        f"  REST:    http://{ns.host}:{sim.port}/api/v3/trades?symbol={symbols[0]}\n"
+        f"  use:     spikewatch run --ws-url ws://{ns.host}:{sim.port} "
+        f"--rest-url http://{ns.host}:{sim.port} --symbols {','.join(symbols)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    with _sigterm_as_interrupt():
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sim.stop()
+    return 0
+
+
+def cmd_demo(ns: argparse.Namespace) -> int:
+    """The simulator on the bundled recording, and the full app against it."""
+    from spikewatch.replay.simulator import Simulator, SimulatorThread
+    from spikewatch.replay.tape import read_frame_lines, tape_from_frames
+
+    speed = _speed(ns.speed) or 1.0
+    recording = resources.files("spikewatch.data").joinpath(DEMO_RECORDING)
+    with resources.as_file(recording) as path:
+        tape = tape_from_frames(read_frame_lines(path))
+    sim = SimulatorThread(Simulator(tape, speed=speed, loop=True))
+    sim.start()
+    with tempfile.TemporaryDirectory(prefix="spikewatch-demo-") as folder:
+        flags = _flags(ns, "window", "threshold", "host", "port", "db", "web_threads", "log_level")
+        flags.update(ws_url=sim.ws_url, rest_url=sim.rest_url, symbols="BTCUSDT")
+        if flags["db"] is None:
+            flags["db"] = str(Path(folder) / "demo.db")
+        try:
+            settings = load_settings(flags, config_path=ns.config)
+        except ConfigError as exc:
+            sim.stop()
+            print(f"spikewatch: configuration error: {exc}", file=sys.stderr)
+            return 2
+        setup_logging(settings.log_level)
+        banner = (
+            f"\n  spikewatch demo: real BTCUSDT trades of 2024-08-08 23:54 UTC replayed at "
+            f"{speed:g}x by a local exchange (no Binance needed)\n"
+            "  open {url}api/get_signal  (also {url}api/signals and {url}api/status)\n"
+            "  Ctrl-C to stop\n"
+        )
+        try:
+            return cmd_run(settings, banner)
+        finally:
+            sim.stop()
+
+
+# -- entry point -------------------------------------------------------------------------
 
 _RUN_KEYS = (
     "symbols",
@@ -117,6 +411,7 @@ _RUN_KEYS = (
     "rest_url",
     "web_threads",
     "log_level",
+    "record_dir",
 )
 
 
@@ -125,10 +420,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         args.insert(0, "run")
-    parser = build_parser()
-    ns = parser.parse_args(args)
+    ns = build_parser().parse_args(args)
     try:
-        settings = _settings(ns, _RUN_KEYS)
+        if ns.command == "demo" or (ns.command == "run" and ns.demo):
+            if ns.command == "run":
+                ns.speed = "1"
+            return cmd_demo(ns)
+        if ns.command == "simulate":
+            setup_logging(ns.log_level or "INFO")
+            return cmd_simulate(ns)
+        if ns.command == "replay":
+            settings = load_settings(
+                _flags(ns, "window", "threshold", "log_level"), config_path=ns.config
+            )
+            setup_logging(settings.log_level)
+            return cmd_replay(ns, settings)
+        if ns.command == "record":
+            settings = load_settings(
+                _flags(ns, "symbols", "ws_url", "log_level"), config_path=ns.config
+            )
+            setup_logging(settings.log_level)
+            return cmd_record(ns, settings)
+        settings = load_settings(_flags(ns, *_RUN_KEYS), config_path=ns.config)
     except ConfigError as exc:
         print(f"spikewatch: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -46,6 +46,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     reconnect_max_delay: float = 30.0  # seconds, cap of the exponential backoff
     rotate_after: float = MAX_CONNECTION_AGE_S  # seconds; Binance cuts connections at 24 h
     store_queue: int = 10_000  # signals waiting for the SQLite writer
+    record_dir: str = ""  # when set, raw frames are also recorded here (gzip JSON lines)
 
     def __post_init__(self) -> None:
         _check(self.exchange == "binance", "exchange", "only 'binance' is supported so far")

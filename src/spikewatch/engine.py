@@ -23,6 +23,7 @@ from spikewatch.exchanges import EXCHANGES, Control, Exchange, MalformedFrame
 from spikewatch.ingest.backoff import Backoff
 from spikewatch.ingest.client import ClientStatus, StreamClient
 from spikewatch.ingest.ratelog import RateLimitedLog
+from spikewatch.ingest.recorder import FrameRecorder
 from spikewatch.store.base import SignalStore
 from spikewatch.store.writer import StoreWriter, WriterStats
 from spikewatch.wiring import build_pipeline
@@ -99,6 +100,14 @@ class Engine:
         self._started = False
         self._stopped = threading.Event()
         self._writer: StoreWriter | None = None
+        self._recorder = (
+            FrameRecorder(
+                settings.record_dir,
+                prefix=f"{self.exchange.name}-{'-'.join(settings.symbols).lower()}",
+            )
+            if settings.record_dir
+            else None
+        )
         for symbol in settings.symbols:
             stored = store.latest(symbol)
             if stored is not None:
@@ -135,6 +144,8 @@ class Engine:
         if self._writer is not None:
             self._writer.flush(max(0.1, deadline - time.monotonic()))
             self._writer.close(max(0.1, deadline - time.monotonic()))
+        if self._recorder is not None:
+            self._recorder.close()
         self._stopped.set()
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -163,6 +174,8 @@ class Engine:
 
     def handle_frame(self, frame: bytes, recv_ns: int = 0) -> bool:
         """Parse one frame and run its trade through the pipeline; True on a shutdown notice."""
+        if self._recorder is not None:
+            self._recorder.write(frame, recv_ns)
         try:
             item = self.exchange.parse(frame)
         except MalformedFrame as exc:

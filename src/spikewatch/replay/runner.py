@@ -18,8 +18,8 @@ class ReplaySummary(msgspec.Struct, frozen=True):
     signals: int
     duplicates: int
     gaps: int
-    first_time_us: int | None
-    last_time_us: int | None
+    first_time_us: int | None  # earliest trade time seen
+    last_time_us: int | None  # latest trade time seen
     wall_seconds: float
 
     @property
@@ -64,9 +64,11 @@ def replay(
         if symbols is not None and trade.symbol not in symbols:
             continue
         count += 1
-        if first is None:
-            first = trade.time_us
-        last = trade.time_us
+        moment = trade.time_us
+        if first is None or moment < first:
+            first = moment
+        if last is None or moment > last:
+            last = moment
         found = process(trade)
         if found:
             signals += len(found)

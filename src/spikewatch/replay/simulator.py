@@ -11,6 +11,9 @@ connected (so a dropped client misses nothing); ``speed=N`` plays at N times the
 recorded pace from the first connection on, like a live exchange (a disconnected client
 misses what plays meanwhile).
 
+``loop=True`` plays the tape again and again (for the demo), moving trade ids and times
+on past the previous lap so they stay increasing.
+
 Faults for tests: drop a connection every N frames, insert malformed frames, announce a
 ``serverShutdown``, fail REST calls with given statuses.
 """
@@ -24,7 +27,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -36,7 +39,7 @@ from websockets.http11 import Request, Response
 from spikewatch.core.decimal import SCALE
 from spikewatch.core.model import Side, Trade
 from spikewatch.exchanges.binance import BinanceSpot
-from spikewatch.replay.tape import TapeEntry
+from spikewatch.replay.tape import TapeEntry, entry_from_trade
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,10 @@ BAD_FRAMES: tuple[bytes, ...] = (
     b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1.0",',
     b"[1, 2, 3]",
 )
+
+
+#: Trades per symbol the REST endpoints can still serve (older ones are forgotten).
+REST_HISTORY = 500_000
 
 
 class Faults(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,6 +123,7 @@ class Simulator:
         *,
         speed: float | None = None,
         faults: Faults | None = None,
+        loop: bool = False,
     ) -> None:
         if speed is not None and speed <= 0:
             raise ValueError("speed must be > 0, or None for as fast as clients read")
@@ -123,6 +131,7 @@ class Simulator:
             raise ValueError("the tape holds no trades")
         self.tape = tape
         self.speed = speed
+        self.loop = loop  # play the tape again and again, ids and times moved on each lap
         self.faults = faults or Faults()
         self._clients: set[_Client] = set()
         self._have_clients = asyncio.Event()
@@ -142,11 +151,13 @@ class Simulator:
         # per symbol: trades in id order, for REST; filled as the tape plays
         self._trades: dict[str, list[Trade]] = {}
         self._parsed: list[Trade] = []
+        self._by_symbol: dict[str, list[Trade]] = {}
         for entry in tape:
             trade = parser.parse(entry.payload)
             if not isinstance(trade, Trade):
                 raise ValueError(f"tape entry is not a trade: {entry.payload[:80]!r}")
             self._parsed.append(trade)
+            self._by_symbol.setdefault(entry.symbol, []).append(trade)
             self._trades.setdefault(entry.symbol, [])
         self.port = 0
 
@@ -194,26 +205,52 @@ class Simulator:
 
     # -- playing the tape ------------------------------------------------------------
 
+    def _lap(self, lap: int) -> Iterator[tuple[TapeEntry, Trade]]:
+        """The tape's entries for one lap; later laps shift ids and times past the first."""
+        if lap == 0:
+            yield from zip(self.tape, self._parsed, strict=True)
+            return
+        time_span_us = (self.tape[-1].time_ms - self.tape[0].time_ms) * 1000 + 1_000_000
+        id_span = {
+            symbol: trades[-1].trade_id - trades[0].trade_id + 1
+            for symbol, trades in self._by_symbol.items()
+        }
+        for trade in self._parsed:
+            shifted = msgspec.structs.replace(
+                trade,
+                trade_id=trade.trade_id + lap * id_span[trade.symbol],
+                time_us=trade.time_us + lap * time_span_us,
+            )
+            yield entry_from_trade(shifted), shifted
+
     async def _produce(self) -> None:
         loop = asyncio.get_running_loop()
         await self._have_clients.wait()  # the clock starts with the first client
         start = loop.time()
-        first_ms = self.tape[0].time_ms if self.tape else 0
-        for index, entry in enumerate(self.tape):
-            if self.speed is None:
-                await self._have_clients.wait()
-            else:
-                due = start + (entry.time_ms - first_ms) / 1000 / self.speed
-                delay = due - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            self._trades[entry.symbol].append(self._parsed[index])
-            self._played = index + 1
-            self._recent.append(entry)
-            stream = _stream_of(entry.symbol)
-            for client in list(self._clients):
-                if stream in client.streams:
-                    await self._deliver(client, entry, stream)
+        first_ms = self.tape[0].time_ms
+        lap = 0
+        while True:
+            for entry, trade in self._lap(lap):
+                if self.speed is None:
+                    await self._have_clients.wait()
+                else:
+                    due = start + (entry.time_ms - first_ms) / 1000 / self.speed
+                    delay = due - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                played = self._trades[entry.symbol]
+                played.append(trade)
+                if len(played) > 2 * REST_HISTORY:  # bounded, however long it loops
+                    del played[:-REST_HISTORY]
+                self._played += 1
+                self._recent.append(entry)
+                stream = _stream_of(entry.symbol)
+                for client in list(self._clients):
+                    if stream in client.streams:
+                        await self._deliver(client, entry, stream)
+            if not self.loop:
+                break
+            lap += 1
         self.done.set()
 
     def _frame(self, client: _Client, entry: TapeEntry, stream: str) -> bytes:

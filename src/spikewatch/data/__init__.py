@@ -1,0 +1,1 @@
+"""Data shipped with spikewatch: the demo recording (see SOURCE.md)."""

@@ -1,0 +1,540 @@
+"""Historical trade files -> :class:`Trade`: data.binance.vision CSVs and frame recordings.
+
+Formats (see :func:`detect_format`):
+
+* ``"trades"``: data.binance.vision ``trades`` CSV,
+  ``id,price,qty,quote_qty,time,is_buyer_maker[,is_best_match]``. Spot dumps have no
+  header; futures dumps may start with one.
+* ``"aggtrades"``: data.binance.vision ``aggTrades`` CSV, ``agg_trade_id,price,quantity,
+  first_trade_id,last_trade_id,transact_time,is_buyer_maker[,is_best_match]``; one row is
+  one taker order, and its ``agg_trade_id`` becomes the trade id.
+* ``"frames"``: JSON lines of raw ``@trade`` WebSocket frames, read by
+  :func:`spikewatch.replay.tape.read_frame_lines` and the live parser.
+
+CSVs may be plain, ``.gz`` or a ``.zip`` holding one CSV (the data.binance.vision
+download). Everything is streamed in chunks, never read whole. Bad rows are counted in
+:class:`ReadStats`, logged once per kind per file, and skipped.
+
+Docs: https://github.com/binance/binance-public-data
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import itertools
+import logging
+import zipfile
+import zlib
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Protocol
+
+from spikewatch.core.decimal import BadNumber, float_to_units, parse_units
+from spikewatch.core.model import Side, Trade
+from spikewatch.exchanges.base import MalformedFrame
+from spikewatch.exchanges.binance import BinanceSpot
+from spikewatch.replay.tape import read_frame_lines
+
+log = logging.getLogger(__name__)
+
+FORMATS: Final = ("trades", "aggtrades", "frames")
+EXCHANGE: Final = "binance"
+
+#: Times at or above this are microseconds, below it milliseconds. Spot dumps switched
+#: from ms to µs on 2025-01-01 (binance-public-data README); 1e14 ms is the year 5138
+#: and 1e14 µs is 1973, so the magnitude tells the unit of each value apart.
+_US_FROM: Final = 10**14
+#: 10000-01-01T00:00Z in µs: anything later is not a time.
+_US_END: Final = 253_402_300_800_000_000
+_MAX_ID: Final = 2**63 - 1
+
+_CHUNK: Final = 1 << 20
+#: A "line" longer than this is not a trade row (a binary file, a missing newline): it is
+#: counted and skipped rather than buffered without bound.
+_MAX_LINE: Final = 1 << 16
+#: Distinct price/qty strings kept per file; a day of BTCUSDT holds a few thousand.
+_CACHE_SIZE: Final = 1 << 16
+
+_QUOTES: Final = ("USDT", "USDC", "BUSD", "FDUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
+_NAME_MARKERS: Final = ("trades", "aggTrades", "aggtrades", "trade")
+
+_SELL, _BUY = Side.SELL, Side.BUY
+# The side column, also as the last field of a line: "\n" is split off, "\r" (CRLF files)
+# is not, so those spellings are looked up too instead of stripping every line.
+_SIDES: Final[dict[str, Side]] = {
+    f"{word}{end}": side
+    for words, side in ((("True", "true", "TRUE"), _SELL), (("False", "false", "FALSE"), _BUY))
+    for word in words
+    for end in ("", "\r")
+}
+
+
+@dataclass(slots=True)
+class ReadStats:
+    """What the readers saw: files opened, data rows (or frames), trades and bad rows."""
+
+    files: int = 0
+    rows: int = 0  # data rows of CSVs (header and blank lines excluded), lines of frames
+    trades: int = 0
+    bad_rows: dict[str, int] = field(default_factory=dict)  # by kind, e.g. "bad_price"
+
+    @property
+    def bad(self) -> int:
+        """All bad rows, of every kind."""
+        return sum(self.bad_rows.values())
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where the used columns of a CSV format are, and how many columns a row may have."""
+
+    price: int
+    qty: int
+    time: int
+    side: int
+    widths: tuple[int, ...]  # allowed column counts (without and with is_best_match)
+
+
+_LAYOUTS: Final = {
+    "trades": _Layout(price=1, qty=2, time=4, side=5, widths=(6, 7)),
+    "aggtrades": _Layout(price=1, qty=2, time=5, side=6, widths=(7, 8)),
+}
+
+
+# -- public API ------------------------------------------------------------------------
+
+
+def read_trades(
+    paths: Sequence[str | Path],
+    *,
+    fmt: str | None = None,
+    symbol: str | None = None,
+    stats: ReadStats | None = None,
+) -> Generator[Trade, None, None]:
+    """Stream the trades of ``paths``, file after file in the order given.
+
+    ``fmt`` is one of :data:`FORMATS`, or None to detect each file's format. ``symbol``
+    names the symbol of CSV files (default: from each file name); frames name their own
+    symbol, so it is not used for them. Times come out in µs whether a file holds ms or
+    µs (told apart per value). Counts are added to ``stats``.
+
+    The result is a generator: ``close()`` it to stop early and close the open file.
+    Every file is checked before the first trade is read, so a missing file, an unknown
+    format or a CSV without a symbol raises here (FileNotFoundError, ValueError), not
+    hours into a replay.
+    """
+    if isinstance(paths, str | Path):  # a str is a Sequence[str] too: one path, not chars
+        paths = [paths]
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    forced = _clean_symbol(symbol) if symbol is not None else None
+    plan: list[tuple[Path, str, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+        kind = fmt or detect_format(path)
+        if kind == "frames":
+            if path.suffix.lower() == ".zip":
+                raise ValueError(f"{path}: frame recordings are read plain or .gz, not .zip")
+            plan.append((path, kind, ""))
+            continue
+        name = forced or symbol_from_filename(path) or _symbol_from_zip_member(path)
+        if name is None:
+            raise ValueError(
+                f"{path}: cannot tell the symbol from the file name; "
+                "pass it with --symbol (symbol=...)"
+            )
+        plan.append((path, kind, name))
+    return _read_all(plan, stats if stats is not None else ReadStats())
+
+
+def detect_format(path: str | Path) -> str:
+    """The format of a trade file, ``"trades"``, ``"aggtrades"`` or ``"frames"``.
+
+    Decided by the first line (a header, or the shape of the first row); the file name
+    decides only for an empty file. Raises ValueError naming the file if it cannot tell.
+    """
+    path = Path(path)
+    with _open_binary(path) as handle:
+        head = _read_head(path, handle)
+    first = head.split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff").strip()
+    if not first:
+        hinted = _format_from_name(path.name)
+        if hinted is None:
+            raise ValueError(f"{path}: the file is empty; cannot tell its format")
+        return hinted
+    kind = _format_of_line(first)
+    if kind is None:
+        raise ValueError(
+            f"{path}: not a Binance trades, aggTrades or frames file "
+            f"(first line: {first[:80]!r}); pass the format if it is one"
+        )
+    return kind
+
+
+def symbol_from_filename(path: str | Path) -> str | None:
+    """The symbol in a data.binance.vision-style file name (``BTCUSDT-trades-...``), or None."""
+    name = Path(path).name
+    tokens = name.replace("_", "-").replace(".", "-").split("-")
+    # The canonical layout: the token right before "-trades" / "-aggTrades".
+    for before, token in itertools.pairwise(tokens):
+        if token in _NAME_MARKERS and _is_symbol(before):
+            return before
+    # Otherwise the first all-caps token that ends in a common quote asset.
+    for token in tokens:
+        if len(token) >= 5 and _is_symbol(token) and token.endswith(_QUOTES):
+            return token
+    return None
+
+
+# -- detection helpers ---------------------------------------------------------------
+
+
+def _is_symbol(token: str) -> bool:
+    return token.isascii() and token.isalnum() and token.isupper()
+
+
+def _clean_symbol(symbol: str) -> str:
+    cleaned = symbol.strip().upper()
+    if not (cleaned.isascii() and cleaned.isalnum()):
+        raise ValueError(f"not a symbol: {symbol!r} (expected letters and digits, e.g. BTCUSDT)")
+    return cleaned
+
+
+def _format_from_name(name: str) -> str | None:
+    lowered = name.lower()
+    if "aggtrades" in lowered:
+        return "aggtrades"
+    if ".jsonl" in lowered or "trade-msgs" in lowered:
+        return "frames"
+    if "trades" in lowered:
+        return "trades"
+    return None
+
+
+def _is_bool(text: str) -> bool:
+    return text.strip() in _SIDES
+
+
+def _format_of_line(line: str) -> str | None:
+    if line.startswith("{"):
+        return "frames"
+    stamp, _, rest = line.partition(" ")
+    if stamp.isdigit() and rest.lstrip().startswith("{"):  # "<recv_ns> <frame>"
+        return "frames"
+    fields = [f.strip() for f in line.split(",")]
+    if _is_header(fields[0]):
+        names = [f.lower() for f in fields]
+        if "agg_trade_id" in names or "first_trade_id" in names:
+            return "aggtrades"
+        if names[:3] == ["id", "price", "qty"]:
+            return "trades"
+        return None
+    width = len(fields)
+    if width == 6 and _is_bool(fields[5]):
+        return "trades"
+    if width == 7 and _is_bool(fields[5]) and _is_bool(fields[6]):
+        return "trades"  # spot, with is_best_match
+    if width == 7 and fields[5].isdigit() and _is_bool(fields[6]):
+        return "aggtrades"  # futures, no is_best_match
+    if width == 8 and fields[5].isdigit() and _is_bool(fields[6]):
+        return "aggtrades"
+    return None
+
+
+def _is_header(first_field: str) -> bool:
+    return first_field.replace("_", "").isalpha()
+
+
+def _symbol_from_zip_member(path: Path) -> str | None:
+    if path.suffix.lower() != ".zip":
+        return None
+    with _zip_member(path) as (_, member):
+        return symbol_from_filename(member)
+
+
+# -- opening files -----------------------------------------------------------------------
+
+
+class _Readable(Protocol):
+    """A binary stream: an open file, a GzipFile or a zip member."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+@contextlib.contextmanager
+def _zip_member(path: Path) -> Iterator[tuple[_Readable, str]]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"{path}: not a readable zip file ({exc})") from exc
+    with archive:
+        names = [info.filename for info in archive.infolist() if not info.is_dir()]
+        if len(names) != 1:
+            csvs = [n for n in names if n.lower().endswith(".csv")]
+            if len(csvs) != 1:
+                raise ValueError(f"{path}: expected one CSV in the zip, found {names[:5]}")
+            names = csvs
+        with archive.open(names[0]) as member:
+            yield member, names[0]
+
+
+@contextlib.contextmanager
+def _open_binary(path: Path) -> Iterator[_Readable]:
+    """The decompressed bytes of a plain, .gz or .zip file."""
+    suffix = path.suffix.lower()
+    if suffix == ".zip":
+        with _zip_member(path) as (member, _):
+            yield member
+    elif suffix == ".gz":
+        with gzip.open(path, "rb") as handle:
+            yield handle
+    else:
+        with open(path, "rb") as handle:
+            yield handle
+
+
+def _read_head(path: Path, handle: _Readable) -> bytes:
+    try:
+        return handle.read(1 << 14)
+    except (EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile) as exc:
+        raise ValueError(f"{path}: corrupt or truncated compressed file ({exc})") from exc
+
+
+def _line_batches(path: Path, handle: _Readable, state: _FileState) -> Iterator[list[str]]:
+    """The lines of a stream, a chunk's worth at a time (without their ``\\n``)."""
+    tail = b""
+    try:
+        while chunk := handle.read(_CHUNK):
+            data = tail + chunk if tail else chunk
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # no newline yet: keep it, unless it is too long to be a row
+                tail = data
+                if len(tail) > _MAX_LINE:
+                    if not state.skip_to_newline:  # count a long line once
+                        state.bad("bad_columns", "a line longer than 64 KiB", tail[:80])
+                        state.skip_to_newline = True
+                    tail = b""
+                continue
+            tail = data[cut:]
+            text = data[:cut].decode("utf-8", "replace")
+            lines = text.split("\n")
+            lines.pop()  # "" after the last "\n"
+            if state.skip_to_newline:
+                lines.pop(0)
+                state.skip_to_newline = False
+            yield lines
+    except (EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile) as exc:
+        raise ValueError(f"{path}: corrupt or truncated compressed file ({exc})") from exc
+    if tail and not state.skip_to_newline:
+        yield [tail.decode("utf-8", "replace")]  # a last line without "\n"
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+class _Units(dict[str, int]):
+    """Exact 1e-8 units of price/qty strings, memoised: trades repeat a few values a lot."""
+
+    __slots__ = ("rounded",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rounded = 0  # values with float noise that were rounded (see __missing__)
+
+    def __missing__(self, text: str) -> int:
+        try:
+            units = parse_units(text)
+        except BadNumber:
+            # Files written from floats (ccxt, pandas) hold "0.30000000000000004" or
+            # "1e-05": round those to the 8-decimal value they stood for.
+            frac = text.partition(".")[2]
+            if len(frac) <= 8 and "e" not in text.lower():
+                raise
+            try:
+                units = float_to_units(float(text))
+            except ValueError as exc:  # float() of junk; BadNumber is a ValueError too
+                raise BadNumber(str(exc)) from None
+            self.rounded += 1
+        if len(self) >= _CACHE_SIZE:
+            self.clear()
+        self[text] = units
+        return units
+
+
+class _FileState:
+    """Per-file counters for the slow path: bad rows (logged once per kind), blank lines."""
+
+    __slots__ = ("bad_total", "blank", "logged", "name", "skip_to_newline", "stats")
+
+    def __init__(self, name: str, stats: ReadStats) -> None:
+        self.name = name
+        self.stats = stats
+        self.logged: set[str] = set()
+        self.blank = 0
+        self.bad_total = 0
+        self.skip_to_newline = False
+
+    def bad(self, kind: str, detail: str, row: str | bytes, line: int | None = None) -> None:
+        counts = self.stats.bad_rows
+        counts[kind] = counts.get(kind, 0) + 1
+        self.bad_total += 1
+        if kind not in self.logged:
+            self.logged.add(kind)
+            where = f" line {line}" if line is not None else ""
+            log.warning(
+                "%s%s: skipped a bad row (%s: %s): %.80r; further %s rows of this file "
+                "are counted, not logged",
+                self.name,
+                where,
+                kind,
+                detail,
+                row,
+                kind,
+            )
+
+
+def _read_all(plan: list[tuple[Path, str, str]], stats: ReadStats) -> Generator[Trade, None, None]:
+    for path, kind, symbol in plan:
+        if kind == "frames":
+            yield from _read_frames(path, stats)
+        else:
+            yield from _read_csv(path, _LAYOUTS[kind], symbol, stats)
+
+
+def _read_csv(path: Path, layout: _Layout, symbol: str, stats: ReadStats) -> Iterator[Trade]:
+    """The hot loop: split each line, look values up, build the Trade; bad rows go slow."""
+    state = _FileState(path.name, stats)
+    prices, qtys = _Units(), _Units()
+    sides = _SIDES
+    make = Trade
+    exchange = EXCHANGE
+    p_at, q_at, t_at, s_at = layout.price, layout.qty, layout.time, layout.side
+    us_from, us_end, max_id = _US_FROM, _US_END, _MAX_ID
+    width = 0  # this file's column count, taken from its first line
+    header = 0
+    good = 0
+    stats.files += 1
+    try:
+        with _open_binary(path) as handle:
+            for lines in _line_batches(path, handle, state):
+                if not width and lines:
+                    lines[0] = lines[0].lstrip("\ufeff")  # a byte-order mark, if any
+                    first = lines[0].split(",")
+                    width = len(first) if len(first) in layout.widths else layout.widths[0]
+                    if _is_header(first[0].strip()):
+                        del lines[0]
+                        header = 1
+                for line in lines:
+                    row = line.split(",")
+                    try:
+                        if len(row) != width:
+                            raise ValueError
+                        trade_id = int(row[0])
+                        time = int(row[t_at])
+                        if time < us_from:
+                            time *= 1000
+                        if not (0 < time < us_end and 0 <= trade_id <= max_id):
+                            raise ValueError
+                        trade = make(
+                            exchange,
+                            symbol,
+                            trade_id,
+                            prices[row[p_at]],
+                            qtys[row[q_at]],
+                            time,
+                            sides[row[s_at]],
+                        )
+                    except (ValueError, KeyError, IndexError):
+                        _bad_row(state, layout, width, prices, qtys, line, header + good)
+                        continue
+                    good += 1
+                    yield trade
+    finally:
+        stats.trades += good
+        stats.rows += good + state.bad_total
+        rounded = prices.rounded + qtys.rounded
+        if rounded:
+            log.info(
+                "%s: %d price/qty values had float noise (> 8 decimals or an exponent) "
+                "and were rounded to 1e-8",
+                path.name,
+                rounded,
+            )
+
+
+def _bad_row(
+    state: _FileState,
+    layout: _Layout,
+    width: int,
+    prices: _Units,
+    qtys: _Units,
+    line: str,
+    good_before: int,
+) -> None:
+    """Classify a row the hot loop rejected, count it, and log its kind once."""
+    if not line.strip():
+        state.blank += 1  # not a row: a trailing or separating blank line
+        return
+    number = good_before + state.bad_total + state.blank + 1
+    kind, detail = _classify_row(layout, width, prices, qtys, line.split(","))
+    state.bad(kind, detail, line, number)
+
+
+def _classify_row(
+    layout: _Layout, width: int, prices: _Units, qtys: _Units, row: list[str]
+) -> tuple[str, str]:
+    if len(row) != width:
+        return "bad_columns", f"{len(row)} columns, expected {width}"
+    try:
+        trade_id = int(row[0])
+    except ValueError:
+        return "bad_id", "not an integer"
+    if not 0 <= trade_id <= _MAX_ID:
+        return "bad_id", "out of range"
+    for kind, cache, text in (
+        ("bad_price", prices, row[layout.price]),
+        ("bad_qty", qtys, row[layout.qty]),
+    ):
+        try:
+            cache[text]
+        except BadNumber as exc:
+            return kind, str(exc)
+    try:
+        time = int(row[layout.time])
+    except ValueError:
+        return "bad_time", "not an integer"
+    if time < _US_FROM:
+        time *= 1000
+    if not 0 < time < _US_END:
+        return "bad_time", "out of range"
+    if row[layout.side] not in _SIDES:
+        return "bad_side", "not True/False"
+    return "bad_row", "rejected"  # pragma: no cover - every check above has a kind
+
+
+def _read_frames(path: Path, stats: ReadStats) -> Iterator[Trade]:
+    """Trades of a frame recording; other frames are skipped, malformed ones counted."""
+    state = _FileState(path.name, stats)
+    parse = BinanceSpot().parse
+    frames = good = 0
+    stats.files += 1
+    try:
+        for frame in read_frame_lines(path):
+            frames += 1
+            try:
+                result = parse(frame)
+            except MalformedFrame as exc:
+                state.bad(exc.kind, exc.detail, frame, frames)
+                continue
+            if isinstance(result, Trade):
+                good += 1
+                yield result
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ValueError(f"{path}: corrupt or truncated compressed file ({exc})") from exc
+    finally:
+        stats.rows += frames
+        stats.trades += good
