@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rest-url", dest="rest_url", help="REST base URL (default Binance)")
     run.add_argument("--record-dir", dest="record_dir", help="also record raw frames here")
     run.add_argument("--demo", action="store_true", help="run the demo instead (no Binance)")
+    run.add_argument("--speed", default="1", help="with --demo: N times the recorded pace")
 
     rep = sub.add_parser("replay", help="detect spikes in recorded or historical trades")
     rep.add_argument("files", nargs="+", metavar="FILE", help="trade CSVs or frame recordings")
@@ -423,8 +424,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(args)
     try:
         if ns.command == "demo" or (ns.command == "run" and ns.demo):
-            if ns.command == "run":
-                ns.speed = "1"
             return cmd_demo(ns)
         if ns.command == "simulate":
             setup_logging(ns.log_level or "INFO")

@@ -26,6 +26,13 @@ def parse_units(text: str) -> int:
     Accepts plain decimals only: no sign, exponent, NaN or infinity. Digits beyond the
     8th decimal must be zeros. Raises :class:`BadNumber` otherwise, and for zero.
     """
+    # Fast path: Binance spot always sends exactly 8 decimals ("0.00123000").
+    if len(text) > 9 and text[-9] == ".":
+        digits = text[:-9] + text[-8:]
+        if digits.isdigit() and digits.isascii():
+            units = int(digits)
+            if 0 < units <= MAX_UNITS:
+                return units
     whole, dot, frac = text.partition(".")
     if len(frac) > SCALE_DIGITS:
         extra = frac[SCALE_DIGITS:]
@@ -79,3 +86,25 @@ def units_to_float(units: int) -> float:
     """The nearest float to a count of 1e-8 units (for JSON output only, never decisions)."""
     result: float = units / SCALE
     return result
+
+
+class UnitsCache(dict[str, int]):
+    """``cache[text]`` is ``parse_units(text)``, memoised: trade streams repeat a few
+    thousand price and quantity strings over and over. Bounded: cleared when full."""
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int = 1 << 16) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __missing__(self, text: str) -> int:
+        units = self.parse(text)
+        if len(self) >= self.limit:
+            self.clear()
+        self[text] = units
+        return units
+
+    def parse(self, text: str) -> int:
+        """Parse a value that is not cached yet (raises :class:`BadNumber`)."""
+        return parse_units(text)

@@ -71,16 +71,17 @@ class VolumeSpikeDetector:
         """Decide on ``trade`` against the window before it, then slide the window."""
         qty = trade.qty
         pos = self._pos
+        buf = self._buf
         signal = None
+        total = self._sum
         if self._filled == self.window:
-            total = self._sum
             if qty * self._den_w > self._num * total:
                 signal = self._signal(trade, total)
-            self._sum = total + qty - self._buf[pos]
+            self._sum = total + qty - buf[pos]
         else:
-            self._sum += qty
+            self._sum = total + qty
             self._filled += 1
-        self._buf[pos] = qty
+        buf[pos] = qty
         pos += 1
         self._pos = 0 if pos == self.window else pos
         return signal

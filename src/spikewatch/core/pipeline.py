@@ -36,9 +36,8 @@ class _SymbolState:
         "detectors",
         "duplicates",
         "gaps",
+        "last",
         "last_id",
-        "last_price",
-        "last_time_us",
         "missing",
         "signals",
         "trades",
@@ -47,8 +46,7 @@ class _SymbolState:
     def __init__(self, detectors: Sequence[Detector]) -> None:
         self.detectors = tuple(detectors)
         self.last_id = -1
-        self.last_time_us = -1
-        self.last_price = -1
+        self.last: Trade | None = None
         self.trades = 0
         self.duplicates = 0
         self.gaps = 0
@@ -83,8 +81,7 @@ class Pipeline:
             state.gaps += 1
             state.missing += tid - last - 1
         state.last_id = tid
-        state.last_time_us = trade.time_us
-        state.last_price = trade.price
+        state.last = trade
         state.trades += 1
         found: list[Signal] | None = None
         for detector in state.detectors:
@@ -107,7 +104,7 @@ class Pipeline:
         """Copies of every symbol's counters, in first-seen order."""
         out = []
         for (exchange, symbol), s in self._states.items():
-            seen = s.last_id >= 0
+            last = s.last
             out.append(
                 SymbolStats(
                     exchange=exchange,
@@ -117,9 +114,9 @@ class Pipeline:
                     gaps=s.gaps,
                     missing_trades=s.missing,
                     signals=s.signals,
-                    last_trade_id=s.last_id if seen else None,
-                    last_trade_time_us=s.last_time_us if seen else None,
-                    last_price=s.last_price if seen else None,
+                    last_trade_id=last.trade_id if last else None,
+                    last_trade_time_us=last.time_us if last else None,
+                    last_price=last.price if last else None,
                     warmed_up=all(getattr(d, "warmed_up", True) for d in s.detectors),
                 )
             )

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from spikewatch.core.decimal import MAX_UNITS, BadNumber, parse_units
+from spikewatch.core.decimal import MAX_UNITS, BadNumber, UnitsCache
 from spikewatch.core.model import Side, Trade
 from spikewatch.exchanges.base import Control, MalformedFrame
 
@@ -50,14 +50,14 @@ _decode_any = msgspec.json.Decoder().decode
 _SELL, _BUY = Side.SELL, Side.BUY
 
 
-def _to_trade(msg: _TradeMsg, exchange: str) -> Trade | Control:
+def _to_trade(msg: _TradeMsg, exchange: str, units: UnitsCache) -> Trade | Control:
     if msg.event != "trade":
         return Control.IGNORED
     if msg.kind is not None and msg.kind != "MARKET":
         return Control.IGNORED
     try:
-        price = parse_units(msg.price)
-        qty = parse_units(msg.qty)
+        price = units[msg.price]
+        qty = units[msg.qty]
     except BadNumber as exc:
         raise MalformedFrame("bad_value", str(exc)) from None
     if not 0 <= msg.trade_id <= MAX_UNITS or not 0 < msg.time_ms < _YEAR_10000_MS:
@@ -78,7 +78,7 @@ def _to_trade(msg: _TradeMsg, exchange: str) -> Trade | Control:
     )
 
 
-def _slow_parse(frame: bytes | str, exchange: str) -> Trade | Control:
+def _slow_parse(frame: bytes | str, exchange: str, units: UnitsCache) -> Trade | Control:
     """Decode a frame the fast paths could not: other key orders or spacing, controls,
     and everything malformed (which raises MalformedFrame)."""
     try:
@@ -103,7 +103,7 @@ def _slow_parse(frame: bytes | str, exchange: str) -> Trade | Control:
         return Control.IGNORED
     if event == "trade":
         try:
-            return _to_trade(msgspec.convert(inner, _TradeMsg), exchange)
+            return _to_trade(msgspec.convert(inner, _TradeMsg), exchange, units)
         except msgspec.ValidationError as exc:
             raise MalformedFrame("bad_schema", str(exc)) from None
     stream = doc.get("stream")
@@ -116,6 +116,10 @@ class BinanceSpot:
     """Binance spot: stream URLs and a pure frame parser."""
 
     name = "binance"
+
+    def __init__(self) -> None:
+        # price/qty string -> exact units; one per parser, so no state is shared
+        self._units = UnitsCache()
 
     def stream_url(self, base_url: str, symbols: Sequence[str]) -> str:
         """Combined-stream URL: ``<base>/stream?streams=btcusdt@trade/ethusdt@trade``."""
@@ -131,8 +135,8 @@ class BinanceSpot:
         head = frame[:10]
         try:
             if head == b'{"stream":' or head == '{"stream":':
-                return _to_trade(_decode_combined(frame).data, self.name)
-            return _to_trade(_decode_raw(frame), self.name)
+                return _to_trade(_decode_combined(frame).data, self.name, self._units)
+            return _to_trade(_decode_raw(frame), self.name, self._units)
         except (msgspec.DecodeError, RecursionError, UnicodeError):
             # ValidationError is a DecodeError: a wrapper first, other spacing, a control
-            return _slow_parse(frame, self.name)
+            return _slow_parse(frame, self.name, self._units)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
-from spikewatch.core.decimal import BadNumber, float_to_units, parse_units
+from spikewatch.core.decimal import BadNumber, UnitsCache, float_to_units, parse_units
 from spikewatch.core.model import Side, Trade
 from spikewatch.exchanges.base import MalformedFrame
 from spikewatch.exchanges.binance import BinanceSpot
@@ -336,21 +336,21 @@ def _line_batches(path: Path, handle: _Readable, state: _FileState) -> Iterator[
 # -- reading ----------------------------------------------------------------------------
 
 
-class _Units(dict[str, int]):
-    """Exact 1e-8 units of price/qty strings, memoised: trades repeat a few values a lot."""
+class _Units(UnitsCache):
+    """Like the live parser's cache, but also rounds values written from floats."""
 
     __slots__ = ("rounded",)
 
     def __init__(self) -> None:
-        super().__init__()
-        self.rounded = 0  # values with float noise that were rounded (see __missing__)
+        super().__init__(_CACHE_SIZE)
+        self.rounded = 0  # values with float noise that were rounded (see parse)
 
-    def __missing__(self, text: str) -> int:
+    def parse(self, text: str) -> int:
+        """Exact units; files written from floats ("0.30000000000000004", "1e-05") are
+        rounded to the 8-decimal value they stood for."""
         try:
-            units = parse_units(text)
+            return parse_units(text)
         except BadNumber:
-            # Files written from floats (ccxt, pandas) hold "0.30000000000000004" or
-            # "1e-05": round those to the 8-decimal value they stood for.
             frac = text.partition(".")[2]
             if len(frac) <= 8 and "e" not in text.lower():
                 raise
@@ -359,10 +359,7 @@ class _Units(dict[str, int]):
             except ValueError as exc:  # float() of junk; BadNumber is a ValueError too
                 raise BadNumber(str(exc)) from None
             self.rounded += 1
-        if len(self) >= _CACHE_SIZE:
-            self.clear()
-        self[text] = units
-        return units
+            return units
 
 
 class _FileState:
