@@ -158,11 +158,15 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
     store = SQLiteSignalStore(settings.db)
     engine = Engine(settings, store)
     app = create_app(settings, engine)
+    # Live-stream clients each hold a worker thread: leave some for ordinary requests.
+    engine.hub.max_clients = max(1, settings.web_threads - 16)
     server = create_server(
         app,
         host=settings.host,
         port=settings.port,
         threads=settings.web_threads,
+        connection_limit=max(100, settings.web_threads * 2),
+        channel_timeout=300,
         ident="spikewatch",
     )
     url = f"http://{server.effective_host}:{server.effective_port}/"

@@ -42,7 +42,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     ws_url: str = DEFAULT_WS_URL  # stream base URL; /stream?streams=... is appended
     rest_url: str = DEFAULT_REST_URL
     log_level: str = "INFO"
-    web_threads: int = 16  # WSGI worker threads
+    # WSGI worker threads; each live-stream client holds one while connected
+    web_threads: int = 256
     reconnect_max_delay: float = 30.0  # seconds, cap of the exponential backoff
     rotate_after: float = MAX_CONNECTION_AGE_S  # seconds; Binance cuts connections at 24 h
     store_queue: int = 10_000  # signals waiting for the SQLite writer

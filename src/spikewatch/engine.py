@@ -12,14 +12,17 @@ import contextlib
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 
 import msgspec
 
 from spikewatch.config import Settings
+from spikewatch.core.bars import Bar, BarSeries
 from spikewatch.core.decimal import units_to_float
 from spikewatch.core.model import Signal, Trade, iso_utc
 from spikewatch.exchanges import EXCHANGES, Control, Exchange, MalformedFrame
+from spikewatch.hub import Event, Hub, HubStats
 from spikewatch.ingest.backoff import Backoff
 from spikewatch.ingest.client import ClientStatus, StreamClient
 from spikewatch.ingest.ratelog import RateLimitedLog
@@ -29,6 +32,7 @@ from spikewatch.store.writer import StoreWriter, WriterStats
 from spikewatch.wiring import build_pipeline
 
 log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
 
 SignalListener = Callable[[Signal], None]
 
@@ -64,6 +68,31 @@ class EngineStatus(msgspec.Struct, frozen=True):
     ignored_frames: int
     symbols: dict[str, SymbolStatus]
     store: WriterStats
+    signals_by_detector: dict[str, int]
+    stream: HubStats
+
+
+#: Upper bounds (ms) of the ingest-lag histogram: local receive time minus exchange time.
+LAG_BUCKETS_MS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+class LagHistogram(msgspec.Struct, frozen=True):
+    """Counts of trades by ingest lag, per bucket of :data:`LAG_BUCKETS_MS` plus +Inf."""
+
+    counts: list[int]  # not cumulative; the last entry is above the last bound
+    sum_ms: float
+
+
+class LiveSymbol(msgspec.Struct, frozen=True):
+    """One symbol in the periodic ``status`` event of the live stream."""
+
+    symbol: str
+    connection: str
+    last_price: float | None
+    trades: int
+    trades_per_s: float
+    signals: int
+    bar: Bar | None
 
 
 class Engine:
@@ -94,6 +123,16 @@ class Engine:
         self._ratelog = RateLimitedLog(log)
         self._latest: dict[str, Signal] = {}
         self._latest_any: Signal | None = None
+        self.hub = Hub()
+        self.status_interval = 1.0  # seconds between live "status" events
+        self._seq = store.max_seq()  # delivery numbers continue across restarts
+        self._by_detector: dict[str, int] = {}
+        self._bars: dict[str, BarSeries] = {s: BarSeries() for s in settings.symbols}
+        self._lag_counts: dict[str, list[int]] = {
+            s: [0] * (len(LAG_BUCKETS_MS) + 1) for s in settings.symbols
+        }
+        self._lag_sum: dict[str, float] = dict.fromkeys(settings.symbols, 0.0)
+        self._rate_mark: tuple[float, dict[str, int]] = (time.monotonic(), {})
         self._client: StreamClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -135,6 +174,7 @@ class Engine:
     def stop(self, timeout: float = 2.0) -> None:
         """Stop ingest, flush pending signals to the store; returns within ``timeout``."""
         deadline = time.monotonic() + timeout
+        self.hub.close()
         loop, client = self._loop, self._client
         if loop is not None and client is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed in between
@@ -168,7 +208,20 @@ class Engine:
             stable_after=self._stable_after,
         )
         ready.set()
-        await self._client.run()
+        ticker = asyncio.create_task(self._publish_status())
+        try:
+            await self._client.run()
+        finally:
+            ticker.cancel()
+
+    async def _publish_status(self) -> None:
+        """Every ``status_interval``: a ``status`` event for live-stream clients."""
+        while True:
+            await asyncio.sleep(self.status_interval)
+            try:
+                self.hub.publish(Event("status", _encode(self.live_status())))
+            except Exception:
+                log.exception("publishing the live status failed")
 
     # -- the hot path ----------------------------------------------------------------
 
@@ -190,9 +243,15 @@ class Engine:
                     self._frames += 1
                     self._ignored += 1
                 return False
+            lag_ms = (recv_ns // 1000 - item.time_us) / 1000 if recv_ns else None
             with self._lock:
                 self._frames += 1
                 signals = self._pipeline.process(item)
+                self._bars[item.symbol].update(item)
+                if lag_ms is not None:
+                    counts = self._lag_counts[item.symbol]
+                    counts[bisect_left(LAG_BUCKETS_MS, lag_ms)] += 1
+                    self._lag_sum[item.symbol] += lag_ms
                 for signal in signals:
                     self._remember(signal)
             for signal in signals:
@@ -228,8 +287,13 @@ class Engine:
             signal.price,
             signal.ratio,
         )
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            self._by_detector[signal.detector] = self._by_detector.get(signal.detector, 0) + 1
         if self._writer is not None:
-            self._writer.put(signal)
+            self._writer.put(signal, seq)
+        self.hub.publish(Event.signal(signal, seq))
         for listener in tuple(self._listeners):
             try:
                 listener(signal)
@@ -282,6 +346,8 @@ class Engine:
         writer_stats = (
             self._writer.stats() if self._writer is not None else WriterStats(0, 0, 0, 0, 0, None)
         )
+        with self._lock:
+            by_detector = dict(self._by_detector)
         return EngineStatus(
             running=running,
             exchange=self.exchange.name,
@@ -292,4 +358,56 @@ class Engine:
             ignored_frames=ignored,
             symbols=symbols,
             store=writer_stats,
+            signals_by_detector=by_detector,
+            stream=self.hub.stats(),
         )
+
+    def ready(self) -> bool:
+        """Connected, and every symbol's window is full (detection is live)."""
+        status = self.status()
+        return (
+            status.running
+            and status.connection.state == "connected"
+            and all(s.warmed_up for s in status.symbols.values())
+        )
+
+    def bars(self, symbol: str, limit: int | None = None) -> list[Bar]:
+        """Recent one-second bars of ``symbol`` (oldest first); empty for an unknown one."""
+        with self._lock:
+            series = self._bars.get(symbol)
+            return series.bars(limit) if series is not None else []
+
+    def lag_histograms(self) -> dict[str, LagHistogram]:
+        """Ingest lag (receive time minus exchange time) per symbol."""
+        with self._lock:
+            return {
+                symbol: LagHistogram(list(counts), self._lag_sum[symbol])
+                for symbol, counts in self._lag_counts.items()
+            }
+
+    def signals_after(self, seq: int, limit: int = 1000) -> list[tuple[int, Signal]]:
+        """Signals delivered after number ``seq`` (for resuming live-stream clients)."""
+        self.flush(2.0)
+        return self.store.after_seq(seq, limit)
+
+    def live_status(self) -> list[LiveSymbol]:
+        """Per symbol: price, trade rate since the last call, latest bar."""
+        status = self.status()
+        now = time.monotonic()
+        with self._lock:
+            then, before = self._rate_mark
+            self._rate_mark = (now, {s: v.trades for s, v in status.symbols.items()})
+            bars = {s: series.last() for s, series in self._bars.items()}
+        elapsed = max(now - then, 1e-9)
+        return [
+            LiveSymbol(
+                symbol=s.symbol,
+                connection=s.connection,
+                last_price=s.last_price,
+                trades=s.trades,
+                trades_per_s=round((s.trades - before.get(s.symbol, 0)) / elapsed, 2),
+                signals=s.signals,
+                bar=bars.get(s.symbol),
+            )
+            for s in status.symbols.values()
+        ]

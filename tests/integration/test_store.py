@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from spikewatch.core.model import Signal, iso_utc
@@ -111,8 +112,8 @@ def test_new_database_is_created_at_the_current_schema_version(
     store: SQLiteSignalStore, db_path: Path
 ) -> None:
     assert db_path.exists()
-    assert SCHEMA_VERSION == 1
-    assert store.schema_version() == 1
+    assert SCHEMA_VERSION == 2
+    assert store.schema_version() == 2
     assert store.count() == 0
     assert store.latest() is None
 
@@ -124,7 +125,7 @@ def test_database_file_is_in_wal_mode_for_other_connections_too(
         (mode,) = other.execute("PRAGMA journal_mode").fetchone()
         (version,) = other.execute("PRAGMA user_version").fetchone()
     assert mode == "wal"
-    assert version == 1
+    assert version == 2
 
 
 def test_database_from_a_newer_spikewatch_is_refused_untouched(db_path: Path) -> None:
@@ -164,7 +165,7 @@ def test_signals_survive_a_restart(db_path: Path) -> None:
 
     second = SQLiteSignalStore(db_path)
     try:
-        assert second.schema_version() == 1
+        assert second.schema_version() == 2
         assert second.count() == 25
         assert second.count("ETHUSDT") == 8
         stored = second.page(limit=100).signals
@@ -370,3 +371,38 @@ def test_writer_close_writes_what_was_still_pending(db_path: Path) -> None:
         assert reopened.count() == 25
     finally:
         reopened.close()
+
+
+def test_a_version_1_database_is_migrated_keeping_its_signals_in_order(db_path: Path) -> None:
+    from spikewatch.store.sqlite import MIGRATIONS
+
+    signals = [make_signal("BTCUSDT", 3_735_683_260 + i, T0_US + i) for i in range(3)]
+    with contextlib.closing(sqlite3.connect(db_path)) as raw:
+        raw.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
+        raw.executemany(
+            "INSERT INTO signals (id, exchange, symbol, detector, trade_id, time_us, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    s.id,
+                    s.exchange,
+                    s.symbol,
+                    s.detector,
+                    s.trade_id,
+                    s.time_us,
+                    msgspec.json.encode(s),
+                )
+                for s in signals
+            ],
+        )
+        raw.commit()
+    store = SQLiteSignalStore(db_path)
+    try:
+        assert store.schema_version() == 2
+        assert [s for _, s in store.after_seq(0)] == signals
+        assert store.max_seq() == 3
+        new = make_signal("BTCUSDT", 3_735_683_300, T0_US + 100)
+        assert store.add([new]) == 1
+        assert store.after_seq(3) == [(4, new)]
+    finally:
+        store.close()

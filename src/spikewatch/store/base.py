@@ -45,8 +45,18 @@ class SignalPage(msgspec.Struct, frozen=True):
 class SignalStore(Protocol):
     """Keeps every signal; adding the same signal id twice keeps one."""
 
-    def add(self, signals: Sequence[Signal]) -> int:
-        """Store ``signals`` durably; returns how many were new."""
+    def add(self, signals: Sequence[Signal], seqs: Sequence[int] | None = None) -> int:
+        """Store ``signals`` durably with their delivery numbers; returns how many were new."""
+        ...
+
+    def max_seq(self) -> int:
+        """The highest delivery sequence number stored (0 when empty)."""
+        ...
+
+    def after_seq(
+        self, seq: int, limit: int = 1000, symbol: str | None = None
+    ) -> list[tuple[int, Signal]]:
+        """Signals delivered after ``seq``, in delivery order, with their numbers."""
         ...
 
     def latest(self, symbol: str | None = None) -> Signal | None:

@@ -32,6 +32,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX signals_by_time ON signals (time_us, id);
     CREATE INDEX signals_by_symbol_time ON signals (symbol, time_us, id);
     """,
+    # v2: a delivery sequence number, for live-stream clients resuming with Last-Event-ID
+    """
+    ALTER TABLE signals ADD COLUMN seq INTEGER;
+    UPDATE signals SET seq = rowid;
+    CREATE UNIQUE INDEX signals_by_seq ON signals (seq);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -122,20 +128,27 @@ class SQLiteSignalStore:
         with self._conn() as conn:
             return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
-    def add(self, signals: Sequence[Signal]) -> int:
-        """Insert ``signals`` in one transaction; ids already stored are skipped."""
-        rows = [
-            (s.id, s.exchange, s.symbol, s.detector, s.trade_id, s.time_us, _encode(s))
-            for s in signals
-        ]
+    def add(self, signals: Sequence[Signal], seqs: Sequence[int] | None = None) -> int:
+        """Insert ``signals`` in one transaction; ids already stored are skipped.
+
+        ``seqs`` are their delivery sequence numbers (increasing); without them the store
+        numbers the signals after the highest stored one.
+        """
         with self._conn() as conn:
             before = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if seqs is None:
+                    top = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM signals").fetchone()[0]
+                    seqs = range(top + 1, top + 1 + len(signals))
+                rows = [
+                    (s.id, s.exchange, s.symbol, s.detector, s.trade_id, s.time_us, _encode(s), n)
+                    for s, n in zip(signals, seqs, strict=True)
+                ]
                 conn.executemany(
                     "INSERT OR IGNORE INTO signals "
-                    "(id, exchange, symbol, detector, trade_id, time_us, payload) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "(id, exchange, symbol, detector, trade_id, time_us, payload, seq) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 conn.execute("COMMIT")
@@ -185,6 +198,26 @@ class SQLiteSignalStore:
         last = signals[-1] if signals else None
         cursor = Cursor(last.time_us, last.id) if more and last is not None else None
         return SignalPage(signals, cursor)
+
+    def max_seq(self) -> int:
+        """The highest delivery sequence number stored (0 when empty)."""
+        with self._conn() as conn:
+            return int(conn.execute("SELECT IFNULL(MAX(seq), 0) FROM signals").fetchone()[0])
+
+    def after_seq(
+        self, seq: int, limit: int = 1000, symbol: str | None = None
+    ) -> list[tuple[int, Signal]]:
+        """Signals delivered after ``seq``, in delivery order, with their numbers."""
+        sql = "SELECT seq, payload FROM signals WHERE seq > ?"
+        args: list[int | str] = [seq]
+        if symbol is not None:
+            sql += " AND symbol = ?"
+            args.append(symbol)
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        with self._conn() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        return [(int(n), _decode(payload)) for n, payload in rows]
 
     def count(self, symbol: str | None = None) -> int:
         """How many signals are stored."""

@@ -44,7 +44,7 @@ class StoreWriter:
         on_written: Callable[[float], None] | None = None,
     ) -> None:
         self._store = store
-        self._queue: queue.Queue[Signal | None] = queue.Queue(maxsize=maxsize)
+        self._queue: queue.Queue[tuple[int | None, Signal] | None] = queue.Queue(maxsize=maxsize)
         self._on_written = on_written
         self._lock = threading.Lock()
         self._written = 0
@@ -55,14 +55,16 @@ class StoreWriter:
         self._thread = threading.Thread(target=self._run, name="spikewatch-writer", daemon=True)
         self._thread.start()
 
-    def put(self, signal: Signal) -> None:
-        """Queue ``signal`` for writing (blocks only while the queue is full)."""
+    def put(self, signal: Signal, seq: int | None = None) -> None:
+        """Queue ``signal`` (delivery number ``seq``) for writing; blocks only while the
+        queue is full."""
+        item = (seq, signal)
         try:
-            self._queue.put_nowait(signal)
+            self._queue.put_nowait(item)
         except queue.Full:
             with self._lock:
                 self._full_waits += 1
-            self._queue.put(signal)
+            self._queue.put(item)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is written; False on timeout."""
@@ -94,7 +96,7 @@ class StoreWriter:
         stopping = False
         while not stopping:
             first = self._queue.get()
-            batch: list[Signal] = []
+            batch: list[tuple[int | None, Signal]] = []
             if first is None:
                 stopping = True
             else:
@@ -113,12 +115,15 @@ class StoreWriter:
             for _ in range(len(batch) + (1 if stopping else 0)):
                 self._queue.task_done()
 
-    def _write(self, batch: list[Signal], stopping: bool) -> None:
+    def _write(self, batch: list[tuple[int | None, Signal]], stopping: bool) -> None:
         delay = 0.05
+        signals = [signal for _, signal in batch]
+        numbered = [seq for seq, _ in batch if seq is not None]
+        seqs = numbered if len(numbered) == len(batch) else None
         while True:
             started = time.perf_counter()
             try:
-                added = self._store.add(batch)
+                added = self._store.add(signals, seqs)
             except Exception:
                 with self._lock:
                     self._failures += 1

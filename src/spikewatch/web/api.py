@@ -62,6 +62,18 @@ def signals() -> Response:
     )
 
 
+@api.get("/api/bars")
+def bars() -> Response:
+    """Recent one-second OHLCV bars of ``symbol`` (default: the first configured)."""
+    params.reject_unknown(request.args, ("symbol", "limit"))
+    engine = _engine()
+    symbol = params.symbol(request.args) or engine.settings.symbols[0]
+    if symbol not in engine.settings.symbols:
+        raise params.BadRequest("symbol", f"{symbol} is not one of {list(engine.settings.symbols)}")
+    limit = params.integer(request.args, "limit", 600, 1, 3600)
+    return _json({"symbol": symbol, "interval": 1, "bars": engine.bars(symbol, limit)})
+
+
 @api.get("/api/status")
 def status() -> Response:
     """Connection state and counters, per symbol and in total."""

@@ -10,6 +10,7 @@ from spikewatch.engine import Engine
 from spikewatch.web.api import api
 from spikewatch.web.params import BadRequest
 from spikewatch.web.responses import json_response
+from spikewatch.web.stream import stream
 
 
 def create_app(settings: Settings, engine: Engine) -> Flask:
@@ -18,6 +19,7 @@ def create_app(settings: Settings, engine: Engine) -> Flask:
     app.extensions["spikewatch.settings"] = settings
     app.extensions["spikewatch.engine"] = engine
     app.register_blueprint(api)
+    app.register_blueprint(stream)
 
     @app.errorhandler(BadRequest)
     def bad_request(exc: BadRequest) -> Response:

@@ -1,0 +1,141 @@
+"""The live hub: fans events out to streaming clients, each through a bounded queue.
+
+The engine thread publishes; each client's request thread reads its own queue. A client
+whose queue is full (it reads too slowly) is dropped and counted: it never slows ingest
+or the other clients. Dropped clients reconnect with ``Last-Event-ID`` and get what they
+missed from the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+
+import msgspec
+
+from spikewatch.core.model import Signal
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One server-sent event, already encoded."""
+
+    kind: str  # the SSE "event:" field
+    data: bytes  # JSON
+    id: int | None = None  # the SSE "id:" field (signal sequence number)
+    symbol: str | None = None  # for per-symbol streams; None goes to every client
+
+    @classmethod
+    def signal(cls, signal: Signal, seq: int) -> Event:
+        """The ``signal`` event of a signal with delivery number ``seq``."""
+        return cls("signal", _encode(signal), seq, signal.symbol)
+
+    def encode(self) -> bytes:
+        """The event in text/event-stream framing."""
+        head = f"event: {self.kind}\n" + (f"id: {self.id}\n" if self.id is not None else "")
+        return head.encode() + b"data: " + self.data + b"\n\n"
+
+
+#: Put in a client's queue when it is dropped, so its reader wakes up and ends.
+DROPPED = Event("dropped", b"{}")
+
+
+class HubStats(msgspec.Struct, frozen=True):
+    """Counters of the hub."""
+
+    clients: int
+    connected_total: int
+    dropped_slow: int
+    events_published: int
+
+
+class Subscription:
+    """One client's queue."""
+
+    __slots__ = ("dropped", "queue")
+
+    def __init__(self, size: int) -> None:
+        self.queue: queue.Queue[Event] = queue.Queue(maxsize=size)
+        self.dropped = False
+
+    def get(self, timeout: float) -> Event | None:
+        """The next event, or None after ``timeout`` seconds."""
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+class Hub:
+    """Many subscribers, one publisher; bounded per-client queues, slow clients dropped."""
+
+    def __init__(self, queue_size: int = 1024, max_clients: int = 1000) -> None:
+        self.queue_size = queue_size
+        self.max_clients = max_clients
+        self._lock = threading.Lock()
+        self._subs: set[Subscription] = set()
+        self._connected = 0
+        self._dropped = 0
+        self._published = 0
+
+    def subscribe(self) -> Subscription | None:
+        """A new client's subscription, or None when ``max_clients`` are connected."""
+        sub = Subscription(self.queue_size)
+        with self._lock:
+            if len(self._subs) >= self.max_clients:
+                return None
+            self._subs.add(sub)
+            self._connected += 1
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget a client (idempotent)."""
+        with self._lock:
+            self._subs.discard(sub)
+
+    def publish(self, event: Event) -> None:
+        """Offer ``event`` to every client; drop those whose queue is full."""
+        with self._lock:
+            subs = tuple(self._subs)
+            self._published += 1
+        slow = []
+        for sub in subs:
+            try:
+                sub.queue.put_nowait(event)
+            except queue.Full:
+                slow.append(sub)
+        if slow:
+            with self._lock:
+                for sub in slow:
+                    if sub in self._subs:
+                        self._subs.discard(sub)
+                        self._dropped += 1
+            for sub in slow:
+                sub.dropped = True
+                _force(sub.queue, DROPPED)
+
+    def close(self) -> None:
+        """End every client's stream now (at shutdown); later clients are refused."""
+        with self._lock:
+            subs, self._subs = tuple(self._subs), set()
+            self.max_clients = 0
+        for sub in subs:
+            _force(sub.queue, DROPPED)
+
+    def stats(self) -> HubStats:
+        """A copy of the counters."""
+        with self._lock:
+            return HubStats(len(self._subs), self._connected, self._dropped, self._published)
+
+
+def _force(q: queue.Queue[Event], event: Event) -> None:
+    """Make room for ``event`` in a full queue (the client is gone anyway)."""
+    while True:
+        try:
+            q.put_nowait(event)
+            return
+        except queue.Full:
+            with contextlib.suppress(queue.Empty):
+                q.get_nowait()

@@ -1,0 +1,78 @@
+"""``GET /api/stream``: the live push as Server-Sent Events.
+
+Events: ``signal`` (a signal, ``id:`` its delivery number), ``status`` (every second:
+per-symbol connection, price, trade rate, the forming one-second bar), and ``:`` comments
+as keep-alive. A client that reconnects with ``Last-Event-ID`` (browsers do so by
+themselves) first gets the signals it missed, from the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, current_app, request
+
+from spikewatch.engine import Engine
+from spikewatch.hub import DROPPED, Event
+from spikewatch.web import params
+from spikewatch.web.responses import json_response
+
+stream = Blueprint("stream", __name__)
+
+#: Seconds between keep-alive comments on an idle stream (proxies close silent ones).
+KEEPALIVE_S = 15.0
+#: Signals replayed from the store to a resuming client, at most.
+MAX_RESUME = 10_000
+
+
+def _last_event_id() -> int | None:
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    if raw is None or raw == "":
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise params.BadRequest("Last-Event-ID", f"{raw[:40]!r} is not an event id")
+    return int(raw)
+
+
+@stream.get("/api/stream")
+def live() -> Response:
+    """Server-Sent Events: signals as they happen, status every second."""
+    params.reject_unknown(request.args, ("symbol", "last_event_id"))
+    symbol = params.symbol(request.args)
+    last_id = _last_event_id()
+    engine: Engine = current_app.extensions["spikewatch.engine"]
+    keepalive: float = current_app.config.get("SPIKEWATCH_KEEPALIVE_S", KEEPALIVE_S)
+    sub = engine.hub.subscribe()  # before reading the store, so nothing falls in between
+    if sub is None:
+        return json_response({"error": "too many live-stream clients; try again later"}, 503)
+
+    def wanted(event: Event) -> bool:
+        return symbol is None or event.symbol is None or event.symbol == symbol
+
+    def events() -> Iterator[bytes]:
+        try:
+            yield b"retry: 2000\n: spikewatch live stream\n\n"
+            replayed = last_id or 0
+            if last_id is not None:
+                for seq, signal in engine.signals_after(last_id, MAX_RESUME):
+                    replayed = seq
+                    if symbol is None or signal.symbol == symbol:
+                        yield Event.signal(signal, seq).encode()
+            while True:
+                event = sub.get(keepalive)
+                if event is None:
+                    yield b": keep-alive\n\n"
+                elif event is DROPPED:
+                    return  # too slow: the client reconnects and resumes from the store
+                elif event.id is not None and event.id <= replayed:
+                    continue  # already sent from the store
+                elif wanted(event):
+                    yield event.encode()
+        finally:
+            engine.hub.unsubscribe(sub)
+
+    return Response(
+        events(),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,196 @@
+"""``/api/stream`` over real sockets: the production server, the live engine and the
+simulator playing real recorded trades."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from waitress.server import create_server
+
+from spikewatch.config import load_settings
+from spikewatch.engine import Engine
+from spikewatch.ingest.backoff import Backoff
+from spikewatch.replay.simulator import Simulator, SimulatorThread
+from spikewatch.replay.tape import tape_from_frames
+from spikewatch.store.sqlite import SQLiteSignalStore
+from spikewatch.web.app import create_app
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Live:
+    engine: Engine
+    sim: SimulatorThread
+    port: int
+
+
+@dataclass
+class SseEvent:
+    kind: str
+    id: int | None
+    data: Any
+
+
+def read_events(
+    port: int, path: str = "/api/stream", headers: dict[str, str] | None = None
+) -> Iterator[SseEvent]:
+    """Connect and yield events as they arrive (comments skipped)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path, headers=headers or {})
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.getheader("Content-Type", "").startswith("text/event-stream")
+    kind, ident, data = "message", None, []
+    try:
+        while True:
+            line = response.fp.readline()
+            if not line:
+                return
+            line = line.rstrip(b"\r\n")
+            if not line:
+                if data:
+                    yield SseEvent(kind, ident, json.loads(b"\n".join(data)))
+                kind, ident, data = "message", None, []
+            elif line.startswith(b"event: "):
+                kind = line[7:].decode()
+            elif line.startswith(b"id: "):
+                ident = int(line[4:])
+            elif line.startswith(b"data: "):
+                data.append(line[6:])
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def live(tmp_path: Path, btc_frames: list[bytes]) -> Iterator[Live]:
+    """The simulator (paused until the engine connects), the engine, the web server."""
+    sim = SimulatorThread(Simulator(tape_from_frames(btc_frames[:8000]), speed=40))
+    sim.start()
+    settings = load_settings({"ws_url": sim.ws_url, "db": str(tmp_path / "s.db")}, env={})
+    store = SQLiteSignalStore(settings.db)
+    engine = Engine(settings, store, backoff=Backoff(first=0.05, cap=0.2))
+    engine.status_interval = 0.2
+    server = create_server(
+        create_app(settings, engine), host="127.0.0.1", port=0, threads=250, connection_limit=500
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield Live(engine, sim, int(server.effective_port))
+    finally:
+        engine.stop()
+        server.close()
+        server.task_dispatcher.shutdown()
+        sim.stop()
+        store.close()
+
+
+def test_stream_pushes_each_signal_as_it_happens_and_status_every_interval(live: Live) -> None:
+    stream = read_events(live.port)
+    live.engine.start()
+    signals: list[SseEvent] = []
+    statuses: list[SseEvent] = []
+    for event in stream:
+        (signals if event.kind == "signal" else statuses).append(event)
+        if len(signals) == 10:
+            break
+    stream.close()
+    # each arrived while the response was still open: nothing waited in a buffer
+    stored = live.engine.store
+    assert live.engine.flush(5)
+    by_seq = dict(stored.after_seq(0))
+    for event in signals:
+        assert event.id is not None
+        assert msgspec_dict(by_seq[event.id]) == event.data
+    assert [e.id for e in signals] == sorted(e.id for e in signals if e.id is not None)
+    assert statuses, "status events come every interval"
+    status = statuses[-1].data[0]
+    assert status["symbol"] == "BTCUSDT"
+    assert status["connection"] == "connected"
+    assert status["bar"]["close"] > 0
+
+
+def msgspec_dict(signal: Any) -> dict[str, Any]:
+    import msgspec
+
+    return json.loads(msgspec.json.encode(signal))
+
+
+def test_a_client_resuming_with_last_event_id_gets_exactly_what_it_missed(live: Live) -> None:
+    first = read_events(live.port)
+    live.engine.start()
+    seen = []
+    for event in first:
+        if event.kind == "signal":
+            seen.append(event)
+            if len(seen) == 5:
+                break
+    first.close()  # disconnected while signals go on
+    time.sleep(0.5)
+    resumed = read_events(live.port, headers={"Last-Event-ID": str(seen[-1].id)})
+    rest = []
+    for event in resumed:
+        if event.kind == "signal":
+            rest.append(event)
+            if len(rest) == 10:
+                break
+    resumed.close()
+    ids = [e.id for e in seen + rest]
+    assert ids == list(range(1, 16))  # no gap, no repeat
+    assert live.engine.flush(5)
+    stored = {seq: msgspec_dict(s) for seq, s in live.engine.store.after_seq(0)}
+    for event in seen + rest:
+        assert stored[event.id] == event.data  # type: ignore[index]
+
+
+def test_a_bad_last_event_id_is_a_400(live: Live) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
+    conn.request("GET", "/api/stream", headers={"Last-Event-ID": "abc"})
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    conn.close()
+    assert response.status == 400
+    assert body["param"] == "Last-Event-ID"
+
+
+def test_two_hundred_clients_each_get_every_signal(live: Live) -> None:
+    clients = []
+    for _ in range(200):
+        sock = socket.create_connection(("127.0.0.1", live.port), timeout=30)
+        sock.sendall(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        clients.append(sock)
+    deadline = time.monotonic() + 30
+    while live.engine.hub.stats().clients < 200:
+        assert time.monotonic() < deadline, "clients did not all subscribe"
+        time.sleep(0.05)
+    live.engine.start()
+    wanted = 5
+    received = [b""] * len(clients)
+    done = [False] * len(clients)
+    while not all(done):
+        assert time.monotonic() < deadline, f"{done.count(False)} clients short"
+        for i, sock in enumerate(clients):
+            if done[i]:
+                continue
+            sock.settimeout(0.01)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            received[i] += chunk
+            done[i] = received[i].count(b"event: signal\n") >= wanted
+    for sock in clients:
+        sock.close()
+    firsts = {r.split(b"event: signal\n", 1)[1].split(b"\n\n", 1)[0] for r in received}
+    assert len(firsts) == 1  # everyone got the same first signal
+    assert live.engine.hub.stats().dropped_slow == 0
