@@ -48,6 +48,17 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     rotate_after: float = MAX_CONNECTION_AGE_S  # seconds; Binance cuts connections at 24 h
     store_queue: int = 10_000  # signals waiting for the SQLite writer
     record_dir: str = ""  # when set, raw frames are also recorded here (gzip JSON lines)
+    max_backfill: int = 100_000  # trades fetched over REST to fill one gap, at most
+    checkpoint_interval: float = 5.0  # seconds between saves of detector state
+    watchdog_silence: float = 10.0  # seconds; a symbol silent for long (scaled) is resubscribed
+    api_token: str = ""  # needed by state-changing endpoints (always, when not on loopback)
+
+    def __repr__(self) -> str:
+        # never show a secret in a log line or a traceback
+        shown = {k: getattr(self, k) for k in self.__struct_fields__}
+        if shown["api_token"]:
+            shown["api_token"] = "***"
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     def __post_init__(self) -> None:
         _check(self.exchange == "binance", "exchange", "only 'binance' is supported so far")
@@ -71,6 +82,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _check(self.reconnect_max_delay >= 1, "reconnect_max_delay", "must be >= 1 second")
         _check(self.rotate_after >= 1, "rotate_after", "must be >= 1 second")
         _check(self.store_queue >= 1, "store_queue", "must be >= 1")
+        _check(self.max_backfill >= 0, "max_backfill", "must be >= 0")
+        _check(self.checkpoint_interval > 0, "checkpoint_interval", "must be > 0")
+        _check(self.watchdog_silence >= 1, "watchdog_silence", "must be >= 1 second")
 
 
 def _check(ok: bool, key: str, message: str) -> None:

@@ -21,13 +21,17 @@ from spikewatch.config import Settings
 from spikewatch.core.bars import Bar, BarSeries
 from spikewatch.core.decimal import units_to_float
 from spikewatch.core.model import Signal, Trade, iso_utc
+from spikewatch.core.sequencer import Gap, Sequencer
 from spikewatch.exchanges import EXCHANGES, Control, Exchange, MalformedFrame
+from spikewatch.exchanges.binance import TRADES_WEIGHT
 from spikewatch.hub import Event, Hub, HubStats
+from spikewatch.ingest.backfill import fetch_range, fetch_recent
 from spikewatch.ingest.backoff import Backoff
 from spikewatch.ingest.client import ClientStatus, StreamClient
 from spikewatch.ingest.ratelog import RateLimitedLog
 from spikewatch.ingest.recorder import FrameRecorder
-from spikewatch.store.base import SignalStore
+from spikewatch.ingest.rest import RestClient, RestError, RestStats
+from spikewatch.store.base import Checkpoint, GapRecord, SignalStore
 from spikewatch.store.writer import StoreWriter, WriterStats
 from spikewatch.wiring import build_pipeline
 
@@ -54,6 +58,11 @@ class SymbolStatus(msgspec.Struct, frozen=True):
     missing_trades: int
     reconnects: int
     malformed_frames: int
+    backfilling: bool  # a gap is being fetched; live trades are held meanwhile
+    backfills: int  # gaps filled over REST
+    backfilled_trades: int
+    gap_records: int  # gaps that could not be filled (detectors warmed up again)
+    watchdog_resubscribes: int
 
 
 class EngineStatus(msgspec.Struct, frozen=True):
@@ -70,14 +79,20 @@ class EngineStatus(msgspec.Struct, frozen=True):
     store: WriterStats
     signals_by_detector: dict[str, int]
     stream: HubStats
+    rest: RestStats
+    recent_gaps: list[GapRecord]
+    restored_from_checkpoint: list[str]
 
 
 #: Upper bounds (ms) of the ingest-lag histogram: local receive time minus exchange time.
 LAG_BUCKETS_MS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+#: Upper bounds (ms) of the store's batch-write latency histogram.
+WRITE_BUCKETS_MS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 
 
 class LagHistogram(msgspec.Struct, frozen=True):
-    """Counts of trades by ingest lag, per bucket of :data:`LAG_BUCKETS_MS` plus +Inf."""
+    """Counts by latency (ms), per bucket of :data:`LAG_BUCKETS_MS` (ingest lag) or
+    :data:`WRITE_BUCKETS_MS` (store writes), plus +Inf."""
 
     counts: list[int]  # not cumulative; the last entry is above the last bound
     sum_ms: float
@@ -106,6 +121,7 @@ class Engine:
         exchange: Exchange | None = None,
         backoff: Backoff | None = None,
         stable_after: float = 10.0,
+        rest: RestClient | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -132,7 +148,23 @@ class Engine:
             s: [0] * (len(LAG_BUCKETS_MS) + 1) for s in settings.symbols
         }
         self._lag_sum: dict[str, float] = dict.fromkeys(settings.symbols, 0.0)
+        # its own lock: the writer thread must never wait on the ingest lock (that thread
+        # may hold it while waiting for room in the writer's queue)
+        self._write_lock = threading.Lock()
+        self._write_counts = [0] * (len(WRITE_BUCKETS_MS) + 1)
+        self._write_sum_ms = 0.0
         self._rate_mark: tuple[float, dict[str, int]] = (time.monotonic(), {})
+        self.rest = rest or RestClient(settings.rest_url)
+        self._sequencers = {s: Sequencer() for s in settings.symbols}
+        self._backfills = dict.fromkeys(settings.symbols, 0)
+        self._backfilled = dict.fromkeys(settings.symbols, 0)
+        self._gap_records = dict.fromkeys(settings.symbols, 0)
+        self._recent_gaps: list[GapRecord] = []
+        self._watchdog = dict.fromkeys(settings.symbols, 0)
+        self._last_recv: dict[str, float] = {}  # monotonic seconds of the last live trade
+        self._interval: dict[str, float] = {}  # smoothed seconds between live trades
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._restored = self._restore_checkpoints()
         self._client: StreamClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -163,7 +195,9 @@ class Engine:
             if self._started:
                 raise RuntimeError("the engine was already started")
             self._started = True
-        self._writer = StoreWriter(self.store, maxsize=self.settings.store_queue)
+        self._writer = StoreWriter(
+            self.store, maxsize=self.settings.store_queue, on_written=self._record_write
+        )
         ready = threading.Event()
         self._thread = threading.Thread(
             target=self._thread_main, args=(ready,), name="spikewatch-engine", daemon=True
@@ -181,12 +215,21 @@ class Engine:
                 loop.call_soon_threadsafe(client.stop)
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
+        self.save_checkpoints()
         if self._writer is not None:
             self._writer.flush(max(0.1, deadline - time.monotonic()))
             self._writer.close(max(0.1, deadline - time.monotonic()))
         if self._recorder is not None:
             self._recorder.close()
         self._stopped.set()
+
+    def request_reconnect(self) -> bool:
+        """Ask for a fresh connection (any thread); False when the engine is not running."""
+        loop, client = self._loop, self._client
+        if loop is None or client is None or loop.is_closed() or self._stopped.is_set():
+            return False
+        loop.call_soon_threadsafe(client.request_rotation)
+        return True
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every signal raised so far is in the store."""
@@ -206,22 +249,239 @@ class Engine:
             rotate_after=self.settings.rotate_after,
             backoff=self._backoff,
             stable_after=self._stable_after,
+            on_connect=self._on_connect,
         )
         ready.set()
         ticker = asyncio.create_task(self._publish_status())
         try:
+            await self._warm_start()
             await self._client.run()
         finally:
             ticker.cancel()
+            for task in list(self._tasks):
+                task.cancel()
 
     async def _publish_status(self) -> None:
-        """Every ``status_interval``: a ``status`` event for live-stream clients."""
+        """Every ``status_interval``: a ``status`` event for live-stream clients, the
+        watchdog, and (every ``checkpoint_interval``) a checkpoint."""
+        next_checkpoint = time.monotonic() + self.settings.checkpoint_interval
         while True:
             await asyncio.sleep(self.status_interval)
             try:
                 self.hub.publish(Event("status", _encode(self.live_status())))
+                self._check_silence()
+                if time.monotonic() >= next_checkpoint:
+                    next_checkpoint = time.monotonic() + self.settings.checkpoint_interval
+                    self.save_checkpoints()
             except Exception:
-                log.exception("publishing the live status failed")
+                log.exception("the periodic status task failed")
+
+    # -- recovery: warm start, gaps, checkpoints, watchdog ---------------------------
+
+    def _restore_checkpoints(self) -> list[str]:
+        """Continue each symbol from its stored checkpoint (same detectors only)."""
+        restored = []
+        for symbol, cp in self.store.checkpoints(self.exchange.name).items():
+            if symbol not in self._sequencers:
+                continue
+            if self._pipeline.restore(self.exchange.name, symbol, cp.last_id, cp.detectors):
+                self._sequencers[symbol].last_id = cp.last_id
+                restored.append(symbol)
+                log.info("%s continues from its checkpoint at trade %d", symbol, cp.last_id)
+        return restored
+
+    def save_checkpoints(self) -> None:
+        """Queue a checkpoint of every symbol, written after the signals before it."""
+        if self._writer is None:
+            return
+        with self._lock:
+            points = []
+            for symbol in self.settings.symbols:
+                state = self._pipeline.checkpoint(self.exchange.name, symbol)
+                if state is not None:
+                    points.append(
+                        Checkpoint(
+                            exchange=self.exchange.name,
+                            symbol=symbol,
+                            last_id=state[0],
+                            detectors=state[1],
+                            saved_at=time.time(),
+                        )
+                    )
+        if points:
+            self._writer.put_job(lambda store: store.save_checkpoints(points))
+
+    async def _warm_start(self) -> None:
+        """Fill each fresh symbol's window from recent trades, so detection works from the
+        first live trade; without REST the window fills from the stream instead."""
+        need = self.settings.window
+        for symbol in self.settings.symbols:
+            if symbol in self._restored or need == 0:
+                continue
+            try:
+                trades = await fetch_recent(self.rest, self.exchange, symbol, need)
+            except RestError as exc:
+                log.warning(
+                    "warm start of %s skipped (%s); warming up from the stream", symbol, exc
+                )
+                continue
+            with self._lock:
+                ready: list[Trade] = []
+                for trade in trades:
+                    ready.extend(self._sequencers[symbol].offer(trade)[0])
+            self._process(ready)
+            log.info("%s warmed up from %d recent trades", symbol, len(trades))
+
+    def _on_connect(self, reconnect: bool) -> None:
+        """After a lost connection, look for trades missed at its end: without this, a
+        quiet symbol's gap would only show with its next trade."""
+        if not reconnect:
+            return
+        loop = asyncio.get_running_loop()
+        for symbol, sequencer in self._sequencers.items():
+            if sequencer.last_id >= 0 and sequencer.gap is None:
+                task = loop.create_task(self._catch_up(symbol))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _catch_up(self, symbol: str) -> None:
+        """Offer the trades after the last one seen, as if they had come live."""
+        sequencer = self._sequencers[symbol]
+        try:
+            body = await self.rest.get(
+                self.exchange.historical_trades_path(symbol, sequencer.last_id + 1, 1000),
+                TRADES_WEIGHT,
+            )
+            trades = self.exchange.parse_rest_trades(body, symbol)
+        except (RestError, MalformedFrame) as exc:
+            log.info("catch-up of %s after a reconnect skipped: %s", symbol, exc)
+            return
+        ready: list[Trade] = []
+        with self._lock:
+            for trade in trades:
+                got, gap = sequencer.offer(trade)
+                ready.extend(got)
+                if gap is not None:  # the REST page itself jumped: let the live path handle it
+                    break
+            self._backfilled[symbol] += len(ready)
+        self._process(ready)
+
+    def _start_backfill(self, gap: Gap) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (frames fed by hand): nothing can be fetched
+            self._abandon(gap, "no REST access in this mode")
+            return
+        task = loop.create_task(self._backfill(gap))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _backfill(self, gap: Gap) -> None:
+        """Fetch a gap over REST and release the held live trades after it, in order."""
+        symbol = gap.symbol
+        sequencer = self._sequencers[symbol]
+        first = gap.first_id
+        if gap.size > self.settings.max_backfill:
+            # too many to fetch: keep the trades just before the live ones for a warm start
+            first = max(gap.first_id, gap.last_id - self.settings.window + 1)
+            with self._lock:
+                self._record_gap(gap, gap.first_id, first - 1, "gap larger than max_backfill")
+                self._pipeline.reset(self.exchange.name, symbol)
+                sequencer.skip_to(first)
+        log.info(
+            "fetching %d missed %s trades (%d..%d)",
+            gap.last_id - first + 1,
+            symbol,
+            first,
+            gap.last_id,
+        )
+
+        def on_page(page: list[Trade]) -> bool:
+            with self._lock:
+                ready, closed = sequencer.fill(page)
+                self._backfilled[symbol] += len(page)
+                if sequencer.overflowed:
+                    return True
+            self._process(ready)
+            return closed
+
+        try:
+            await fetch_range(self.rest, self.exchange, symbol, first, gap.last_id, on_page)
+            if sequencer.overflowed:
+                raise RestError(f"more than {sequencer.max_held} live trades held while fetching")
+        except RestError as exc:
+            log.warning("could not fill the %s gap %d..%d: %s", symbol, first, gap.last_id, exc)
+            self._abandon(gap, str(exc))
+            return
+        with self._lock:
+            self._backfills[symbol] += 1
+            again = sequencer.gap
+        if again is not None:  # the held trades had a gap of their own
+            self._start_backfill(again)
+
+    def _abandon(self, gap: Gap, reason: str) -> None:
+        """Give a gap up: record it, warm the detectors up again, release held trades."""
+        sequencer = self._sequencers[gap.symbol]
+        with self._lock:
+            first = sequencer.last_id + 1
+            held = sequencer.give_up()
+            self._record_gap(gap, first, gap.last_id, reason)
+            self._pipeline.reset(self.exchange.name, gap.symbol)
+            again = sequencer.gap
+        self._process(held)
+        if again is not None:
+            self._start_backfill(again)
+
+    def _record_gap(self, gap: Gap, first_id: int, last_id: int, reason: str) -> None:
+        """Under the lock: a gap record for ids ``first_id..last_id``."""
+        if last_id < first_id:
+            return
+        record = GapRecord(
+            exchange=gap.exchange,
+            symbol=gap.symbol,
+            first_id=first_id,
+            last_id=last_id,
+            missing=last_id - first_id + 1,
+            time_us=gap.time_us,
+            timestamp=iso_utc(gap.time_us),
+            reason=reason,
+        )
+        self._gap_records[gap.symbol] += 1
+        self._recent_gaps = [record, *self._recent_gaps[:19]]
+        log.warning(
+            "gap in %s: %d trades (%d..%d) lost: %s",
+            gap.symbol,
+            record.missing,
+            first_id,
+            last_id,
+            reason,
+        )
+        if self._writer is not None:
+            self._writer.put_job(lambda store: store.add_gap(record))
+        else:
+            self.store.add_gap(record)
+
+    def _check_silence(self) -> None:
+        """Resubscribe when a symbol has been silent far longer than its usual interval."""
+        client = self._client
+        if client is None or client.status.state != "connected":
+            return
+        now = time.monotonic()
+        for symbol, last in list(self._last_recv.items()):
+            usual = self._interval.get(symbol, self.settings.watchdog_silence)
+            limit = min(max(self.settings.watchdog_silence, 50 * usual), 3600.0)
+            if now - last > limit:
+                log.warning(
+                    "%s silent for %.0fs (usually a trade every %.2fs): resubscribing",
+                    symbol,
+                    now - last,
+                    usual,
+                )
+                self._watchdog[symbol] += 1
+                for other in self._last_recv:
+                    self._last_recv[other] = now
+                client.request_rotation()
+                return
 
     # -- the hot path ----------------------------------------------------------------
 
@@ -243,25 +503,47 @@ class Engine:
                     self._frames += 1
                     self._ignored += 1
                 return False
-            lag_ms = (recv_ns // 1000 - item.time_us) / 1000 if recv_ns else None
+            symbol = item.symbol
             with self._lock:
                 self._frames += 1
-                signals = self._pipeline.process(item)
-                self._bars[item.symbol].update(item)
-                if lag_ms is not None:
-                    counts = self._lag_counts[item.symbol]
-                    counts[bisect_left(LAG_BUCKETS_MS, lag_ms)] += 1
-                    self._lag_sum[item.symbol] += lag_ms
-                for signal in signals:
-                    self._remember(signal)
-            for signal in signals:
-                self._emit(signal)
+                if recv_ns:
+                    lag_ms = (recv_ns // 1000 - item.time_us) / 1000
+                    self._lag_counts[symbol][bisect_left(LAG_BUCKETS_MS, lag_ms)] += 1
+                    self._lag_sum[symbol] += lag_ms
+                ready, gap = self._sequencers[symbol].offer(item)
+            self._note_arrival(symbol)
+            if ready:
+                self._process(ready)
+            if gap is not None:
+                self._start_backfill(gap)
             return False
         with self._lock:
             self._frames += 1
             if item is Control.IGNORED:
                 self._ignored += 1
         return item is Control.SHUTDOWN
+
+    def _process(self, trades: list[Trade]) -> None:
+        """Run in-order trades through the pipeline; emit what they raise."""
+        found: list[Signal] = []
+        with self._lock:
+            for trade in trades:
+                signals = self._pipeline.process(trade)
+                self._bars[trade.symbol].update(trade)
+                for signal in signals:
+                    self._remember(signal)
+                    found.append(signal)
+        for signal in found:
+            self._emit(signal)
+
+    def _note_arrival(self, symbol: str) -> None:
+        now = time.monotonic()
+        last = self._last_recv.get(symbol)
+        self._last_recv[symbol] = now
+        if last is not None:
+            usual = self._interval.get(symbol)
+            gap = now - last
+            self._interval[symbol] = gap if usual is None else usual + 0.02 * (gap - usual)
 
     def _count_malformed(self, kind: str, reason: str, frame: bytes) -> None:
         with self._lock:
@@ -320,7 +602,14 @@ class Engine:
         with self._lock:
             stats = {s.symbol: s for s in self._pipeline.stats()}
             malformed = dict(self._malformed)
+            if connection.oversized_frames:
+                malformed["frame_too_large"] = connection.oversized_frames
             frames, ignored = self._frames, self._ignored
+            gaps_open = {s: q.gap is not None for s, q in self._sequencers.items()}
+            dup_live = {s: q.duplicates for s, q in self._sequencers.items()}
+            backfills, backfilled = dict(self._backfills), dict(self._backfilled)
+            gap_records, watchdog = dict(self._gap_records), dict(self._watchdog)
+            recent_gaps = list(self._recent_gaps)
         malformed_total = sum(malformed.values())
         symbols = {}
         for symbol in self.settings.symbols:
@@ -337,11 +626,16 @@ class Engine:
                 if s and s.last_trade_time_us is not None
                 else None,
                 last_price=units_to_float(s.last_price) if s and s.last_price is not None else None,
-                duplicates_dropped=s.duplicates if s else 0,
+                duplicates_dropped=(s.duplicates if s else 0) + dup_live.get(symbol, 0),
                 gaps=s.gaps if s else 0,
                 missing_trades=s.missing_trades if s else 0,
                 reconnects=connection.reconnects,
                 malformed_frames=malformed_total,
+                backfilling=gaps_open.get(symbol, False),
+                backfills=backfills.get(symbol, 0),
+                backfilled_trades=backfilled.get(symbol, 0),
+                gap_records=gap_records.get(symbol, 0),
+                watchdog_resubscribes=watchdog.get(symbol, 0),
             )
         writer_stats = (
             self._writer.stats() if self._writer is not None else WriterStats(0, 0, 0, 0, 0, None)
@@ -360,6 +654,9 @@ class Engine:
             store=writer_stats,
             signals_by_detector=by_detector,
             stream=self.hub.stats(),
+            rest=self.rest.stats(),
+            recent_gaps=recent_gaps,
+            restored_from_checkpoint=list(self._restored),
         )
 
     def ready(self) -> bool:
@@ -384,6 +681,18 @@ class Engine:
                 symbol: LagHistogram(list(counts), self._lag_sum[symbol])
                 for symbol, counts in self._lag_counts.items()
             }
+
+    def write_latency(self) -> LagHistogram:
+        """Latency of the store writer's batch writes (ms), since start."""
+        with self._write_lock:
+            return LagHistogram(list(self._write_counts), self._write_sum_ms)
+
+    def _record_write(self, elapsed_s: float) -> None:
+        """The writer's ``on_written`` callback (on its thread): one batch took ``elapsed_s``."""
+        elapsed_ms = elapsed_s * 1000
+        with self._write_lock:
+            self._write_counts[bisect_left(WRITE_BUCKETS_MS, elapsed_ms)] += 1
+            self._write_sum_ms += elapsed_ms
 
     def signals_after(self, seq: int, limit: int = 1000) -> list[tuple[int, Signal]]:
         """Signals delivered after number ``seq`` (for resuming live-stream clients)."""

@@ -112,8 +112,8 @@ def test_new_database_is_created_at_the_current_schema_version(
     store: SQLiteSignalStore, db_path: Path
 ) -> None:
     assert db_path.exists()
-    assert SCHEMA_VERSION == 2
-    assert store.schema_version() == 2
+    assert SCHEMA_VERSION == 3
+    assert store.schema_version() == SCHEMA_VERSION
     assert store.count() == 0
     assert store.latest() is None
 
@@ -125,7 +125,7 @@ def test_database_file_is_in_wal_mode_for_other_connections_too(
         (mode,) = other.execute("PRAGMA journal_mode").fetchone()
         (version,) = other.execute("PRAGMA user_version").fetchone()
     assert mode == "wal"
-    assert version == 2
+    assert version == SCHEMA_VERSION
 
 
 def test_database_from_a_newer_spikewatch_is_refused_untouched(db_path: Path) -> None:
@@ -165,7 +165,7 @@ def test_signals_survive_a_restart(db_path: Path) -> None:
 
     second = SQLiteSignalStore(db_path)
     try:
-        assert second.schema_version() == 2
+        assert second.schema_version() == SCHEMA_VERSION
         assert second.count() == 25
         assert second.count("ETHUSDT") == 8
         stored = second.page(limit=100).signals
@@ -398,7 +398,7 @@ def test_a_version_1_database_is_migrated_keeping_its_signals_in_order(db_path: 
         raw.commit()
     store = SQLiteSignalStore(db_path)
     try:
-        assert store.schema_version() == 2
+        assert store.schema_version() == SCHEMA_VERSION
         assert [s for _, s in store.after_seq(0)] == signals
         assert store.max_seq() == 3
         new = make_signal("BTCUSDT", 3_735_683_300, T0_US + 100)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from spikewatch.core.model import Trade
+from spikewatch.core.model import Trade, TradeBatch
 
 
 class Control(enum.Enum):
@@ -26,6 +27,23 @@ class MalformedFrame(ValueError):
         self.detail = detail
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedFrames:
+    """What a batch parser made of many frames; every frame is in exactly one list."""
+
+    #: the trades, in frame order, as runs of consecutive trades of one symbol
+    batches: list[TradeBatch]
+    #: (position in the frames given, why) of each frame that cannot be used
+    errors: list[tuple[int, MalformedFrame]]
+    #: (position, control) of each frame that carries no trade
+    controls: list[tuple[int, Control]]
+
+    @property
+    def trades(self) -> int:
+        """How many trades the batches hold."""
+        return sum(len(b) for b in self.batches)
+
+
 class Exchange(Protocol):
     """What the ingest client and the replay readers need of an exchange."""
 
@@ -37,4 +55,16 @@ class Exchange(Protocol):
 
     def parse(self, frame: bytes | str) -> Trade | Control:
         """Decode one frame; raise :class:`MalformedFrame` for anything unusable."""
+        ...
+
+    def recent_trades_path(self, symbol: str, limit: int) -> str:
+        """REST path (after the base URL) of the latest ``limit`` trades."""
+        ...
+
+    def historical_trades_path(self, symbol: str, from_id: int, limit: int) -> str:
+        """REST path of up to ``limit`` trades from id ``from_id`` on."""
+        ...
+
+    def parse_rest_trades(self, body: bytes, symbol: str) -> list[Trade]:
+        """Trades of a REST reply, oldest first; raises :class:`MalformedFrame`."""
         ...

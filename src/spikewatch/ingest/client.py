@@ -48,6 +48,7 @@ class ClientStatus(msgspec.Struct, frozen=True):
     last_error: str | None = None
     connected_since: float | None = None  # wall-clock seconds
     next_attempt_in: float | None = None  # seconds, while waiting to reconnect
+    oversized_frames: int = 0  # frames over MAX_FRAME_BYTES (each costs a reconnect)
 
 
 class _Frame(msgspec.Struct):
@@ -91,9 +92,12 @@ class StreamClient:
         open_timeout: float = 10.0,
         ping_interval: float = 20.0,
         queue_size: int = 10_000,
+        on_connect: Callable[[bool], None] | None = None,
     ) -> None:
         self.url = url
         self._handler = handler
+        # called on the loop when a connection opens; True after a lost one (not rotations)
+        self._on_connect = on_connect
         self._rotate_after = rotate_after
         self._backoff = backoff or Backoff()
         self._stable_after = stable_after
@@ -172,6 +176,8 @@ class StreamClient:
                 next_attempt_in=None,
             )
             log.info("connected to %s", self.url)
+            if self._on_connect is not None:
+                self._on_connect(reconnect)
             return ws
         return None
 
@@ -192,6 +198,9 @@ class StreamClient:
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd else "no close frame"
             reason = f"connection closed ({code})"
+            if exc.sent is not None and exc.sent.code == 1009:  # we refused a huge frame
+                reason = f"a frame over {MAX_FRAME_BYTES} bytes; connection closed"
+                self._set(oversized_frames=self.status.oversized_frames + 1)
         except Exception as exc:  # a reader must always report how it ended
             reason = f"{type(exc).__name__}: {exc}"
         await put(_Closed(gen, reason))

@@ -68,7 +68,10 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_after: int = 0  # announce serverShutdown after this many frames per connection
     shutdown_grace: float = 0.5  # seconds between the announcement and the close
     resend_on_connect: int = 0  # re-send this many already-played frames to a new connection
-    rest_failures: tuple[int, ...] = ()  # statuses for the next REST calls (429, 418, 500, ...)
+    huge_every: int = 0  # send a 2 MiB junk frame before every Nth trade frame
+    stall_after: int = 0  # go silent (connection open, nothing sent) after N frames
+    # statuses for the next historicalTrades calls (429, 418, 500, ...), then it works
+    rest_failures: tuple[int, ...] = ()
     retry_after: int = 1  # Retry-After seconds on 429/418
 
 
@@ -88,13 +91,14 @@ class SimulatorStats(msgspec.Struct, frozen=True):
 
 
 class _Client:
-    __slots__ = ("combined", "sent", "streams", "ws")
+    __slots__ = ("combined", "sent", "stalled", "streams", "ws")
 
     def __init__(self, ws: ServerConnection, streams: set[str], combined: bool) -> None:
         self.ws = ws
         self.streams = streams
         self.combined = combined
         self.sent = 0
+        self.stalled = False
 
 
 def _stream_of(symbol: str) -> str:
@@ -172,6 +176,7 @@ class Simulator:
             process_request=self._process_request,
             ping_interval=20,
             compression=None,
+            max_size=1 << 16,
         )
         sock = next(iter(self._server.sockets))
         self.port = int(sock.getsockname()[1])
@@ -260,7 +265,12 @@ class Simulator:
 
     async def _deliver(self, client: _Client, entry: TapeEntry, stream: str) -> None:
         faults = self.faults
+        if client.stalled:
+            return
         try:
+            if faults.huge_every and (client.sent + 1) % faults.huge_every == 0:
+                await client.ws.send(b'{"junk":"' + b"x" * (2 << 20) + b'"}', text=True)
+                self._malformed += 1
             if faults.malformed_every and (client.sent + 1) % faults.malformed_every == 0:
                 await client.ws.send(BAD_FRAMES[self._malformed % len(BAD_FRAMES)], text=True)
                 self._malformed += 1
@@ -270,6 +280,8 @@ class Simulator:
             return
         client.sent += 1
         self._frames_sent += 1
+        if faults.stall_after and client.sent == faults.stall_after:
+            client.stalled = True  # a half-dead connection: open, answering pings, silent
         if faults.shutdown_after and client.sent == faults.shutdown_after:
             await self._announce_shutdown(client)
         if faults.drop_every and client.sent % faults.drop_every == 0:
@@ -295,7 +307,13 @@ class Simulator:
 
     def _forget(self, client: _Client) -> None:
         self._clients.discard(client)
-        if not self._clients:
+        self._update_listening()
+
+    def _update_listening(self) -> None:
+        """The tape plays (at max speed: only) while some client is subscribed to a stream."""
+        if any(c.streams for c in self._clients):
+            self._have_clients.set()
+        else:
             self._have_clients.clear()
 
     # -- WebSocket connections ---------------------------------------------------------
@@ -320,7 +338,7 @@ class Simulator:
                 with contextlib.suppress(ConnectionClosed):
                     await ws.send(self._frame(client, entry, _stream_of(entry.symbol)), text=True)
         self._clients.add(client)
-        self._have_clients.set()
+        self._update_listening()
         try:
             async for message in ws:
                 reply = self._control(client, message)
@@ -349,9 +367,11 @@ class Simulator:
             }
         if method == "SUBSCRIBE":
             client.streams.update(p.lower() for p in params)
+            self._update_listening()
             return {"result": None, "id": req_id}
         if method == "UNSUBSCRIBE":
             client.streams.difference_update(p.lower() for p in params)
+            self._update_listening()
             return {"result": None, "id": req_id}
         if method == "LIST_SUBSCRIPTIONS":
             return {"result": sorted(client.streams), "id": req_id}
@@ -363,13 +383,13 @@ class Simulator:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return None
         self._rest_calls += 1
-        if self._rest_failures:
+        url = urlsplit(request.path)
+        if self._rest_failures and url.path == "/api/v3/historicalTrades":
             status = self._rest_failures.popleft()
             headers = (
                 [("Retry-After", str(self.faults.retry_after))] if status in (418, 429) else []
             )
             return _json(status, {"code": -1003, "msg": "Simulated failure."}, headers)
-        url = urlsplit(request.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         weight = [("X-MBX-USED-WEIGHT-1M", str(self._rest_calls))]
         if url.path == "/api/v3/ping":

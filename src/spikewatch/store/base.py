@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -33,6 +33,30 @@ class Cursor(msgspec.Struct, frozen=True, array_like=True):
         if not 0 <= cursor.time_us < 2**63 or len(cursor.id) > 400:
             raise ValueError("cursor is not one this server issued")
         return cursor
+
+
+class GapRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """Trades that were missed and could not be fetched: the detectors warmed up again
+    after it, so it can neither fake nor hide a spike."""
+
+    exchange: str
+    symbol: str
+    first_id: int  # first missing trade id
+    last_id: int  # last missing trade id (inclusive)
+    missing: int
+    time_us: int  # exchange time of the first trade after the gap
+    timestamp: str  # the same, ISO 8601
+    reason: str
+
+
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """Where one symbol's detection stood: its last trade id and detector states."""
+
+    exchange: str
+    symbol: str
+    last_id: int
+    detectors: list[dict[str, Any]]
+    saved_at: float  # wall-clock seconds
 
 
 class SignalPage(msgspec.Struct, frozen=True):
@@ -77,6 +101,29 @@ class SignalStore(Protocol):
 
     def count(self, symbol: str | None = None) -> int:
         """How many signals are stored (of ``symbol``, if given)."""
+        ...
+
+    def add_gap(self, gap: GapRecord) -> None:
+        """Record a hole in the trade record."""
+        ...
+
+    def gaps(
+        self,
+        *,
+        symbol: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int = 100,
+    ) -> list[GapRecord]:
+        """Recorded gaps, newest first."""
+        ...
+
+    def save_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """Replace the stored checkpoints of these symbols."""
+        ...
+
+    def checkpoints(self, exchange: str) -> dict[str, Checkpoint]:
+        """The stored checkpoints of ``exchange``, by symbol."""
         ...
 
     def close(self) -> None:

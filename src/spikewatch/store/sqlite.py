@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 
 from spikewatch.core.model import Signal
-from spikewatch.store.base import Cursor, SignalPage
+from spikewatch.store.base import Checkpoint, Cursor, GapRecord, SignalPage
 
 #: Each entry moves the schema from version i to i + 1; append, never edit.
 MIGRATIONS: tuple[str, ...] = (
@@ -38,11 +38,32 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE signals SET seq = rowid;
     CREATE UNIQUE INDEX signals_by_seq ON signals (seq);
     """,
+    # v3: holes in the record that could not be filled, and detector checkpoints
+    """
+    CREATE TABLE gaps (
+        exchange TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        first_id INTEGER NOT NULL,
+        last_id INTEGER NOT NULL,
+        time_us INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        PRIMARY KEY (exchange, symbol, first_id)
+    );
+    CREATE INDEX gaps_by_time ON gaps (time_us);
+    CREATE TABLE checkpoints (
+        exchange TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        PRIMARY KEY (exchange, symbol)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Signal).decode
+_decode_gap = msgspec.json.Decoder(GapRecord).decode
+_decode_checkpoint = msgspec.json.Decoder(Checkpoint).decode
 
 
 class SchemaTooNew(RuntimeError):
@@ -218,6 +239,74 @@ class SQLiteSignalStore:
         with self._conn() as conn:
             rows = conn.execute(sql, args).fetchall()
         return [(int(n), _decode(payload)) for n, payload in rows]
+
+    def add_gap(self, gap: GapRecord) -> None:
+        """Record a hole in the trade record (idempotent by exchange, symbol, first id)."""
+        with self._conn() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO gaps (exchange, symbol, first_id, last_id, time_us, "
+                "payload) VALUES (?, ?, ?, ?, ?, ?)",
+                (gap.exchange, gap.symbol, gap.first_id, gap.last_id, gap.time_us, _encode(gap)),
+            )
+
+    def gaps(
+        self,
+        *,
+        symbol: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int = 100,
+    ) -> list[GapRecord]:
+        """Recorded gaps, newest first."""
+        where: list[str] = []
+        args: list[str | int] = []
+        for clause, value in (
+            ("symbol = ?", symbol),
+            ("time_us >= ?", since_us),
+            ("time_us < ?", until_us),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        sql = "SELECT payload FROM gaps"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY time_us DESC LIMIT ?"
+        args.append(limit)
+        with self._conn() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        return [_decode_gap(row[0]) for row in rows]
+
+    def save_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """Replace the stored checkpoints of these symbols, in one transaction."""
+        rows = [(c.exchange, c.symbol, _encode(c)) for c in checkpoints]
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO checkpoints (exchange, symbol, payload) "
+                    "VALUES (?, ?, ?)",
+                    rows,
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def checkpoints(self, exchange: str) -> dict[str, Checkpoint]:
+        """The stored checkpoints of ``exchange``, by symbol."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT payload FROM checkpoints WHERE exchange = ?", (exchange,)
+            ).fetchall()
+        out = {}
+        for (payload,) in rows:
+            try:
+                checkpoint = _decode_checkpoint(payload)
+            except msgspec.DecodeError:
+                continue  # written by another version: start that symbol afresh
+            out[checkpoint.symbol] = checkpoint
+        return out
 
     def count(self, symbol: str | None = None) -> int:
         """How many signals are stored."""

@@ -15,6 +15,8 @@ from spikewatch.store.base import SignalStore
 
 log = logging.getLogger(__name__)
 
+Job = Callable[[SignalStore], None]
+
 _BATCH = 512
 
 
@@ -44,7 +46,9 @@ class StoreWriter:
         on_written: Callable[[float], None] | None = None,
     ) -> None:
         self._store = store
-        self._queue: queue.Queue[tuple[int | None, Signal] | None] = queue.Queue(maxsize=maxsize)
+        self._queue: queue.Queue[tuple[int | None, Signal] | Job | None] = queue.Queue(
+            maxsize=maxsize
+        )
         self._on_written = on_written
         self._lock = threading.Lock()
         self._written = 0
@@ -92,28 +96,48 @@ class StoreWriter:
                 last_write_ms=self._last_ms,
             )
 
+    def put_job(self, job: Job) -> None:
+        """Run ``job(store)`` on the writer thread after everything queued before it (gap
+        records, checkpoints: they must not overtake the signals they follow)."""
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            with self._lock:
+                self._full_waits += 1
+            self._queue.put(job)
+
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
-            batch: list[tuple[int | None, Signal]] = []
-            if first is None:
-                stopping = True
-            else:
-                batch.append(first)
-            while len(batch) < _BATCH:
+            items = [self._queue.get()]
+            while len(items) < _BATCH:
                 try:
-                    item = self._queue.get_nowait()
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            batch: list[tuple[int | None, Signal]] = []
+            for item in items:
                 if item is None:
                     stopping = True
-                else:
+                elif isinstance(item, tuple):
                     batch.append(item)
+                else:  # a job: write the signals before it first
+                    if batch:
+                        self._write(batch, stopping)
+                        batch = []
+                    self._run_job(item)
             if batch:
                 self._write(batch, stopping)
-            for _ in range(len(batch) + (1 if stopping else 0)):
+            for _ in items:
                 self._queue.task_done()
+
+    def _run_job(self, job: Job) -> None:
+        try:
+            job(self._store)
+        except Exception:
+            with self._lock:
+                self._failures += 1
+            log.exception("a store job failed")
 
     def _write(self, batch: list[tuple[int | None, Signal]], stopping: bool) -> None:
         delay = 0.05

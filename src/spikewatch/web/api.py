@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import hmac
+
 from flask import Blueprint, Response, current_app, request
 
 from spikewatch.engine import Engine
 from spikewatch.store.base import Cursor
 from spikewatch.web import params
-from spikewatch.web.responses import json_response
+from spikewatch.web.responses import BarList, SignalList, json_response
 
 api = Blueprint("api", __name__)
 
 AWAITING = {"status": "Awaiting first signal..."}
-MAX_PAGE = 1000
+#: Page sizes of /api/signals and /api/bars: default and maximum (the OpenAPI document reads them).
+DEFAULT_PAGE, MAX_PAGE = 100, 1000
+DEFAULT_BARS, MAX_BARS = 600, 3600
 
 
 def _engine() -> Engine:
@@ -43,10 +47,12 @@ def signals() -> Response:
     until = params.time_us(args, "until")
     if since is not None and until is not None and since >= until:
         raise params.BadRequest("until", "must be later than since")
-    limit = params.integer(args, "limit", 100, 1, MAX_PAGE)
+    limit = params.integer(args, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     cursor = None
     if args.get("cursor"):
         try:
+            if not params.CURSOR.fullmatch(args["cursor"]):
+                raise ValueError("cursor is not one this server issued")
             cursor = Cursor.decode(args["cursor"])
         except ValueError as exc:
             raise params.BadRequest("cursor", str(exc)) from None
@@ -54,11 +60,11 @@ def signals() -> Response:
         symbol=symbol, since_us=since, until_us=until, limit=limit, after=cursor
     )
     return _json(
-        {
-            "signals": page.signals,
-            "count": len(page.signals),
-            "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
-        }
+        SignalList(
+            signals=page.signals,
+            count=len(page.signals),
+            next_cursor=page.next_cursor.encode() if page.next_cursor else None,
+        )
     )
 
 
@@ -70,8 +76,8 @@ def bars() -> Response:
     symbol = params.symbol(request.args) or engine.settings.symbols[0]
     if symbol not in engine.settings.symbols:
         raise params.BadRequest("symbol", f"{symbol} is not one of {list(engine.settings.symbols)}")
-    limit = params.integer(request.args, "limit", 600, 1, 3600)
-    return _json({"symbol": symbol, "interval": 1, "bars": engine.bars(symbol, limit)})
+    limit = params.integer(request.args, "limit", DEFAULT_BARS, 1, MAX_BARS)
+    return _json(BarList(symbol=symbol, interval=1, bars=engine.bars(symbol, limit)))
 
 
 @api.get("/api/status")
@@ -79,6 +85,33 @@ def status() -> Response:
     """Connection state and counters, per symbol and in total."""
     params.reject_unknown(request.args, ())
     return _json(_engine().status())
+
+
+def _require_token() -> Response | None:
+    """State-changing endpoints: a bearer token when one is configured; without one,
+    they answer only while the server is bound to loopback."""
+    settings = _engine().settings
+    token = settings.api_token
+    if not token:
+        if settings.host in ("127.0.0.1", "::1", "localhost"):
+            return None
+        return _json({"error": "set api_token to use this endpoint off loopback"}, 403)
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return _json({"error": "missing or wrong bearer token"}, 401)
+    return None
+
+
+@api.post("/api/reconnect")
+def reconnect() -> Response:
+    """Open a fresh exchange connection now (gap-free, like a rotation)."""
+    params.reject_unknown(request.args, ())
+    denied = _require_token()
+    if denied is not None:
+        return denied
+    if not _engine().request_reconnect():
+        return _json({"error": "the engine is not running"}, 409)
+    return _json({"status": "reconnecting"}, 202)
 
 
 @api.get("/healthz")
