@@ -3,16 +3,34 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The dashboard's chart library: pinned in package-lock.json, fetched from the npm registry,
+# copied next to the page's other static files, and served by the app itself (no CDN).
+VENDOR := src/spikewatch/web/static/vendor
+CHART_JS := $(VENDOR)/lightweight-charts.standalone.production.js
 
-.PHONY: install run demo test lint typecheck unit clean
+.PHONY: install assets run demo test lint typecheck unit clean
 
-$(STAMP): pyproject.toml
+# Order-only: the chart library is installed with the package, without reinstalling the
+# package whenever the library is refreshed.
+$(STAMP): pyproject.toml | $(CHART_JS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# `make assets` always reinstalls; the file rule only when the lock file changed. Without
+# npm the automatic step only warns: the dashboard then runs without its chart and says so.
+assets:
+	@command -v npm >/dev/null || { echo "make assets needs Node.js and npm (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --no-audit --no-fund
+	mkdir -p $(VENDOR)
+	cp node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js $(CHART_JS)
+
+$(CHART_JS): package.json package-lock.json
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory assets; \
+	else echo "warning: npm not found, the dashboard's chart is not installed (install Node.js and npm, then: make assets)" >&2; fi
 
 run: $(STAMP)
 	$(PY) app.py $(ARGS)
@@ -21,8 +39,8 @@ demo: $(STAMP)
 	$(PY) app.py --demo $(ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff format --check src tests bench app.py
-	$(PY) -m ruff check src tests bench app.py
+	$(PY) -m ruff format --check src tests bench scripts app.py
+	$(PY) -m ruff check src tests bench scripts app.py
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
@@ -33,4 +51,4 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache node_modules $(VENDOR)

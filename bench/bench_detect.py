@@ -3,6 +3,11 @@
 Baseline, measured in the same run: the original request's style — ``json.loads`` per
 frame, a ``deque(maxlen=200)`` of float quantities, ``sum()/len()`` per trade.
 
+Measured: the per-frame path (``parse`` -> ``Pipeline.process``, what the live engine
+does per frame) and the batch path (``parse_batch`` of 4,096 frames at a time ->
+``Pipeline.process_batch``, what replay of a frame recording does). Each run starts with a
+fresh parser and pipeline (cold caches), as the baseline starts with an empty window.
+
     python bench/bench_detect.py
 """
 
@@ -12,11 +17,13 @@ import json
 from collections import deque
 
 from common import best_rate, machine, read_frames
-
 from spikewatch.config import load_settings
+from spikewatch.core import accel
 from spikewatch.core.model import Trade
 from spikewatch.exchanges.binance import BinanceSpot
 from spikewatch.wiring import build_pipeline
+
+BATCH = 4096
 
 
 def baseline(frames: list[bytes]) -> int:
@@ -41,17 +48,30 @@ def spikewatch(frames: list[bytes]) -> int:
     return len(frames)
 
 
+def spikewatch_batch(frames: list[bytes]) -> int:
+    parse_batch = BinanceSpot().parse_batch
+    process_batch = build_pipeline(load_settings({}, env={})).process_batch
+    for start in range(0, len(frames), BATCH):
+        for batch in parse_batch(frames[start : start + BATCH]).batches:
+            process_batch(batch)
+    return len(frames)
+
+
 def main() -> None:
     frames = read_frames()
     base = best_rate(lambda: baseline(frames))
     ours = best_rate(lambda: spikewatch(frames))
+    batched = best_rate(lambda: spikewatch_batch(frames))
     parse = BinanceSpot().parse
     decode_only = best_rate(lambda: sum(1 for f in frames if parse(f)))
+    numpy = "with numpy" if accel.np is not None else "without numpy"
     print(f"detection path, {len(frames):,} recorded BTCUSDT frames, best of 7 ({machine()})")
     print(f"  baseline (json.loads + deque + sum/len): {base / 1e6:6.3f} M frames/s")
     print(f"  spikewatch parse + pipeline:             {ours / 1e6:6.3f} M frames/s")
     print(f"  spikewatch parse only:                   {decode_only / 1e6:6.3f} M frames/s")
+    print(f"  spikewatch parse_batch + process_batch:  {batched / 1e6:6.3f} M frames/s ({numpy})")
     print(f"  ratio spikewatch / baseline:             {ours / base:6.2f}x")
+    print(f"  ratio batch path / baseline:             {batched / base:6.2f}x")
 
 
 if __name__ == "__main__":

@@ -291,13 +291,18 @@ def cmd_record(ns: argparse.Namespace, settings: Settings) -> int:
     )
     log.info("recording %s into %s/", url, ns.out_dir)
     started = time.monotonic()
-    with _sigterm_as_interrupt():
-        try:
-            asyncio.run(client.run())
-        except KeyboardInterrupt:
-            pass
-        finally:
-            recorder.close()
+
+    async def record() -> None:
+        # stop between frames, never inside a gzip write or the WebSocket parser
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, client.stop)
+        await client.run()
+
+    try:
+        asyncio.run(record())
+    finally:
+        recorder.close()
     log.info(
         "recorded %d frames in %.0f s into %d file(s)",
         recorder.frames,

@@ -460,6 +460,7 @@ class Engine:
             self._writer.put_job(lambda store: store.add_gap(record))
         else:
             self.store.add_gap(record)
+        self.hub.publish(Event("gap", _encode(record), symbol=record.symbol))
 
     def _check_silence(self) -> None:
         """Resubscribe when a symbol has been silent far longer than its usual interval."""

@@ -75,7 +75,16 @@ def test_app_serves_exactly_the_recorded_spikes_and_keeps_them_across_a_restart(
     simulator: SimulatorThread, btc_frames: list[bytes], tmp_path: Path
 ) -> None:
     port, db = free_port(), str(tmp_path / "spikewatch.db")
-    app = start_app(port, tmp_path / "app.log", "--ws-url", simulator.ws_url, "--db", db)
+    app = start_app(
+        port,
+        tmp_path / "app.log",
+        "--ws-url",
+        simulator.ws_url,
+        "--rest-url",
+        simulator.rest_url,
+        "--db",
+        db,
+    )
     try:
         assert wait_until(lambda: get(port, "/healthz"))["status"] == "ok"
         total = len(btc_frames)
@@ -107,7 +116,16 @@ def test_app_serves_exactly_the_recorded_spikes_and_keeps_them_across_a_restart(
 
     # restarted with no exchange reachable: the stored signals are still served
     port = free_port()
-    app = start_app(port, tmp_path / "app.log", "--ws-url", "ws://127.0.0.1:9", "--db", db)
+    app = start_app(
+        port,
+        tmp_path / "app.log",
+        "--ws-url",
+        "ws://127.0.0.1:9",
+        "--rest-url",
+        "http://127.0.0.1:9",
+        "--db",
+        db,
+    )
     try:
         again = wait_until(lambda: get(port, "/api/get_signal"))
         assert again == latest

@@ -44,7 +44,13 @@ def run_engine(tmp_path: Path) -> Iterator[Callable[..., tuple[Engine, Simulator
         sim = SimulatorThread(Simulator(tape, faults=faults, speed=speed))
         sim.start()
         settings: Settings = load_settings(
-            {"ws_url": sim.ws_url, "db": str(tmp_path / "signals.db"), **flags}, env={}
+            {
+                "ws_url": sim.ws_url,
+                "rest_url": sim.rest_url,
+                "db": str(tmp_path / "signals.db"),
+                **flags,
+            },
+            env={},
         )
         store = SQLiteSignalStore(settings.db)
         engine = Engine(settings, store, backoff=Backoff(first=0.05, cap=0.2))
@@ -125,7 +131,10 @@ def test_server_shutdown_notice_rotates_without_a_gap(
 
 
 def test_engine_keeps_retrying_while_the_exchange_is_unreachable(tmp_path: Path) -> None:
-    settings = load_settings({"ws_url": "ws://127.0.0.1:9", "db": ":memory:"}, env={})
+    settings = load_settings(
+        {"ws_url": "ws://127.0.0.1:9", "rest_url": "http://127.0.0.1:9", "db": ":memory:"},
+        env={},
+    )
     store = SQLiteSignalStore(settings.db)
     engine = Engine(settings, store, backoff=Backoff(first=0.02, cap=0.05))
     engine.start()
@@ -141,7 +150,10 @@ def test_engine_keeps_retrying_while_the_exchange_is_unreachable(tmp_path: Path)
 
 
 def test_engine_cannot_be_started_twice() -> None:
-    settings = load_settings({"ws_url": "ws://127.0.0.1:9", "db": ":memory:"}, env={})
+    settings = load_settings(
+        {"ws_url": "ws://127.0.0.1:9", "rest_url": "http://127.0.0.1:9", "db": ":memory:"},
+        env={},
+    )
     store = SQLiteSignalStore(settings.db)
     engine = Engine(settings, store, backoff=Backoff(first=0.05, cap=0.1))
     engine.start()

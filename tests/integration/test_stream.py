@@ -76,7 +76,9 @@ def live(tmp_path: Path, btc_frames: list[bytes]) -> Iterator[Live]:
     """The simulator (paused until the engine connects), the engine, the web server."""
     sim = SimulatorThread(Simulator(tape_from_frames(btc_frames[:8000]), speed=40))
     sim.start()
-    settings = load_settings({"ws_url": sim.ws_url, "db": str(tmp_path / "s.db")}, env={})
+    settings = load_settings(
+        {"ws_url": sim.ws_url, "rest_url": sim.rest_url, "db": str(tmp_path / "s.db")}, env={}
+    )
     store = SQLiteSignalStore(settings.db)
     engine = Engine(settings, store, backoff=Backoff(first=0.05, cap=0.2))
     engine.status_interval = 0.2

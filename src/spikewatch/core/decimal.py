@@ -6,6 +6,7 @@ integer count of 1e-8 units holds them exactly and sums of them never drift.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
 SCALE_DIGITS = 8
@@ -108,3 +109,38 @@ class UnitsCache(dict[str, int]):
     def parse(self, text: str) -> int:
         """Parse a value that is not cached yet (raises :class:`BadNumber`)."""
         return parse_units(text)
+
+    def lookup_many(self, texts: Sequence[str]) -> list[int]:
+        """``[self[t] for t in texts]``, faster: the texts not cached yet are parsed
+        together when they all have the exact form Binance sends (8 decimals), one at a
+        time (and as :meth:`parse` decides, raising :class:`BadNumber`) otherwise."""
+        new = set(texts).difference(self)
+        if new:
+            fresh = list(new)
+            parsed = _parse_8_decimals(fresh)
+            if parsed is None:
+                return [self[t] for t in texts]
+            if len(self) + len(fresh) > self.limit:
+                self.clear()
+            self.update(zip(fresh, parsed, strict=True))
+        values = list(map(self.get, texts))
+        if None in values:  # cleared on the way (more new texts than the limit)
+            return [self[t] for t in texts]
+        return values  # type: ignore[return-value]  # no None in it
+
+
+def _parse_8_decimals(texts: list[str]) -> list[int] | None:
+    """parse_units of each text if every one has the form of its fast path (digits, a dot
+    and 8 digits), in bulk; None otherwise."""
+    if min(map(len, texts)) <= SCALE_DIGITS + 1:
+        return None
+    if "".join([t[-9] for t in texts]) != "." * len(texts):
+        return None
+    digits = [t.replace(".", "", 1) for t in texts]  # a dot elsewhere fails isdigit
+    joined = "".join(digits)
+    if not (joined.isdigit() and joined.isascii()):
+        return None
+    values = list(map(int, digits))
+    if min(values) <= 0 or max(values) > MAX_UNITS:
+        return None
+    return values

@@ -1,9 +1,14 @@
-"""Typed values that cross the layers: :class:`Trade` in, :class:`Signal` out."""
+"""Typed values that cross the layers: :class:`Trade` in, :class:`Signal` out, and
+:class:`TradeBatch`, many trades of one symbol as columns."""
 
 from __future__ import annotations
 
 import enum
+import functools
+from array import array
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from itertools import repeat
 
 import msgspec
 
@@ -25,6 +30,139 @@ class Trade(msgspec.Struct, frozen=True, gc=False):
     qty: int  # 1e-8 units of the base asset
     time_us: int  # exchange trade time, microseconds since the Unix epoch, UTC
     side: Side  # the taker's side
+
+
+_SIDES = (Side.BUY, Side.SELL)  # indexed by buyer_is_maker: 1 means the taker sold
+
+
+class TradeBatch(msgspec.Struct, frozen=True, gc=False):
+    """Trades of one symbol, in order, as parallel columns: what the batch paths pass
+    around instead of one :class:`Trade` per trade (replay reads millions of them).
+
+    The integer columns are ``array('q')`` (int64, as Binance keeps them), so numpy can
+    view them without copying; ``buyer_is_maker`` holds one byte per trade, 1 where the
+    buyer was the maker, i.e. the taker sold. Pure data: build with :meth:`of` or
+    :meth:`from_trades`.
+    """
+
+    exchange: str
+    symbol: str
+    trade_ids: array[int]
+    prices: array[int]  # 1e-8 units
+    qtys: array[int]  # 1e-8 units
+    times_us: array[int]  # exchange trade time, µs since the Unix epoch
+    buyer_is_maker: bytes  # 1: the taker sold (Side.SELL), 0: the taker bought
+
+    def __post_init__(self) -> None:
+        n = len(self.trade_ids)
+        columns = (self.trade_ids, self.prices, self.qtys, self.times_us)
+        if any(c.typecode != "q" for c in columns):
+            raise TypeError("TradeBatch columns must be array('q')")
+        if any(len(c) != n for c in columns) or len(self.buyer_is_maker) != n:
+            raise ValueError("TradeBatch columns differ in length")
+
+    @classmethod
+    def of(
+        cls,
+        exchange: str,
+        symbol: str,
+        trade_ids: Iterable[int],
+        prices: Iterable[int],
+        qtys: Iterable[int],
+        times_us: Iterable[int],
+        buyer_is_maker: Iterable[int] | bytes,
+    ) -> TradeBatch:
+        """A batch from any iterables of ints (bools for ``buyer_is_maker``)."""
+        return cls(
+            exchange,
+            symbol,
+            array("q", trade_ids),
+            array("q", prices),
+            array("q", qtys),
+            array("q", times_us),
+            bytes(buyer_is_maker),
+        )
+
+    @classmethod
+    def from_trades(cls, trades: Sequence[Trade]) -> TradeBatch:
+        """The columns of ``trades``, which must all be of one exchange and symbol."""
+        if not trades:
+            raise ValueError("no trades: a batch names its symbol, so it needs one trade")
+        exchange, symbol = trades[0].exchange, trades[0].symbol
+        if any(t.symbol != symbol or t.exchange != exchange for t in trades):
+            raise ValueError("a TradeBatch holds trades of one exchange and symbol")
+        sell = Side.SELL
+        return cls.of(
+            exchange,
+            symbol,
+            [t.trade_id for t in trades],
+            [t.price for t in trades],
+            [t.qty for t in trades],
+            [t.time_us for t in trades],
+            [t.side is sell for t in trades],
+        )
+
+    def __len__(self) -> int:
+        return len(self.trade_ids)
+
+    def trade(self, index: int) -> Trade:
+        """The trade at ``index`` (negative counts from the end)."""
+        return Trade(
+            self.exchange,
+            self.symbol,
+            self.trade_ids[index],
+            self.prices[index],
+            self.qtys[index],
+            self.times_us[index],
+            _SIDES[self.buyer_is_maker[index]],
+        )
+
+    def trades(self) -> list[Trade]:
+        """One :class:`Trade` per row, in order."""
+        n = len(self.trade_ids)
+        return list(
+            map(
+                Trade,
+                repeat(self.exchange, n),
+                repeat(self.symbol, n),
+                self.trade_ids,
+                self.prices,
+                self.qtys,
+                self.times_us,
+                map(_SIDES.__getitem__, self.buyer_is_maker),
+            )
+        )
+
+    def slice(self, start: int, stop: int) -> TradeBatch:
+        """The rows ``start:stop`` as a new batch."""
+        return TradeBatch(
+            self.exchange,
+            self.symbol,
+            self.trade_ids[start:stop],
+            self.prices[start:stop],
+            self.qtys[start:stop],
+            self.times_us[start:stop],
+            self.buyer_is_maker[start:stop],
+        )
+
+    def take(self, rows: Sequence[int]) -> TradeBatch:
+        """The given rows (indices, in the order given) as a new batch."""
+        ids, prices, qtys, times, makers = (
+            self.trade_ids,
+            self.prices,
+            self.qtys,
+            self.times_us,
+            self.buyer_is_maker,
+        )
+        return TradeBatch(
+            self.exchange,
+            self.symbol,
+            array("q", [ids[i] for i in rows]),
+            array("q", [prices[i] for i in rows]),
+            array("q", [qtys[i] for i in rows]),
+            array("q", [times[i] for i in rows]),
+            bytes([makers[i] for i in rows]),
+        )
 
 
 class Signal(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,6 +188,14 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
 
 def iso_utc(time_us: int) -> str:
     """Format epoch microseconds as ISO 8601 UTC with milliseconds: ``2024-08-08T23:54:15.342Z``."""
-    moment = datetime.fromtimestamp(time_us // 1_000_000, tz=UTC)
-    millis = (time_us % 1_000_000) // 1000
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
+    minutes, rest = divmod(time_us, 60_000_000)
+    return f"{_minute(minutes)}{rest // 1_000_000:02d}.{rest % 1_000_000 // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=1024)
+def _minute(minutes: int) -> str:
+    """``YYYY-MM-DDTHH:MM:`` of a minute counted from the epoch. Memoised: a replay builds
+    many signals within the same minutes, and formatting a datetime cost more than all
+    the rest of a signal."""
+    moment = datetime.fromtimestamp(minutes * 60, tz=UTC)
+    return f"{moment:%Y-%m-%dT%H:%M}:"

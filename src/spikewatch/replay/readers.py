@@ -26,13 +26,16 @@ import itertools
 import logging
 import zipfile
 import zlib
+from array import array
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeAlias
 
+from spikewatch.core import accel
 from spikewatch.core.decimal import BadNumber, UnitsCache, float_to_units, parse_units
-from spikewatch.core.model import Side, Trade
+from spikewatch.core.model import Side, Trade, TradeBatch
+from spikewatch.core.npparse import parse_block
 from spikewatch.exchanges.base import MalformedFrame
 from spikewatch.exchanges.binance import BinanceSpot
 from spikewatch.replay.tape import read_frame_lines
@@ -57,6 +60,10 @@ _MAX_LINE: Final = 1 << 16
 #: Distinct price/qty strings kept per file; a day of BTCUSDT holds a few thousand.
 _CACHE_SIZE: Final = 1 << 16
 
+#: Trades per batch that :func:`read_batches` yields at most, unless told otherwise.
+BATCH_SIZE: Final = 65536
+_BOM: Final = "\ufeff".encode()
+
 _QUOTES: Final = ("USDT", "USDC", "BUSD", "FDUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
 _NAME_MARKERS: Final = ("trades", "aggTrades", "aggtrades", "trade")
 
@@ -68,6 +75,11 @@ _SIDES: Final[dict[str, Side]] = {
     for words, side in ((("True", "true", "TRUE"), _SELL), (("False", "false", "FALSE"), _BUY))
     for word in words
     for end in ("", "\r")
+}
+#: The same spellings -> buyer_is_maker (1: the taker sold), also as the last field of a
+#: row that keeps its "\n" (see _CsvBlocks.split_columns).
+_MAKER: Final[dict[str, int]] = {
+    f"{word}{end}": int(side is _SELL) for word, side in _SIDES.items() for end in ("", "\n")
 }
 
 
@@ -112,7 +124,7 @@ def read_trades(
     fmt: str | None = None,
     symbol: str | None = None,
     stats: ReadStats | None = None,
-) -> Generator[Trade, None, None]:
+) -> TradeReader:
     """Stream the trades of ``paths``, file after file in the order given.
 
     ``fmt`` is one of :data:`FORMATS`, or None to detect each file's format. ``symbol``
@@ -120,11 +132,73 @@ def read_trades(
     symbol, so it is not used for them. Times come out in µs whether a file holds ms or
     µs (told apart per value). Counts are added to ``stats``.
 
-    The result is a generator: ``close()`` it to stop early and close the open file.
-    Every file is checked before the first trade is read, so a missing file, an unknown
-    format or a CSV without a symbol raises here (FileNotFoundError, ValueError), not
-    hours into a replay.
+    The result iterates like a generator: ``close()`` it to stop early and close the open
+    file. :func:`spikewatch.replay.runner.replay` reads it a batch at a time instead (see
+    :meth:`TradeReader.batches`). Every file is checked before the first trade is read, so
+    a missing file, an unknown format or a CSV without a symbol raises here
+    (FileNotFoundError, ValueError), not hours into a replay.
     """
+    plan = _plan(paths, fmt, symbol)
+    return TradeReader(plan, stats if stats is not None else ReadStats())
+
+
+def read_batches(
+    paths: Sequence[str | Path],
+    *,
+    fmt: str | None = None,
+    symbol: str | None = None,
+    stats: ReadStats | None = None,
+    size: int = BATCH_SIZE,
+) -> Generator[TradeBatch, None, None]:
+    """The trades :func:`read_trades` gives, as :class:`TradeBatch` es of at most ``size``
+    trades of one symbol each, read column-wise without a :class:`Trade` per row.
+
+    The same values, bad rows, counts and checks as :func:`read_trades` (its arguments
+    mean the same). CSV blocks of clean rows are parsed in bulk (with numpy when it is
+    installed); a block with anything unusual in it is read row by row, as before.
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    plan = _plan(paths, fmt, symbol)
+    return _read_all_batches(plan, stats if stats is not None else ReadStats(), size)
+
+
+class TradeReader(Iterator[Trade]):
+    """What :func:`read_trades` returns: an iterator of trades that closes its file on
+    ``close()``, and that a batch consumer can read as batches instead."""
+
+    __slots__ = ("_plan", "_started", "_stats", "_trades")
+
+    def __init__(self, plan: list[tuple[Path, str, str]], stats: ReadStats) -> None:
+        self._plan = plan
+        self._stats = stats
+        self._trades = _read_all(plan, stats)
+        self._started = False
+
+    def __next__(self) -> Trade:
+        self._started = True
+        return next(self._trades)
+
+    def close(self) -> None:
+        """Stop reading: close the open file (counts so far stay in the stats)."""
+        self._trades.close()
+
+    def batches(self, size: int = BATCH_SIZE) -> Generator[TradeBatch, None, None]:
+        """The same trades as :func:`read_batches` reads them, instead of one by one;
+        only before the first trade has been taken."""
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        if self._started:
+            raise RuntimeError("trades were already read one by one from this reader")
+        self._started = True
+        self._trades.close()
+        return _read_all_batches(self._plan, self._stats, size)
+
+
+def _plan(
+    paths: Sequence[str | Path], fmt: str | None, symbol: str | None
+) -> list[tuple[Path, str, str]]:
+    """(path, format, symbol) of each file, checked before anything is read."""
     if isinstance(paths, str | Path):  # a str is a Sequence[str] too: one path, not chars
         paths = [paths]
     if fmt is not None and fmt not in FORMATS:
@@ -148,7 +222,7 @@ def read_trades(
                 "pass it with --symbol (symbol=...)"
             )
         plan.append((path, kind, name))
-    return _read_all(plan, stats if stats is not None else ReadStats())
+    return plan
 
 
 def detect_format(path: str | Path) -> str:
@@ -304,8 +378,9 @@ def _read_head(path: Path, handle: _Readable) -> bytes:
         raise ValueError(f"{path}: corrupt or truncated compressed file ({exc})") from exc
 
 
-def _line_batches(path: Path, handle: _Readable, state: _FileState) -> Iterator[list[str]]:
-    """The lines of a stream, a chunk's worth at a time (without their ``\\n``)."""
+def _blocks(path: Path, handle: _Readable, state: _FileState) -> Iterator[bytes]:
+    """The stream a chunk of whole lines at a time, each block ending with ``\\n`` (one is
+    added to a last line without it); a line too long to be a row is counted and dropped."""
     tail = b""
     try:
         while chunk := handle.read(_CHUNK):
@@ -320,17 +395,24 @@ def _line_batches(path: Path, handle: _Readable, state: _FileState) -> Iterator[
                     tail = b""
                 continue
             tail = data[cut:]
-            text = data[:cut].decode("utf-8", "replace")
-            lines = text.split("\n")
-            lines.pop()  # "" after the last "\n"
-            if state.skip_to_newline:
-                lines.pop(0)
+            block = data[:cut]
+            if state.skip_to_newline:  # the rest of the long line
+                block = block[block.index(b"\n") + 1 :]
                 state.skip_to_newline = False
-            yield lines
+            if block:
+                yield block
     except (EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile) as exc:
         raise ValueError(f"{path}: corrupt or truncated compressed file ({exc})") from exc
     if tail and not state.skip_to_newline:
-        yield [tail.decode("utf-8", "replace")]  # a last line without "\n"
+        yield tail + b"\n"  # a last line without "\n"
+
+
+def _line_batches(path: Path, handle: _Readable, state: _FileState) -> Iterator[list[str]]:
+    """The lines of a stream, a chunk's worth at a time (without their ``\\n``)."""
+    for block in _blocks(path, handle, state):
+        lines = block.decode("utf-8", "replace").split("\n")
+        lines.pop()  # "" after the last "\n"
+        yield lines
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -461,6 +543,217 @@ def _read_csv(path: Path, layout: _Layout, symbol: str, stats: ReadStats) -> Ite
                 path.name,
                 rounded,
             )
+
+
+def _read_all_batches(
+    plan: list[tuple[Path, str, str]], stats: ReadStats, size: int
+) -> Generator[TradeBatch, None, None]:
+    for path, kind, symbol in plan:
+        if kind == "frames":
+            yield from _frame_batches(path, stats, size)
+        else:
+            yield from _csv_batches(path, _LAYOUTS[kind], symbol, stats, size)
+
+
+_Columns: TypeAlias = "tuple[array[int], array[int], array[int], array[int], bytes]"
+"""trade ids, prices, qtys, times (µs), buyer_is_maker: the columns of a TradeBatch."""
+
+
+def _csv_batches(
+    path: Path, layout: _Layout, symbol: str, stats: ReadStats, size: int
+) -> Iterator[TradeBatch]:
+    """A CSV's trades a block (about 1 MiB of rows) at a time, cut to ``size``."""
+    state = _FileState(path.name, stats)
+    reader = _CsvBlocks(layout, state)
+    given = 0
+    stats.files += 1
+    try:
+        with _open_binary(path) as handle:
+            for block in _blocks(path, handle, state):
+                columns = reader.read(block)
+                if columns is None:
+                    continue
+                batch = TradeBatch(EXCHANGE, symbol, *columns)
+                n = len(batch)
+                for start in range(0, n, size):
+                    piece = batch if n <= size else batch.slice(start, start + size)
+                    given += len(piece)
+                    yield piece
+    finally:
+        stats.trades += given
+        stats.rows += given + state.bad_total
+        rounded = reader.prices.rounded + reader.qtys.rounded
+        if rounded:
+            log.info(
+                "%s: %d price/qty values had float noise (> 8 decimals or an exponent) "
+                "and were rounded to 1e-8",
+                path.name,
+                rounded,
+            )
+
+
+class _CsvBlocks:
+    """Turns blocks of CSV lines into columns, by the fastest way that is exact for the
+    block: numpy (clean blocks, when installed), one split of the whole block (clean
+    blocks), or line by line as :func:`_read_csv` does (blocks with bad rows)."""
+
+    __slots__ = ("good", "header", "layout", "prices", "qtys", "state", "width")
+
+    def __init__(self, layout: _Layout, state: _FileState) -> None:
+        self.layout = layout
+        self.state = state
+        self.prices = _Units()
+        self.qtys = _Units()
+        self.width = 0  # this file's column count, taken from its first line
+        self.header = 0
+        self.good = 0  # good rows so far (for the line numbers of bad ones)
+
+    def read(self, block: bytes) -> _Columns | None:
+        """The columns of the block's good rows; None if it has none."""
+        if not self.width:
+            block = self._first_line(block)
+            if not block:
+                return None
+        layout = self.layout
+        columns: _Columns | None = None
+        np = accel.np
+        if np is not None:
+            parsed = parse_block(
+                np, block, self.width, layout.price, layout.qty, layout.time, layout.side
+            )
+            if parsed is not None:
+                ids, prices, qtys, times, makers = parsed
+                columns = (
+                    array("q", ids),
+                    array("q", prices),
+                    array("q", qtys),
+                    array("q", times),
+                    makers,
+                )
+        if columns is None:
+            text = block.decode("utf-8", "replace")
+            columns = self._split_columns(text) or self._line_columns(text)
+        rows = len(columns[0])
+        self.good += rows
+        return columns if rows else None
+
+    def _first_line(self, block: bytes) -> bytes:
+        """Take the column count from the first line; drop a byte-order mark and a header."""
+        while block.startswith(_BOM):
+            block = block[len(_BOM) :]
+        end = block.find(b"\n")
+        first = block[:end].decode("utf-8", "replace").split(",")
+        widths = self.layout.widths
+        self.width = len(first) if len(first) in widths else widths[0]
+        if _is_header(first[0].strip()):
+            self.header = 1
+            return block[end + 1 :]
+        return block
+
+    def _split_columns(self, text: str) -> _Columns | None:
+        """All rows at once, if every row is good; None otherwise (nothing is counted).
+
+        Each "\\n" becomes "\\n," and the whole block is split at commas: a row's fields
+        are then ``width`` consecutive items, its last one ending with "\\n".
+        """
+        width, layout = self.width, self.layout
+        rows = text.count("\n")
+        flat = text.replace("\n", "\n,").split(",")
+        if len(flat) != rows * width + 1:
+            return None
+        flat.pop()  # "" after the last "\n,"
+        # As many "\n" in the last fields as rows, one at most in each: every row has
+        # exactly `width` fields.
+        if "".join(flat[width - 1 :: width]).count("\n") != rows:
+            return None
+        try:
+            ids = list(map(int, flat[0::width]))
+            times = list(map(int, flat[layout.time :: width]))
+        except ValueError:
+            return None
+        if min(times) >= _US_FROM:
+            pass
+        elif max(times) < _US_FROM:
+            times = list(map((1000).__mul__, times))
+        else:
+            times = [t * 1000 if t < _US_FROM else t for t in times]
+        if not (min(times) > 0 and max(times) < _US_END and min(ids) >= 0 and max(ids) <= _MAX_ID):
+            return None
+        try:
+            prices = array("q", map(self.prices.__getitem__, flat[layout.price :: width]))
+            qtys = array("q", map(self.qtys.__getitem__, flat[layout.qty :: width]))
+            makers = bytes(map(_MAKER.__getitem__, flat[layout.side :: width]))
+        except (ValueError, KeyError):
+            return None
+        return array("q", ids), prices, qtys, array("q", times), makers
+
+    def _line_columns(self, text: str) -> _Columns:
+        """Row by row, exactly as :func:`_read_csv`: bad rows are counted and logged."""
+        layout, state, width = self.layout, self.state, self.width
+        prices, qtys, makers = self.prices, self.qtys, _MAKER
+        p_at, q_at, t_at, s_at = layout.price, layout.qty, layout.time, layout.side
+        us_from, us_end, max_id = _US_FROM, _US_END, _MAX_ID
+        out_ids: list[int] = []
+        out_prices: list[int] = []
+        out_qtys: list[int] = []
+        out_times: list[int] = []
+        out_makers: list[int] = []
+        lines = text.split("\n")
+        lines.pop()  # "" after the last "\n"
+        good = self.good
+        for line in lines:
+            row = line.split(",")
+            try:
+                if len(row) != width:
+                    raise ValueError
+                trade_id = int(row[0])
+                time = int(row[t_at])
+                if time < us_from:
+                    time *= 1000
+                if not (0 < time < us_end and 0 <= trade_id <= max_id):
+                    raise ValueError
+                price = prices[row[p_at]]
+                qty = qtys[row[q_at]]
+                maker = makers[row[s_at]]  # its "\n" spellings cannot occur in a line
+            except (ValueError, KeyError, IndexError):
+                _bad_row(state, layout, width, prices, qtys, line, self.header + good)
+                continue
+            good += 1
+            out_ids.append(trade_id)
+            out_prices.append(price)
+            out_qtys.append(qty)
+            out_times.append(time)
+            out_makers.append(maker)
+        return (
+            array("q", out_ids),
+            array("q", out_prices),
+            array("q", out_qtys),
+            array("q", out_times),
+            bytes(out_makers),
+        )
+
+
+def _frame_batches(path: Path, stats: ReadStats, size: int) -> Iterator[TradeBatch]:
+    """Trades of a frame recording, ``size`` frames decoded at a time."""
+    state = _FileState(path.name, stats)
+    parser = BinanceSpot()
+    frames = good = 0
+    stats.files += 1
+    try:
+        lines = read_frame_lines(path)
+        while group := list(itertools.islice(lines, size)):
+            parsed = parser.parse_batch(group)
+            for index, exc in parsed.errors:
+                state.bad(exc.kind, exc.detail, group[index], frames + index + 1)
+            frames += len(group)
+            for batch in parsed.batches:
+                good += len(batch)
+                yield batch
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ValueError(f"{path}: corrupt or truncated compressed file ({exc})") from exc
+    finally:
+        stats.rows += frames
+        stats.trades += good
 
 
 def _bad_row(

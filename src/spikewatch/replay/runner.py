@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from array import array
+from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 
-from spikewatch.core.model import Signal, Trade
+from spikewatch.core import accel
+from spikewatch.core.model import Signal, Trade, TradeBatch
 from spikewatch.core.pipeline import Pipeline
+from spikewatch.replay.readers import TradeReader
 
 
 class ReplaySummary(msgspec.Struct, frozen=True):
@@ -41,7 +44,7 @@ class ReplaySummary(msgspec.Struct, frozen=True):
 
 
 def replay(
-    trades: Iterable[Trade],
+    trades: Iterable[Trade] | Iterable[TradeBatch] | Iterable[Trade | TradeBatch],
     pipeline: Pipeline,
     on_signal: Callable[[Signal], None],
     *,
@@ -51,32 +54,52 @@ def replay(
 ) -> ReplaySummary:
     """Run ``trades`` (in time order) through ``pipeline``; ``on_signal`` gets each signal.
 
-    ``symbols`` keeps only those symbols; ``progress(trades, signals, time_us)`` is called
-    every ``progress_every`` trades.
+    ``trades`` may hold :class:`Trade` s, :class:`TradeBatch` es or both; what
+    :func:`~spikewatch.replay.readers.read_trades` returns is read a batch at a time
+    (the same trades and signals, many times faster). ``symbols`` keeps only those
+    symbols; ``progress(trades, signals, time_us)`` is called every ``progress_every``
+    trades (or at the end of the batch that crosses the mark).
     """
     started = time.perf_counter()
     count = signals = 0
     first: int | None = None
     last: int | None = None
     process = pipeline.process
+    process_batch = pipeline.process_batch
     next_report = progress_every
-    for trade in trades:
-        if symbols is not None and trade.symbol not in symbols:
-            continue
-        count += 1
-        moment = trade.time_us
-        if first is None or moment < first:
-            first = moment
-        if last is None or moment > last:
-            last = moment
-        found = process(trade)
+    items: Iterable[Trade | TradeBatch] = (
+        trades.batches() if isinstance(trades, TradeReader) else trades
+    )
+    found: Sequence[Signal]
+    for item in items:
+        if type(item) is TradeBatch:
+            if symbols is not None and item.symbol not in symbols:
+                continue
+            n = len(item)
+            if not n:
+                continue
+            count += n
+            low, high = _time_range(item.times_us)
+            found = process_batch(item)
+            moment = item.times_us[-1]
+        else:
+            assert isinstance(item, Trade)
+            if symbols is not None and item.symbol not in symbols:
+                continue
+            count += 1
+            low = high = moment = item.time_us
+            found = process(item)
+        if first is None or low < first:
+            first = low
+        if last is None or high > last:
+            last = high
         if found:
             signals += len(found)
             for signal in found:
                 on_signal(signal)
         if progress is not None and count >= next_report:
-            next_report += progress_every
-            progress(count, signals, trade.time_us)
+            next_report = (count // progress_every + 1) * progress_every
+            progress(count, signals, moment)
     stats = pipeline.stats()
     return ReplaySummary(
         trades=sum(s.trades for s in stats),
@@ -87,3 +110,12 @@ def replay(
         last_time_us=last,
         wall_seconds=time.perf_counter() - started,
     )
+
+
+def _time_range(times: array[int]) -> tuple[int, int]:
+    """The earliest and the latest of a batch's times."""
+    np = accel.np
+    if np is not None and len(times) > 64:
+        view = np.frombuffer(times, np.int64)
+        return int(view.min()), int(view.max())
+    return min(times), max(times)

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, request
 from spikewatch.engine import Engine
 from spikewatch.store.base import Cursor
 from spikewatch.web import params
-from spikewatch.web.responses import BarList, SignalList, json_response
+from spikewatch.web.responses import BarList, GapList, SignalList, json_response
 
 api = Blueprint("api", __name__)
 
@@ -78,6 +78,22 @@ def bars() -> Response:
         raise params.BadRequest("symbol", f"{symbol} is not one of {list(engine.settings.symbols)}")
     limit = params.integer(request.args, "limit", DEFAULT_BARS, 1, MAX_BARS)
     return _json(BarList(symbol=symbol, interval=1, bars=engine.bars(symbol, limit)))
+
+
+@api.get("/api/gaps")
+def gaps() -> Response:
+    """Gap records (trades missed for good), newest first: ``symbol``, ``since``,
+    ``until``, ``limit``."""
+    args = request.args
+    params.reject_unknown(args, ("symbol", "since", "until", "limit"))
+    symbol = params.symbol(args)
+    since = params.time_us(args, "since")
+    until = params.time_us(args, "until")
+    if since is not None and until is not None and since >= until:
+        raise params.BadRequest("until", "must be later than since")
+    limit = params.integer(args, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    records = _engine().store.gaps(symbol=symbol, since_us=since, until_us=until, limit=limit)
+    return _json(GapList(gaps=records, count=len(records)))
 
 
 @api.get("/api/status")

@@ -8,6 +8,9 @@ from werkzeug.exceptions import HTTPException
 from spikewatch.config import Settings
 from spikewatch.engine import Engine
 from spikewatch.web.api import api
+from spikewatch.web.dashboard import dashboard
+from spikewatch.web.metrics import metrics
+from spikewatch.web.openapi import openapi
 from spikewatch.web.params import BadRequest
 from spikewatch.web.responses import json_response
 from spikewatch.web.stream import stream
@@ -20,6 +23,9 @@ def create_app(settings: Settings, engine: Engine) -> Flask:
     app.extensions["spikewatch.engine"] = engine
     app.register_blueprint(api)
     app.register_blueprint(stream)
+    app.register_blueprint(metrics)
+    app.register_blueprint(openapi)
+    app.register_blueprint(dashboard)
 
     @app.errorhandler(BadRequest)
     def bad_request(exc: BadRequest) -> Response:
@@ -27,7 +33,12 @@ def create_app(settings: Settings, engine: Engine) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        return json_response({"error": exc.description or exc.name}, exc.code or 500)
+        response = json_response({"error": exc.description or exc.name}, exc.code or 500)
+        # Keep the error's own headers, such as a 405's Allow (RFC 9110 requires it).
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception) -> Response:

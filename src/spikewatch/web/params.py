@@ -1,4 +1,10 @@
-"""Query-parameter parsing with bounds: every bad value is a :class:`BadRequest` naming it."""
+"""Query-parameter parsing with bounds: every bad value is a :class:`BadRequest` naming it.
+
+The patterns are the ones the OpenAPI document publishes (``web/openapi.py`` reads them from
+here), written in the common subset of Python and ECMA-262 regular expressions, and matched
+with ``fullmatch``: a value the document calls invalid is a 400, never quietly accepted.
+An empty value (``?symbol=``) means the parameter was not given.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,24 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
-_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+#: A symbol, any case: checked before upper-casing ("ß".upper() is "SS").
+SYMBOL_PATTERN = r"^[A-Za-z0-9]{2,30}$"
+#: An integer: ASCII digits only (``int()`` also takes " 5", "+5", "1_0", non-ASCII digits).
+INTEGER_PATTERN = r"^-?[0-9]{1,18}$"
+#: Epoch milliseconds (ASCII digits; the length bound keeps ``int()`` cheap).
+EPOCH_MS_PATTERN = r"^[0-9]{1,16}$"
+#: ISO 8601 / RFC 3339 date or date-time; no offset means UTC.
+ISO_TIME_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?)?$"
+)
+#: A ``next_cursor`` token: unpadded URL-safe base64.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,1000}$"
+_SYMBOL = re.compile(SYMBOL_PATTERN)
+_INTEGER = re.compile(INTEGER_PATTERN)
+_EPOCH_MS = re.compile(EPOCH_MS_PATTERN)
+_ISO_TIME = re.compile(ISO_TIME_PATTERN)
+CURSOR = re.compile(CURSOR_PATTERN)
 #: Accepted times: 2000-01-01 .. 2100-01-01 UTC (microseconds since the epoch).
 MIN_TIME_US = 946_684_800_000_000
 MAX_TIME_US = 4_102_444_800_000_000
@@ -33,10 +56,9 @@ def symbol(args: Mapping[str, str], name: str = "symbol") -> str | None:
     raw = args.get(name)
     if raw is None or raw == "":
         return None
-    value = raw.strip().upper()
-    if not _SYMBOL.match(value):
+    if not _SYMBOL.fullmatch(raw):
         raise BadRequest(name, f"{raw[:40]!r} is not a symbol (letters and digits, e.g. BTCUSDT)")
-    return value
+    return raw.upper()
 
 
 def integer(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -44,10 +66,9 @@ def integer(args: Mapping[str, str], name: str, default: int, low: int, high: in
     raw = args.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(name, f"{raw[:40]!r} is not an integer") from None
+    if not _INTEGER.fullmatch(raw):
+        raise BadRequest(name, f"{raw[:40]!r} is not an integer")
+    value = int(raw)
     if not low <= value <= high:
         raise BadRequest(name, f"must be between {low} and {high}, got {value}")
     return value
@@ -58,12 +79,13 @@ def time_us(args: Mapping[str, str], name: str) -> int | None:
     raw = args.get(name)
     if raw is None or raw == "":
         return None
-    text = raw.strip()
-    if text.isascii() and text.isdigit():
-        value = int(text) * 1000
+    if _EPOCH_MS.fullmatch(raw):
+        value = int(raw) * 1000
     else:
         try:
-            moment = datetime.fromisoformat(text.replace("z", "Z"))
+            if not _ISO_TIME.fullmatch(raw):
+                raise ValueError(raw)
+            moment = datetime.fromisoformat(raw.replace("z", "Z"))
         except ValueError:
             raise BadRequest(
                 name,

@@ -1,0 +1,592 @@
+/* spikewatch dashboard: plain JavaScript, no build step, no framework.
+ *
+ * On open: GET /api/status (the symbols), /api/bars (one-second candles), /api/signals
+ * (history for the table and the chart's markers). Live: the Server-Sent Events of
+ * /api/stream, `status` every second (per symbol: connection, price, trade rate, the
+ * forming bar) and `signal` for each spike. The stream is opened before the history is
+ * read, so nothing falls in between; signals are de-duplicated by id.
+ *
+ * The chart is TradingView's lightweight-charts v5 (standalone build, served by the app
+ * from static/vendor/ after `make assets`). Without it the page still shows the table and
+ * the status, and says how to install the chart.
+ */
+(() => {
+  "use strict";
+
+  const MAX_ROWS = 200; // signals kept in the table (all symbols)
+  const MAX_MARKERS = 1000; // spike markers kept on the chart
+  const BAR_LIMIT = 600; // one-second bars loaded on open (10 minutes)
+  const MAX_BARS = 3600; // bars kept on the chart (the server keeps an hour)
+  const RECONCILE_MS = 2000; // at most this often, re-read the bars that closed (see below)
+  const RETRY_MS = 3000; // reopen a stream the browser gave up on (e.g. after a 503)
+
+  const COLORS = {
+    up: "#26a69a",
+    down: "#ef5350",
+    upVolume: "rgba(38, 166, 154, 0.45)",
+    downVolume: "rgba(239, 83, 80, 0.45)",
+    text: "#8190a5",
+    grid: "#1b222c",
+    border: "#232b37",
+    panel: "#141922",
+  };
+  const STREAM_TEXT = {
+    connecting: "connecting…",
+    live: "live",
+    reconnecting: "reconnecting…",
+    offline: "offline",
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    symbol: $("symbol"),
+    price: $("price"),
+    rate: $("rate"),
+    stream: $("stream"),
+    banner: $("banner"),
+    symbols: $("symbols"),
+    chart: $("chart"),
+    chartNote: $("chart-note"),
+    chartTitle: $("chart-title"),
+    tbody: document.querySelector("#signals tbody"),
+    count: $("signal-count"),
+    empty: $("signals-empty"),
+  };
+
+  const state = {
+    symbol: null, // the symbol on the chart
+    symbols: [],
+    cards: new Map(), // symbol -> its status card
+    signals: [], // the table's signals, newest first
+    signalIds: new Set(),
+    liveSignals: new Map(), // symbol -> Map(id -> signal) pushed since the page opened
+    lastEventId: null, // of the last `signal` event, to resume a stream opened anew
+    stream: "connecting",
+    everConnected: false,
+    ready: false,
+    loadToken: 0,
+    rendered: Object.create(null), // signal id -> Date.now() when its row entered the DOM
+    marked: Object.create(null), // signal id -> Date.now() when its marker went to the chart
+  };
+
+  // -- formatting ------------------------------------------------------------------------
+
+  const formats = new Map();
+  function number(value, min, max) {
+    const key = `${min}:${max}`;
+    let format = formats.get(key);
+    if (!format) {
+      format = new Intl.NumberFormat("en-US", {
+        minimumFractionDigits: min,
+        maximumFractionDigits: max,
+      });
+      formats.set(key, format);
+    }
+    return format.format(value);
+  }
+  function priceDigits(price) {
+    if (price >= 1000) return 2;
+    if (price >= 1) return 4;
+    return 8;
+  }
+  const fmtPrice = (p) => (p == null ? "—" : number(p, priceDigits(p), priceDigits(p)));
+  const fmtVolume = (v) => number(v, 4, 8);
+  const fmtQuote = (v) => (v >= 1000 ? number(v, 0, 0) : number(v, 2, 2));
+  const fmtRatio = (r) => `${number(r, 1, 1)}×`;
+  const fmtTime = (us) => new Date(Math.floor(us / 1000)).toISOString().slice(11, 23);
+
+  // -- HTTP ------------------------------------------------------------------------------
+
+  async function getJSON(url) {
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+    return response.json();
+  }
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // -- the chart -------------------------------------------------------------------------
+
+  function createChartView(container) {
+    const LWC = window.LightweightCharts;
+    if (!LWC || typeof LWC.createChart !== "function") return null;
+    const api = LWC.createChart(container, {
+      autoSize: true,
+      layout: {
+        background: { type: LWC.ColorType.Solid, color: COLORS.panel },
+        textColor: COLORS.text,
+        fontFamily: getComputedStyle(document.body).fontFamily,
+      },
+      grid: { vertLines: { color: COLORS.grid }, horzLines: { color: COLORS.grid } },
+      rightPriceScale: { borderColor: COLORS.border, scaleMargins: { top: 0.08, bottom: 0.3 } },
+      timeScale: { borderColor: COLORS.border, timeVisible: true, secondsVisible: true, rightOffset: 6 },
+      crosshair: { mode: LWC.CrosshairMode.Normal },
+    });
+    const candles = api.addSeries(LWC.CandlestickSeries, {
+      upColor: COLORS.up,
+      downColor: COLORS.down,
+      wickUpColor: COLORS.up,
+      wickDownColor: COLORS.down,
+      borderVisible: false,
+    });
+    const volume = api.addSeries(LWC.HistogramSeries, {
+      priceScaleId: "volume",
+      priceFormat: { type: "volume" },
+      lastValueVisible: false,
+      priceLineVisible: false,
+    });
+    volume.priceScale().applyOptions({ scaleMargins: { top: 0.76, bottom: 0 } });
+    const markerPlugin = LWC.createSeriesMarkers(candles, []);
+
+    let bars = new Map(); // time (s) -> bar, as shown
+    let lastTime = null;
+    let loaded = false;
+    let pending = []; // live bars that came while the history was loading
+    let signals = new Map(); // id -> signal of the chart's symbol
+    let groups = new Map(); // marker id -> ids of the signals it stands for
+    let markerFlush = false;
+
+    const candle = (b) => ({ time: b.time, open: b.open, high: b.high, low: b.low, close: b.close });
+    const bin = (b) => ({
+      time: b.time,
+      value: b.volume,
+      color: b.close >= b.open ? COLORS.upVolume : COLORS.downVolume,
+    });
+    const same = (a, b) =>
+      a.open === b.open && a.high === b.high && a.low === b.low && a.close === b.close &&
+      a.volume === b.volume;
+
+    function redraw() {
+      const sorted = [...bars.values()].sort((a, b) => a.time - b.time).slice(-MAX_BARS);
+      bars = new Map(sorted.map((b) => [b.time, b]));
+      candles.setData(sorted.map(candle));
+      volume.setData(sorted.map(bin));
+      lastTime = sorted.length ? sorted[sorted.length - 1].time : null;
+      container.dataset.bars = String(bars.size);
+    }
+
+    function write(b) {
+      const historical = lastTime !== null && b.time < lastTime;
+      candles.update(candle(b), historical);
+      volume.update(bin(b), historical);
+      if (lastTime === null || b.time > lastTime) lastTime = b.time;
+      container.dataset.bars = String(bars.size);
+    }
+
+    /** Put bars (oldest first) on the chart. */
+    function merge(list) {
+      let rebuild = false;
+      let advanced = false;
+      const changed = [];
+      for (const b of list) {
+        const old = bars.get(b.time);
+        if (old && same(old, b)) continue;
+        if (!old && lastTime !== null && b.time < lastTime) rebuild = true;
+        if (lastTime === null || b.time > lastTime) advanced = true;
+        bars.set(b.time, b);
+        changed.push(b);
+      }
+      if (rebuild || bars.size > MAX_BARS + 600) redraw();
+      else changed.forEach(write);
+      if (advanced) scheduleMarkers(); // markers snapped to the old last bar move on
+    }
+
+    function firstTime() {
+      let first = null;
+      for (const time of bars.keys()) if (first === null || time < first) first = time;
+      return first;
+    }
+
+    function scheduleMarkers() {
+      if (markerFlush) return;
+      markerFlush = true;
+      requestAnimationFrame(flushMarkers);
+    }
+
+    function flushMarkers() {
+      markerFlush = false;
+      const first = firstTime();
+      const list = [...signals.values()]
+        .filter((s) => first === null || Math.floor(s.time_us / 1e6) >= first)
+        .sort((a, b) => a.time_us - b.time_us || (a.id < b.id ? -1 : 1))
+        .slice(-MAX_MARKERS);
+      // One marker per bar and side (a burst of spikes in one second is one arrow with a
+      // count), or bursts would stack into columns of arrows.
+      groups = new Map();
+      const markers = [];
+      for (const s of list) {
+        const time = Math.floor(s.time_us / 1e6);
+        const key = `${time}:${s.side}`;
+        const ids = groups.get(key);
+        if (ids) {
+          ids.push(s.id);
+          continue;
+        }
+        groups.set(key, [s.id]);
+        const buy = s.side === "buy";
+        markers.push({
+          id: key,
+          time,
+          position: buy ? "belowBar" : "aboveBar",
+          shape: buy ? "arrowUp" : "arrowDown",
+          color: buy ? COLORS.up : COLORS.down,
+        });
+      }
+      for (const marker of markers) {
+        const count = groups.get(marker.id).length;
+        if (count > 1) {
+          marker.text = String(count);
+          marker.size = count >= 5 ? 1.6 : 1.3;
+        }
+      }
+      markerPlugin.setMarkers(markers);
+      const now = Date.now();
+      for (const s of list) if (!(s.id in state.marked)) state.marked[s.id] = now;
+      container.dataset.markers = String(list.length);
+    }
+
+    return {
+      /** Forget everything shown (another symbol is coming). */
+      reset() {
+        loaded = false;
+        pending = [];
+        bars = new Map();
+        signals = new Map();
+        redraw();
+        flushMarkers();
+      },
+      /** The history of the chart's symbol; then the live bars that came meanwhile. */
+      load(list, precisionFrom) {
+        bars = new Map(list.map((b) => [b.time, b]));
+        const last = list.length ? list[list.length - 1].close : precisionFrom;
+        if (last != null) {
+          const digits = priceDigits(last);
+          candles.applyOptions({
+            priceFormat: { type: "price", precision: digits, minMove: 10 ** -digits },
+          });
+        }
+        redraw();
+        loaded = true;
+        merge(pending);
+        pending = [];
+        scheduleMarkers();
+      },
+      /** A live (forming) bar. */
+      live(bar) {
+        if (loaded) merge([bar]);
+        else pending.push(bar);
+      },
+      /** Bars re-read from the server: the final values of those that closed. */
+      merge(list) {
+        if (loaded) merge(list);
+      },
+      lastTime: () => lastTime,
+      /**
+       * A live spike. Its second may not have a bar yet (the `status` event comes up to a
+       * second later): give it a provisional one, the spike trade alone, so the marker
+       * sits on its own bar; the next status event or re-read puts the real values in.
+       */
+      addLive(s) {
+        const time = Math.floor(s.time_us / 1e6);
+        if (loaded && (lastTime === null || time > lastTime)) {
+          const p = s.price;
+          merge([{ time, open: p, high: p, low: p, close: p, volume: s.volume, trades: 1 }]);
+        }
+        this.addSignals([s]);
+      },
+      /** Spike markers (signals of the chart's symbol). */
+      addSignals(list) {
+        for (const s of list) signals.set(s.id, s);
+        if (signals.size > MAX_MARKERS * 2) {
+          const keep = [...signals.values()].sort((a, b) => a.time_us - b.time_us).slice(-MAX_MARKERS);
+          signals = new Map(keep.map((s) => [s.id, s]));
+        }
+        scheduleMarkers();
+      },
+      barCount: () => bars.size,
+      // What the chart library itself holds, for tests: the signal ids behind its markers.
+      markerIds: () => markerPlugin.markers().flatMap((m) => groups.get(m.id) || []),
+    };
+  }
+
+  const chart = createChartView(el.chart);
+  if (!chart) {
+    el.chart.hidden = true;
+    el.chartNote.hidden = false;
+  }
+
+  // -- per-symbol status -----------------------------------------------------------------
+
+  function card(symbol) {
+    let li = state.cards.get(symbol);
+    if (li) return li;
+    li = document.createElement("li");
+    li.dataset.symbol = symbol;
+    li.dataset.connection = "unknown";
+    li.title = `Show ${symbol} on the chart`;
+    for (const name of ["name", "conn", "last", "stats"]) {
+      const span = document.createElement("span");
+      span.className = name;
+      li.append(span);
+    }
+    li.querySelector(".name").textContent = symbol;
+    li.addEventListener("click", () => selectSymbol(symbol));
+    el.symbols.append(li);
+    state.cards.set(symbol, li);
+    return li;
+  }
+
+  /** Show one symbol's state: from /api/status (no rate) or a `status` event. */
+  function showSymbol(symbol, info) {
+    const li = card(symbol);
+    li.dataset.connection = info.connection;
+    li.querySelector(".conn").textContent = info.connection;
+    li.querySelector(".last").textContent = fmtPrice(info.last_price);
+    const rate = info.trades_per_s == null ? "" : `${number(info.trades_per_s, 1, 1)} trades/s · `;
+    li.querySelector(".stats").textContent = `${rate}${number(info.signals, 0, 0)} signals`;
+    if (symbol === state.symbol) showQuote(info);
+  }
+
+  let shownPrice = null;
+  function showQuote(info) {
+    const price = info.last_price;
+    el.price.textContent = fmtPrice(price);
+    if (price != null && shownPrice != null && price !== shownPrice) {
+      el.price.className = `price ${price > shownPrice ? "up" : "down"}`;
+    }
+    shownPrice = price;
+    el.rate.textContent =
+      info.trades_per_s == null ? "" : `${number(info.trades_per_s, 1, 1)} trades/s`;
+    document.title = price == null ? "spikewatch" : `${fmtPrice(price)} ${state.symbol} · spikewatch`;
+  }
+
+  // -- the signals table -----------------------------------------------------------------
+
+  const newer = (a, b) => a.time_us > b.time_us || (a.time_us === b.time_us && a.id > b.id);
+
+  function cell(row, text, className) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    row.append(td);
+    return td;
+  }
+
+  function row(s, fresh) {
+    const tr = document.createElement("tr");
+    tr.dataset.id = s.id;
+    tr.dataset.symbol = s.symbol;
+    tr.dataset.time = String(s.time_us);
+    if (fresh) tr.className = "fresh";
+    cell(tr, fmtTime(s.time_us), "time").title = `${s.timestamp} · trade ${s.trade_id}`;
+    cell(tr, s.symbol);
+    const side = document.createElement("span");
+    side.className = `side ${s.side}`;
+    side.textContent = s.side;
+    cell(tr, "").append(side);
+    cell(tr, fmtPrice(s.price), "num");
+    cell(tr, fmtVolume(s.volume), "num");
+    cell(tr, fmtRatio(s.ratio), "num").title = `mean of the last ${s.window} trades: ${fmtVolume(s.average_volume)}`;
+    cell(tr, fmtQuote(s.quote_volume), "num");
+    return tr;
+  }
+
+  /** Add signals to the table (newest first, each once, at most MAX_ROWS). */
+  function addToTable(list, fresh) {
+    for (const s of list) {
+      if (state.signalIds.has(s.id)) continue;
+      let at = 0;
+      while (at < state.signals.length && newer(state.signals[at], s)) at += 1;
+      if (at >= MAX_ROWS) continue;
+      state.signals.splice(at, 0, s);
+      state.signalIds.add(s.id);
+      el.tbody.insertBefore(row(s, fresh), el.tbody.children[at] || null);
+      state.rendered[s.id] = Date.now();
+      while (state.signals.length > MAX_ROWS) {
+        const gone = state.signals.pop();
+        state.signalIds.delete(gone.id);
+        delete state.rendered[gone.id];
+        el.tbody.lastElementChild.remove();
+      }
+    }
+    el.empty.hidden = state.signals.length > 0;
+    el.count.textContent = state.signals.length
+      ? `latest ${state.signals.length}${state.signals.length >= MAX_ROWS ? " (max)" : ""}`
+      : "";
+  }
+
+  function onSignal(s) {
+    let mine = state.liveSignals.get(s.symbol);
+    if (!mine) state.liveSignals.set(s.symbol, (mine = new Map()));
+    mine.set(s.id, s);
+    if (mine.size > MAX_MARKERS) mine.delete(mine.keys().next().value);
+    addToTable([s], true);
+    if (chart && s.symbol === state.symbol) chart.addLive(s);
+  }
+
+  // -- the chart's symbol ----------------------------------------------------------------
+
+  let reconcile = { at: 0, upTo: null, busy: false };
+
+  /** Load the chart's history: bars, and signals for markers. */
+  async function loadChart(symbol) {
+    const token = ++state.loadToken;
+    el.chartTitle.textContent = `${symbol} · price and volume`;
+    const q = encodeURIComponent(symbol);
+    const [bars, signals] = await Promise.all([
+      getJSON(`/api/bars?symbol=${q}&limit=${BAR_LIMIT}`),
+      getJSON(`/api/signals?symbol=${q}&limit=100`),
+    ]);
+    if (token !== state.loadToken || !chart) return;
+    chart.load(bars.bars, signals.signals.length ? signals.signals[0].price : null);
+    chart.addSignals(signals.signals);
+    chart.addSignals([...(state.liveSignals.get(symbol) || new Map()).values()]);
+    reconcile = { at: Date.now(), upTo: chart.lastTime(), busy: false };
+  }
+
+  /**
+   * A `status` event carries only the forming bar, so the last state of a bar that
+   * closed between two events (or a whole bar, when trades are replayed faster than real
+   * time) is not in the stream: once bars have closed since the last read, re-read the
+   * recent ones (at most every RECONCILE_MS) so that closed bars show their final values.
+   */
+  async function reconcileBars(symbol, newest) {
+    if (reconcile.upTo != null && newest <= reconcile.upTo) return; // nothing closed since
+    if (reconcile.busy || Date.now() - reconcile.at < RECONCILE_MS) return;
+    const since = reconcile.upTo == null ? newest - 5 : reconcile.upTo;
+    const limit = Math.max(2, Math.min(MAX_BARS, newest - since + 2));
+    reconcile.busy = true;
+    try {
+      const data = await getJSON(`/api/bars?symbol=${encodeURIComponent(symbol)}&limit=${limit}`);
+      if (symbol === state.symbol && chart) {
+        chart.merge(data.bars);
+        if (data.bars.length) reconcile.upTo = data.bars[data.bars.length - 1].time;
+      }
+    } catch (err) {
+      // the stream's own state shows an outage; the next new bar tries again
+    } finally {
+      reconcile.at = Date.now();
+      reconcile.busy = false;
+    }
+  }
+
+  function onStatus(list) {
+    for (const info of list) {
+      showSymbol(info.symbol, info);
+      if (chart && info.symbol === state.symbol && info.bar) {
+        chart.live(info.bar);
+        reconcileBars(info.symbol, info.bar.time);
+      }
+    }
+  }
+
+  /** Show ``symbol`` on the chart; resolves when its history is loaded. */
+  function selectSymbol(symbol) {
+    if (symbol === state.symbol || !state.symbols.includes(symbol)) return Promise.resolve();
+    state.symbol = symbol;
+    el.symbol.value = symbol;
+    history.replaceState(null, "", `#${symbol}`);
+    for (const [name, li] of state.cards) li.classList.toggle("selected", name === symbol);
+    shownPrice = null;
+    el.price.textContent = "—";
+    el.rate.textContent = "";
+    if (!chart) return Promise.resolve();
+    chart.reset();
+    return loadChart(symbol).catch((err) => console.warn("loading the chart failed:", err.message));
+  }
+
+  // -- the live stream -------------------------------------------------------------------
+
+  let source = null;
+  let retryTimer = null;
+
+  function setStream(value) {
+    state.stream = value;
+    el.stream.dataset.state = value;
+    el.stream.textContent = STREAM_TEXT[value];
+    el.banner.hidden = value === "live" || value === "connecting";
+  }
+
+  function openStream() {
+    clearTimeout(retryTimer);
+    // The browser resumes by itself (Last-Event-ID); a stream opened anew says where it was.
+    const url =
+      state.lastEventId == null
+        ? "/api/stream"
+        : `/api/stream?last_event_id=${encodeURIComponent(state.lastEventId)}`;
+    const es = new EventSource(url);
+    source = es;
+    es.onopen = () => {
+      const resumed = state.everConnected && state.stream !== "live";
+      state.everConnected = true;
+      setStream("live");
+      if (resumed && state.symbol) {
+        // Bars of the outage were missed: read them again (signals come by Last-Event-ID).
+        loadChart(state.symbol).catch((err) => console.warn("reloading the chart failed:", err.message));
+      }
+    };
+    es.onerror = () => {
+      if (es !== source) return;
+      if (es.readyState === EventSource.CLOSED) {
+        setStream("offline"); // refused (e.g. 503): the browser will not retry, so we do
+        retryTimer = setTimeout(openStream, RETRY_MS);
+      } else {
+        setStream(state.everConnected ? "reconnecting" : "connecting");
+      }
+    };
+    es.addEventListener("status", (event) => onStatus(JSON.parse(event.data)));
+    es.addEventListener("signal", (event) => {
+      if (event.lastEventId) state.lastEventId = event.lastEventId;
+      onSignal(JSON.parse(event.data));
+    });
+  }
+
+  // -- start -----------------------------------------------------------------------------
+
+  async function start() {
+    openStream();
+    let status;
+    for (;;) {
+      try {
+        status = await getJSON("/api/status");
+        break;
+      } catch (err) {
+        await sleep(RETRY_MS);
+      }
+    }
+    state.symbols = Object.keys(status.symbols);
+    for (const symbol of state.symbols) {
+      const option = document.createElement("option");
+      option.value = option.textContent = symbol;
+      el.symbol.append(option);
+      showSymbol(symbol, status.symbols[symbol]);
+    }
+    el.symbol.addEventListener("change", () => selectSymbol(el.symbol.value));
+    const wanted = decodeURIComponent(location.hash.slice(1)).toUpperCase();
+    const chartLoaded = selectSymbol(state.symbols.includes(wanted) ? wanted : state.symbols[0]);
+    const signals = await getJSON(`/api/signals?limit=${MAX_ROWS}`);
+    addToTable(signals.signals, false);
+    await chartLoaded;
+    state.ready = true;
+    document.body.dataset.ready = "true";
+  }
+
+  window.spikewatch = {
+    get ready() {
+      return state.ready;
+    },
+    get stream() {
+      return state.stream;
+    },
+    get symbol() {
+      return state.symbol;
+    },
+    chart: chart !== null,
+    rendered: state.rendered,
+    marked: state.marked,
+    rows: () => state.signals.length,
+    bars: () => (chart ? chart.barCount() : 0),
+    markers: () => (chart ? chart.markerIds() : []),
+  };
+
+  start().catch((err) => console.warn("starting the dashboard failed:", err.message));
+})();

@@ -1,0 +1,310 @@
+"""The dashboard in a real browser: Debian's Chromium, driven by Playwright, against the
+production server (waitress), the live engine and the simulator playing real recorded
+Binance trades.
+
+Chromium is the machine's own (``apt-get install chromium``; `.ci/run` installs it), never a
+browser that Playwright downloads. The chart library comes from ``make assets``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from flask import Flask
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
+from waitress.server import create_server
+
+from spikewatch.config import load_settings
+from spikewatch.core.model import Signal
+from spikewatch.engine import Engine
+from spikewatch.ingest.backoff import Backoff
+from spikewatch.replay.simulator import Simulator, SimulatorThread
+from spikewatch.replay.tape import tape_from_frames
+from spikewatch.store.sqlite import SQLiteSignalStore
+from spikewatch.web.app import create_app
+from spikewatch.web.dashboard import CHART_LIBRARY, STATIC_DIR
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+#: As root in a sandbox with no network but loopback: no sandbox, no GPU, and none of the
+#: background connections Chromium makes to Google (refused here, and noisy).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: The issue: a signal pushed through the engine is in the table and on the chart within 1 s.
+LATENCY_LIMIT_S = 1.0
+SYMBOL = "BTCUSDT"
+
+
+@dataclass
+class Emitted:
+    """A signal as the engine emitted it, and when (wall clock, like the page's Date.now)."""
+
+    at: float
+    signal: Signal
+
+
+@dataclass
+class Live:
+    engine: Engine
+    app: Flask
+    url: str
+    emitted: queue.Queue[Emitted] = field(default_factory=queue.Queue)
+    history: list[Emitted] = field(default_factory=list)
+
+    def wait_for_signals(self, count: int, timeout: float = 30) -> None:
+        """Until the engine has emitted at least ``count`` signals."""
+        deadline = time.monotonic() + timeout
+        while len(self.history) < count:
+            assert time.monotonic() < deadline, f"only {len(self.history)} of {count} signals"
+            time.sleep(0.02)
+
+
+@dataclass
+class Dashboard:
+    page: Page
+    problems: list[str] = field(default_factory=list)  # console errors and warnings
+    crashes: list[str] = field(default_factory=list)  # uncaught exceptions
+    foreign: list[str] = field(default_factory=list)  # requests that leave 127.0.0.1
+
+    def open(self, url: str) -> None:
+        """Open the page and wait until it has loaded its history."""
+        self.page.goto(url)
+        self.page.wait_for_function("() => window.spikewatch && window.spikewatch.ready")
+
+    def row_ids(self) -> list[str]:
+        """The signal ids in the table, top to bottom."""
+        ids: list[str] = self.page.eval_on_selector_all(
+            "#signals tbody tr", "rows => rows.map(r => r.dataset.id)"
+        )
+        return ids
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless, for this module's tests (closed before any other's)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"{CHROMIUM} not found: the browser tests need Debian's Chromium "
+            "(apt-get install chromium; .ci/run installs it)",
+            pytrace=False,
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def chart_library() -> None:
+    """The chart library must be installed: a missing one fails, never skips."""
+    if not (STATIC_DIR / CHART_LIBRARY).is_file():
+        pytest.fail(
+            f"the dashboard's chart library {STATIC_DIR / CHART_LIBRARY} is missing: "
+            "run `make assets` (npm ci, then copy into static/vendor/)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def dashboard(chromium: Browser) -> Iterator[Dashboard]:
+    """A fresh page on a laptop-sized screen that records every console problem."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 800})
+    board = Dashboard(context.new_page())
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type in ("error", "warning"):
+            board.problems.append(f"{message.type}: {message.text} ({message.location})")
+
+    def on_request(request: Request) -> None:
+        if urlsplit(request.url).hostname not in ("127.0.0.1", None):
+            board.foreign.append(request.url)
+
+    board.page.on("console", on_console)
+    board.page.on("pageerror", lambda exc: board.crashes.append(str(exc)))
+    board.page.on("request", on_request)
+    board.page.set_default_timeout(10_000)
+    try:
+        yield board
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def live(tmp_path: Path, btc_frames: list[bytes]) -> Iterator[Live]:
+    """The simulator (paused until the engine connects), the engine (not yet started), and
+    the web server; every signal the engine emits is recorded with its time."""
+    sim = SimulatorThread(Simulator(tape_from_frames(btc_frames[:8000]), speed=10))
+    sim.start()
+    settings = load_settings(
+        {"ws_url": sim.ws_url, "rest_url": sim.rest_url, "db": str(tmp_path / "s.db")}, env={}
+    )
+    store = SQLiteSignalStore(settings.db)
+    engine = Engine(settings, store, backoff=Backoff(first=0.05, cap=0.2))
+    engine.status_interval = 0.2
+    app = create_app(settings, engine)
+    server = create_server(app, host="127.0.0.1", port=0, threads=32, connection_limit=100)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    live = Live(engine, app, f"http://127.0.0.1:{server.effective_port}/")
+
+    def on_signal(signal: Signal) -> None:
+        emitted = Emitted(time.time(), signal)
+        live.history.append(emitted)
+        live.emitted.put(emitted)
+
+    engine.add_listener(on_signal)
+    try:
+        yield live
+    finally:
+        engine.stop()
+        server.close()
+        server.task_dispatcher.shutdown()
+        sim.stop()
+        store.close()
+
+
+def assert_newest_first(board: Dashboard) -> None:
+    times: list[int] = board.page.eval_on_selector_all(
+        "#signals tbody tr", "rows => rows.map(r => Number(r.dataset.time))"
+    )
+    assert times == sorted(times, reverse=True)
+
+
+def test_a_signal_is_in_the_table_and_on_the_chart_within_a_second_of_the_engine(
+    live: Live, dashboard: Dashboard, chart_library: None
+) -> None:
+    page = dashboard.page
+    dashboard.open(live.url)
+    expect(page.locator("#stream")).to_have_attribute("data-state", "live")
+    expect(page.locator("#banner")).to_be_hidden()
+    assert page.locator("#chart canvas").count() > 0, "the chart draws on canvases"
+    expect(page.locator("#chart-note")).to_be_hidden()
+    expect(page.locator("#symbol")).to_have_value(SYMBOL)
+    expect(page.locator("#signals-empty")).to_be_visible()  # nothing yet
+
+    live.engine.start()
+    card = page.locator(f'#symbols li[data-symbol="{SYMBOL}"]')
+    expect(card).to_have_attribute("data-connection", "connected")
+
+    latencies = []
+    for _ in range(10):
+        emitted = live.emitted.get(timeout=30)
+        signal_id = emitted.signal.id
+        row = page.locator(f'#signals tbody tr[data-id="{signal_id}"]')
+        expect(row).to_have_count(1, timeout=2_000)
+        # the marker: the chart library's own list of markers holds the signal's id
+        page.wait_for_function(
+            "id => window.spikewatch.markers().includes(id)", arg=signal_id, timeout=2_000
+        )
+        shown_ms = page.evaluate(
+            "id => Math.max(window.spikewatch.rendered[id], window.spikewatch.marked[id])",
+            signal_id,
+        )
+        latencies.append(shown_ms / 1000 - emitted.at)
+        cells = row.locator("td")
+        expect(cells.nth(1)).to_have_text(SYMBOL)
+        expect(cells.nth(2)).to_have_text(emitted.signal.side)
+        expect(cells.nth(5)).to_have_text(f"{emitted.signal.ratio:.1f}\N{MULTIPLICATION SIGN}")
+
+    worst = max(latencies)
+    print(
+        f"engine -> table row and chart marker: median {sorted(latencies)[5] * 1000:.0f} ms, "
+        f"worst {worst * 1000:.0f} ms over {len(latencies)} signals"
+    )
+    assert worst < LATENCY_LIMIT_S, f"a signal took {worst:.3f} s to show: {latencies}"
+    assert_newest_first(dashboard)
+    assert page.evaluate("window.spikewatch.bars()") > 0, "live bars reach the chart"
+    expect(card.locator(".last")).not_to_have_text("—")
+    assert dashboard.problems == []
+    assert dashboard.crashes == []
+    assert dashboard.foreign == [], "the page loads nothing from outside the app"
+
+
+def test_opening_the_page_loads_recent_bars_and_signals(
+    live: Live, dashboard: Dashboard, chart_library: None
+) -> None:
+    live.engine.start()
+    live.wait_for_signals(15)
+    assert live.engine.flush(5)
+    before = {e.signal.id for e in list(live.history)}
+    bars_before = len(live.engine.bars(SYMBOL))
+
+    dashboard.open(live.url)
+
+    assert before <= set(dashboard.row_ids()), "every stored signal is in the table"
+    assert_newest_first(dashboard)
+    assert dashboard.page.evaluate("window.spikewatch.bars()") >= min(600, bars_before)
+    dashboard.page.wait_for_function(
+        "ids => ids.every(id => window.spikewatch.markers().includes(id))", arg=sorted(before)
+    )
+    assert dashboard.problems == []
+    assert dashboard.crashes == []
+
+
+def test_a_dropped_stream_is_shown_and_the_page_catches_up_on_what_it_missed(
+    live: Live, dashboard: Dashboard, chart_library: None
+) -> None:
+    page = dashboard.page
+    live.engine.start()
+    dashboard.open(live.url)
+    live.wait_for_signals(5)
+    banner = page.locator("#banner")
+
+    live.engine.hub.close()  # ends every live stream, and refuses new ones (503)
+    expect(banner).to_be_visible(timeout=5_000)
+    expect(banner).to_contain_text("disconnected")
+    expect(page.locator("#stream")).not_to_have_attribute("data-state", "live")
+    live.wait_for_signals(len(live.history) + 10)  # signals the page cannot get live
+
+    live.engine.hub.max_clients = 100  # the server takes streams again
+    expect(page.locator("#stream")).to_have_attribute("data-state", "live", timeout=10_000)
+    expect(banner).to_be_hidden()
+    missed = [e.signal.id for e in list(live.history)]
+    assert len(missed) < 200, "all of them fit in the table"
+    page.wait_for_function(
+        "ids => ids.every(id => id in window.spikewatch.rendered)", arg=missed, timeout=5_000
+    )
+    ids = dashboard.row_ids()
+    assert len(ids) == len(set(ids)), "each signal once"
+    assert_newest_first(dashboard)
+    # A 503 is logged by the browser itself; the page's code raised nothing.
+    assert dashboard.crashes == []
+
+
+def test_without_the_chart_library_the_page_still_works_and_says_how_to_install_it(
+    live: Live, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    live.app.config["SPIKEWATCH_CHART_LIBRARY"] = str(tmp_path / "not-installed.js")
+    page = dashboard.page
+    dashboard.open(live.url)
+    note = page.locator("#chart-note")
+    expect(note).to_be_visible()
+    expect(note).to_have_text("chart library not installed: run make assets")
+    assert page.evaluate("window.spikewatch.chart") is False
+
+    live.engine.start()
+    expect(page.locator(f'#symbols li[data-symbol="{SYMBOL}"]')).to_have_attribute(
+        "data-connection", "connected"
+    )
+    emitted = live.emitted.get(timeout=30)
+    expect(page.locator(f'#signals tbody tr[data-id="{emitted.signal.id}"]')).to_have_count(1)
+    assert dashboard.problems == [], "no 404, no script error"
+    assert dashboard.crashes == []
