@@ -10,20 +10,11 @@ at ``rate`` trades per second. Memory must stay flat.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from pathlib import Path
-from typing import Any
 
-from common import BTC_FRAMES, ROOT, machine, read_frames
-from spikewatch.replay.simulator import Simulator, SimulatorThread
-from spikewatch.replay.tape import tape_from_frames
+from common import machine
+from common_live import get, simulator_at, start_app
 
 
 def rss_kb(pid: int) -> int:
@@ -34,11 +25,6 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def get(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-        return json.load(response)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -46,36 +32,8 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=30.0, help="seconds between samples")
     args = parser.parse_args()
 
-    tape = tape_from_frames(read_frames(BTC_FRAMES))
-    span_s = (tape[-1].time_ms - tape[0].time_ms) / 1000
-    speed = args.rate / (len(tape) / span_s)
-    sim = SimulatorThread(Simulator(tape, speed=speed, loop=True))
-    sim.start()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    folder = Path(tempfile.mkdtemp(prefix="spikewatch-soak-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPIKEWATCH_")}
-    log = (folder / "app.log").open("wb")
-    app = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "app.py"),
-            "--port",
-            str(port),
-            "--ws-url",
-            sim.ws_url,
-            "--rest-url",
-            sim.rest_url,
-            "--db",
-            str(folder / "soak.db"),
-            "--log-level",
-            "WARNING",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
+    sim = simulator_at(args.rate)
+    app, port = start_app(sim)
     print(f"soak: {args.minutes:g} min at {args.rate:,.0f} trades/s ({machine()})")
     print(
         f"{'t (s)':>7} {'RSS (MB)':>9} {'trades':>11} {'trades/s':>9} {'behind':>7} {'signals':>8}"
@@ -106,7 +64,6 @@ def main() -> None:
         app.terminate()
         app.wait(10)
         sim.stop()
-        log.close()
     if len(samples) >= 3:
         first, last = samples[1][1], samples[-1][1]  # skip the warm-up sample
         print(

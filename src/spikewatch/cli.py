@@ -188,6 +188,7 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
         except KeyboardInterrupt:
             log.info("shutting down")
         finally:
+            engine.hub.close()  # end live streams first, so no worker waits on one
             server.close()
             engine.stop(timeout=1.5)
             store.close()

@@ -272,11 +272,14 @@ def test_a_dropped_stream_is_shown_and_the_page_catches_up_on_what_it_missed(
     expect(banner).to_be_visible(timeout=5_000)
     expect(banner).to_contain_text("disconnected")
     expect(page.locator("#stream")).not_to_have_attribute("data-state", "live")
+    card = page.locator(f'#symbols li[data-symbol="{SYMBOL}"]')
+    expect(card).to_have_attribute("data-connection", "unknown")  # no longer known
     live.wait_for_signals(len(live.history) + 10)  # signals the page cannot get live
 
     live.engine.hub.max_clients = 100  # the server takes streams again
     expect(page.locator("#stream")).to_have_attribute("data-state", "live", timeout=10_000)
     expect(banner).to_be_hidden()
+    expect(card).to_have_attribute("data-connection", "connected")
     missed = [e.signal.id for e in list(live.history)]
     assert len(missed) < 200, "all of them fit in the table"
     page.wait_for_function(

@@ -13,6 +13,8 @@ import gzip
 import itertools
 import logging
 import random
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -610,6 +612,29 @@ def test_numpy_block_parser_never_disagrees_with_the_row_parser(data: st.DataObj
     )
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.decimals(min_value=0, max_value=10**11, places=8, allow_nan=False).map(str),
+            st.integers(0, 10**19).map(str),
+            st.text(alphabet="0123456789.e-+ \n", max_size=20),
+            st.text(max_size=5),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+@example(["61837.63000000", "0.00009000", "5.", ".5", "007", "9999999999.99999999"])
+def test_numpy_decimal_strings_never_disagree_with_parse_units(texts: list[str]) -> None:
+    if not HAS_NUMPY:
+        pytest.skip("numpy is not installed")
+    got = npparse.parse_decimals(accel.np, texts)
+    if got is None:
+        return  # parse_units decides each one
+    assert got.tolist() == [parse_units(t) for t in texts]
+
+
 # -- replay ------------------------------------------------------------------------------
 
 
@@ -671,3 +696,28 @@ def test_a_reader_read_one_by_one_cannot_then_be_read_as_batches(fixtures_dir: P
     with pytest.raises(RuntimeError, match="one by one"):
         reader.batches()
     reader.close()
+
+
+def test_everything_works_where_numpy_cannot_be_imported(fixtures_dir: Path) -> None:
+    # A fresh interpreter in which `import numpy` fails, as where it is not installed.
+    script = f"""
+import sys
+sys.modules["numpy"] = None
+from spikewatch.core import accel
+assert accel.np is None
+from spikewatch.core.detectors import VolumeSpikeDetector
+from spikewatch.core.pipeline import Pipeline
+from spikewatch.replay.readers import read_trades
+from spikewatch.replay.runner import replay
+for name in ({BTC_CSV!r}, {BTC_FRAMES!r}):
+    path = {str(fixtures_dir)!r} + "/" + name
+    signals = []
+    replay(read_trades([path]), Pipeline(lambda e, s: (VolumeSpikeDetector(),)), signals.append)
+    assert len(signals) == 467, len(signals)
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -68,7 +68,7 @@ def replay(
     process_batch = pipeline.process_batch
     next_report = progress_every
     items: Iterable[Trade | TradeBatch] = (
-        trades.batches() if isinstance(trades, TradeReader) else trades
+        trades.batches() if isinstance(trades, TradeReader) and not trades.started else trades
     )
     found: Sequence[Signal]
     for item in items:

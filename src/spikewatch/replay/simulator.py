@@ -136,6 +136,8 @@ class Simulator:
         self.tape = tape
         self.speed = speed
         self.loop = loop  # play the tape again and again, ids and times moved on each lap
+        #: when set (a dict), the wall-clock ns at which each trade id was first sent
+        self.sent_at: dict[int, int] | None = None
         self.faults = faults or Faults()
         self._clients: set[_Client] = set()
         self._have_clients = asyncio.Event()
@@ -280,6 +282,8 @@ class Simulator:
             return
         client.sent += 1
         self._frames_sent += 1
+        if self.sent_at is not None:
+            self.sent_at.setdefault(entry_id(entry), time.time_ns())
         if faults.stall_after and client.sent == faults.stall_after:
             client.stalled = True  # a half-dead connection: open, answering pings, silent
         if faults.shutdown_after and client.sent == faults.shutdown_after:
@@ -452,6 +456,11 @@ class Simulator:
             for t in chosen
         ]
         return _json(200, body, weight)
+
+
+def entry_id(entry: TapeEntry) -> int:
+    """The trade id of a tape entry."""
+    return entry.trade_id
 
 
 def _first_at_or_after(trades: Sequence[Trade], trade_id: int) -> int:

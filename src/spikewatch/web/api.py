@@ -43,10 +43,7 @@ def signals() -> Response:
     args = request.args
     params.reject_unknown(args, ("symbol", "since", "until", "limit", "cursor"))
     symbol = params.symbol(args)
-    since = params.time_us(args, "since")
-    until = params.time_us(args, "until")
-    if since is not None and until is not None and since >= until:
-        raise params.BadRequest("until", "must be later than since")
+    since, until = params.time_range(args)
     limit = params.integer(args, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     cursor = None
     if args.get("cursor"):
@@ -87,10 +84,7 @@ def gaps() -> Response:
     args = request.args
     params.reject_unknown(args, ("symbol", "since", "until", "limit"))
     symbol = params.symbol(args)
-    since = params.time_us(args, "since")
-    until = params.time_us(args, "until")
-    if since is not None and until is not None and since >= until:
-        raise params.BadRequest("until", "must be later than since")
+    since, until = params.time_range(args)
     limit = params.integer(args, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     records = _engine().store.gaps(symbol=symbol, since_us=since, until_us=until, limit=limit)
     return _json(GapList(gaps=records, count=len(records)))

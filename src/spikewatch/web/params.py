@@ -98,3 +98,12 @@ def time_us(args: Mapping[str, str], name: str) -> int | None:
     if not MIN_TIME_US <= value <= MAX_TIME_US:
         raise BadRequest(name, "must be between 2000-01-01 and 2100-01-01")
     return value
+
+
+def time_range(args: Mapping[str, str]) -> tuple[int | None, int | None]:
+    """Optional ``since`` (inclusive) and ``until`` (exclusive); ``until`` after ``since``."""
+    since = time_us(args, "since")
+    until = time_us(args, "until")
+    if since is not None and until is not None and since >= until:
+        raise BadRequest("until", "must be later than since")
+    return since, until

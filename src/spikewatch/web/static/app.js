@@ -504,6 +504,13 @@
     el.stream.dataset.state = value;
     el.stream.textContent = STREAM_TEXT[value];
     el.banner.hidden = value === "live" || value === "connecting";
+    if (value !== "live") {
+      // What the symbols are doing is unknown until the stream is back.
+      for (const li of state.cards.values()) {
+        li.dataset.connection = "unknown";
+        li.querySelector(".conn").textContent = "unknown";
+      }
+    }
   }
 
   function openStream() {
