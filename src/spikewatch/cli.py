@@ -155,6 +155,9 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
     from spikewatch.store.sqlite import SQLiteSignalStore
     from spikewatch.web.app import create_app
 
+    # The ingest thread is busy Python; by default another thread waits up to 5 ms for the
+    # GIL at each hand-over, which web requests and live pushes pay several times over.
+    sys.setswitchinterval(0.0005)
     store = SQLiteSignalStore(settings.db)
     engine = Engine(settings, store)
     app = create_app(settings, engine)

@@ -139,6 +139,7 @@ class Engine:
         self._ratelog = RateLimitedLog(log)
         self._latest: dict[str, Signal] = {}
         self._latest_any: Signal | None = None
+        self._latest_any_json: bytes | None = None  # its encoding, for the web fast path
         self.hub = Hub()
         self.status_interval = 1.0  # seconds between live "status" events
         self._seq = store.max_seq()  # delivery numbers continue across restarts
@@ -559,6 +560,7 @@ class Engine:
         best = self._latest_any
         if best is None or (signal.time_us, signal.id) >= (best.time_us, best.id):
             self._latest_any = signal
+            self._latest_any_json = _encode(signal)
 
     def _emit(self, signal: Signal) -> None:
         log.info(
@@ -589,6 +591,10 @@ class Engine:
         """Call ``listener(signal)`` on the ingest thread for every new signal (keep it quick)."""
         with self._lock:
             self._listeners.append(listener)
+
+    def latest_signal_json(self) -> bytes | None:
+        """The latest signal over all symbols, already encoded as the API sends it."""
+        return self._latest_any_json  # one reference read: an immutable bytes object
 
     def latest_signal(self, symbol: str | None = None) -> Signal | None:
         """The latest signal (by trade time) of ``symbol``, or of all symbols."""

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,36 +13,10 @@ import pytest
 from spikewatch.replay.simulator import Simulator, SimulatorThread
 from spikewatch.replay.tape import tape_from_frames
 
+from helpers import free_port, get, start_app, wait_until
 from reference import reference_spikes
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def get(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-        assert response.headers["Content-Type"] == "application/json"
-        return json.load(response)
-
-
-def wait_until(check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail("the app did not get there in time")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -57,18 +25,6 @@ def simulator(btc_frames: list[bytes]) -> Iterator[SimulatorThread]:
     sim.start()
     yield sim
     sim.stop()
-
-
-def start_app(port: int, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    """Start ``python app.py`` with its log going to ``log``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPIKEWATCH_")}
-    with log.open("ab") as sink:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py"), "--port", str(port), *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
 
 
 def test_app_serves_exactly_the_recorded_spikes_and_keeps_them_across_a_restart(

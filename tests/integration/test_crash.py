@@ -3,76 +3,38 @@ lost, and after a restart the record is exactly what an unbroken run gives."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from spikewatch.replay.simulator import Simulator, SimulatorThread
 from spikewatch.replay.tape import tape_from_frames
 
+from helpers import free_port, get, start_app, wait_until
 from reference import reference_spikes
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def get(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-        return json.load(response)
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail("not reached in time")
-        time.sleep(0.05)
-
-
-def start_app(port: int, sim: SimulatorThread, db: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPIKEWATCH_")}
-    env["SPIKEWATCH_CHECKPOINT_INTERVAL"] = "0.2"
-    with log.open("ab") as sink:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "app.py"),
-                "--port",
-                str(port),
-                "--ws-url",
-                sim.ws_url,
-                "--rest-url",
-                sim.rest_url,
-                "--db",
-                str(db),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
+def start_crashable(
+    port: int, sim: SimulatorThread, db: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    """The app against ``sim``, checkpointing every 0.2 s."""
+    return start_app(
+        port,
+        log,
+        "--ws-url",
+        sim.ws_url,
+        "--rest-url",
+        sim.rest_url,
+        "--db",
+        str(db),
+        env={"SPIKEWATCH_CHECKPOINT_INTERVAL": "0.2"},
+    )
 
 
 def stored_rows(db: Path) -> list[tuple[str, int]]:
@@ -92,7 +54,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
     db, log = tmp_path / "crash.db", tmp_path / "app.log"
     try:
         port = free_port()
-        app = start_app(port, sim, db, log)
+        app = start_crashable(port, sim, db, log)
         try:
             # heavy ingest under way, signals written
             wait_until(lambda: get(port, "/api/status")["store"]["written"] >= 40)
@@ -106,7 +68,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
         assert len({sid for sid, _ in survived}) == len(survived)
 
         port = free_port()
-        app = start_app(port, sim, db, log)
+        app = start_crashable(port, sim, db, log)
         try:
             last_id = int(frames[-1].split(b'"t":', 1)[1].split(b",", 1)[0])
 

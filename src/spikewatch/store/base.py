@@ -99,6 +99,18 @@ class SignalStore(Protocol):
         """Signals newest first, ``since_us <= time < until_us``, after ``after``."""
         ...
 
+    def page_json(
+        self,
+        *,
+        symbol: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int = 100,
+        after: Cursor | None = None,
+    ) -> tuple[list[bytes], Cursor | None]:
+        """:meth:`page` with each signal as its JSON encoding."""
+        ...
+
     def count(self, symbol: str | None = None) -> int:
         """How many signals are stored (of ``symbol``, if given)."""
         ...

@@ -193,32 +193,45 @@ class SQLiteSignalStore:
         after: Cursor | None = None,
     ) -> SignalPage:
         """Signals newest first (by trade time, then id), one page at a time."""
+        payloads, cursor = self.page_json(
+            symbol=symbol, since_us=since_us, until_us=until_us, limit=limit, after=after
+        )
+        return SignalPage([_decode(p) for p in payloads], cursor)
+
+    def page_json(
+        self,
+        *,
+        symbol: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int = 100,
+        after: Cursor | None = None,
+    ) -> tuple[list[bytes], Cursor | None]:
+        """Like :meth:`page`, but the signals as their stored JSON (for the web API, which
+        sends them on as they are)."""
         where: list[str] = []
         args: list[str | int] = []
-        if symbol is not None:
-            where.append("symbol = ?")
-            args.append(symbol)
-        if since_us is not None:
-            where.append("time_us >= ?")
-            args.append(since_us)
-        if until_us is not None:
-            where.append("time_us < ?")
-            args.append(until_us)
+        for clause, value in (
+            ("symbol = ?", symbol),
+            ("time_us >= ?", since_us),
+            ("time_us < ?", until_us),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
         if after is not None:
             where.append("(time_us, id) < (?, ?)")
             args.extend((after.time_us, after.id))
-        sql = "SELECT payload FROM signals"
+        sql = "SELECT payload, time_us, id FROM signals"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY time_us DESC, id DESC LIMIT ?"
         args.append(limit + 1)
         with self._conn() as conn:
             rows = conn.execute(sql, args).fetchall()
-        signals = [_decode(row[0]) for row in rows[:limit]]
-        more = len(rows) > limit
-        last = signals[-1] if signals else None
-        cursor = Cursor(last.time_us, last.id) if more and last is not None else None
-        return SignalPage(signals, cursor)
+        page = rows[:limit]
+        cursor = Cursor(int(page[-1][1]), str(page[-1][2])) if len(rows) > limit else None
+        return [bytes(row[0]) for row in page], cursor
 
     def max_seq(self) -> int:
         """The highest delivery sequence number stored (0 when empty)."""

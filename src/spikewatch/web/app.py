@@ -9,6 +9,7 @@ from spikewatch.config import Settings
 from spikewatch.engine import Engine
 from spikewatch.web.api import api
 from spikewatch.web.dashboard import dashboard
+from spikewatch.web.fastpath import LatestSignalFastPath
 from spikewatch.web.metrics import metrics
 from spikewatch.web.openapi import openapi
 from spikewatch.web.params import BadRequest
@@ -26,6 +27,7 @@ def create_app(settings: Settings, engine: Engine) -> Flask:
     app.register_blueprint(metrics)
     app.register_blueprint(openapi)
     app.register_blueprint(dashboard)
+    app.wsgi_app = LatestSignalFastPath(app.wsgi_app, engine)  # type: ignore[method-assign]
 
     @app.errorhandler(BadRequest)
     def bad_request(exc: BadRequest) -> Response:

@@ -18,6 +18,11 @@ from spikewatch.store.base import GapRecord
 _encode = msgspec.json.Encoder().encode
 
 
+def encode_json(value: Any) -> bytes:
+    """``value`` encoded as JSON."""
+    return _encode(value)
+
+
 def json_response(body: Any, status: int = 200) -> Response:
     """Encode ``body`` (structs, dicts, lists) as a JSON response."""
     return Response(_encode(body), status=status, mimetype="application/json")

@@ -1,0 +1,37 @@
+"""A WSGI fast path for the endpoint bots poll hardest: ``GET /api/get_signal`` with no
+query string is answered from the engine's cached encoding of the latest signal, without
+Flask's routing and request objects. The bytes are those the Flask route would send; any
+other request (or no signal in memory yet) goes on to Flask."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from spikewatch.engine import Engine
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class LatestSignalFastPath:
+    """Wraps a WSGI app; see the module docstring."""
+
+    def __init__(self, app: WSGIApp, engine: Engine) -> None:
+        self.app = app
+        self.engine = engine
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if (
+            environ.get("PATH_INFO") == "/api/get_signal"
+            and not environ.get("QUERY_STRING")
+            and environ.get("REQUEST_METHOD") == "GET"
+        ):
+            body = self.engine.latest_signal_json()
+            if body is not None:
+                start_response(
+                    "200 OK",
+                    [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+                )
+                return [body]
+        return self.app(environ, start_response)
