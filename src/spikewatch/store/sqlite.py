@@ -66,6 +66,23 @@ _decode_gap = msgspec.json.Decoder(GapRecord).decode
 _decode_checkpoint = msgspec.json.Decoder(Checkpoint).decode
 
 
+def _filters(
+    symbol: str | None, since_us: int | None, until_us: int | None
+) -> tuple[list[str], list[str | int]]:
+    """WHERE clauses and their arguments for the optional symbol and time range."""
+    where: list[str] = []
+    args: list[str | int] = []
+    for clause, value in (
+        ("symbol = ?", symbol),
+        ("time_us >= ?", since_us),
+        ("time_us < ?", until_us),
+    ):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    return where, args
+
+
 class SchemaTooNew(RuntimeError):
     """The database was written by a newer spikewatch."""
 
@@ -209,16 +226,7 @@ class SQLiteSignalStore:
     ) -> tuple[list[bytes], Cursor | None]:
         """Like :meth:`page`, but the signals as their stored JSON (for the web API, which
         sends them on as they are)."""
-        where: list[str] = []
-        args: list[str | int] = []
-        for clause, value in (
-            ("symbol = ?", symbol),
-            ("time_us >= ?", since_us),
-            ("time_us < ?", until_us),
-        ):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
+        where, args = _filters(symbol, since_us, until_us)
         if after is not None:
             where.append("(time_us, id) < (?, ?)")
             args.extend((after.time_us, after.id))
@@ -271,16 +279,7 @@ class SQLiteSignalStore:
         limit: int = 100,
     ) -> list[GapRecord]:
         """Recorded gaps, newest first."""
-        where: list[str] = []
-        args: list[str | int] = []
-        for clause, value in (
-            ("symbol = ?", symbol),
-            ("time_us >= ?", since_us),
-            ("time_us < ?", until_us),
-        ):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
+        where, args = _filters(symbol, since_us, until_us)
         sql = "SELECT payload FROM gaps"
         if where:
             sql += " WHERE " + " AND ".join(where)
