@@ -11,8 +11,7 @@ live stream does), at the lowest rate.
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
+import subprocess
 import sys
 import threading
 import time
@@ -26,26 +25,42 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
+READER = r"""
+import http.client, json, sys, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+conn.request("GET", "/api/stream")
+response = conn.getresponse()
+deadline = time.monotonic() + seconds
+kind = ""
+while time.monotonic() < deadline:
+    line = response.fp.readline()
+    now = time.time_ns()
+    if line.startswith(b"event: "):
+        kind = line[7:].strip().decode()
+    elif line.startswith(b"data: ") and kind == "signal":
+        print(json.loads(line[6:])["trade_id"], now, flush=True)
+"""
+
+
 def sse_latencies(port: int, sent_at: dict[int, int], seconds: float) -> list[float]:
-    """Milliseconds from frame sent to signal received, for each signal in ``seconds``."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("GET", "/api/stream")
-    response = conn.getresponse()
-    out: list[float] = []
-    deadline = time.monotonic() + seconds
-    kind = ""
-    while time.monotonic() < deadline:
-        line = response.fp.readline()
-        now = time.time_ns()
-        if line.startswith(b"event: "):
-            kind = line[7:].strip().decode()
-        elif line.startswith(b"data: ") and kind == "signal":
-            trade_id = json.loads(line[6:])["trade_id"]
-            sent = sent_at.get(trade_id)
-            if sent is not None:
-                out.append((now - sent) / 1e6)
-    conn.close()
-    return out
+    """Milliseconds from frame sent to signal received, for each signal in ``seconds``.
+
+    The SSE client runs in a process of its own, so that neither the app nor the
+    simulator (in this process) delays its reading."""
+    out = subprocess.run(
+        [sys.executable, "-c", READER, str(port), str(seconds)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    latencies = []
+    for line in out.splitlines():
+        trade_id, received = (int(x) for x in line.split())
+        sent = sent_at.get(trade_id)
+        if sent is not None:
+            latencies.append((received - sent) / 1e6)
+    return latencies
 
 
 def polled_latencies(port: int, sent_at: dict[int, int], seconds: float) -> list[float]:
