@@ -321,7 +321,7 @@ class Engine:
                 continue
             try:
                 trades = await fetch_recent(self.rest, self.exchange, symbol, need)
-            except RestError as exc:
+            except Exception as exc:  # REST down or broken: warm up from the stream instead
                 log.warning(
                     "warm start of %s skipped (%s); warming up from the stream", symbol, exc
                 )
@@ -354,18 +354,21 @@ class Engine:
                 TRADES_WEIGHT,
             )
             trades = self.exchange.parse_rest_trades(body, symbol)
-        except (RestError, MalformedFrame) as exc:
+        except Exception as exc:  # only an optimisation: the next live trade shows any gap
             log.info("catch-up of %s after a reconnect skipped: %s", symbol, exc)
             return
         ready: list[Trade] = []
+        opened: Gap | None = None
         with self._lock:
             for trade in trades:
-                got, gap = sequencer.offer(trade)
+                got, opened = sequencer.offer(trade)
                 ready.extend(got)
-                if gap is not None:  # the REST page itself jumped: let the live path handle it
+                if opened is not None:  # the page itself jumped: fetch the hole like any gap
                     break
             self._backfilled[symbol] += len(ready)
         self._process(ready)
+        if opened is not None:
+            self._start_backfill(opened)
 
     def _start_backfill(self, gap: Gap) -> None:
         try:
@@ -382,13 +385,14 @@ class Engine:
         symbol = gap.symbol
         sequencer = self._sequencers[symbol]
         first = gap.first_id
-        if gap.size > self.settings.max_backfill:
+        if gap.size > max(self.settings.max_backfill, self.settings.window):
             # too many to fetch: keep the trades just before the live ones for a warm start
-            first = max(gap.first_id, gap.last_id - self.settings.window + 1)
+            first = gap.last_id - self.settings.window + 1
             with self._lock:
-                self._record_gap(gap, gap.first_id, first - 1, "gap larger than max_backfill")
+                record = self._record_gap(gap, gap.first_id, first - 1, "larger than max_backfill")
                 self._pipeline.reset(self.exchange.name, symbol)
                 sequencer.skip_to(first)
+            self._store_gap(record)
         log.info(
             "fetching %d missed %s trades (%d..%d)",
             gap.last_id - first + 1,
@@ -401,18 +405,15 @@ class Engine:
             with self._lock:
                 ready, closed = sequencer.fill(page)
                 self._backfilled[symbol] += len(page)
-                if sequencer.overflowed:
-                    return True
             self._process(ready)
             return closed
 
         try:
             await fetch_range(self.rest, self.exchange, symbol, first, gap.last_id, on_page)
-            if sequencer.overflowed:
-                raise RestError(f"more than {sequencer.max_held} live trades held while fetching")
-        except RestError as exc:
+        except Exception as exc:  # whatever failed, the gap must not stay open unattended
             log.warning("could not fill the %s gap %d..%d: %s", symbol, first, gap.last_id, exc)
-            self._abandon(gap, str(exc))
+            reason = str(exc) if isinstance(exc, RestError) else f"{type(exc).__name__}: {exc}"
+            self._abandon(gap, reason)
             return
         with self._lock:
             self._backfills[symbol] += 1
@@ -426,17 +427,19 @@ class Engine:
         with self._lock:
             first = sequencer.last_id + 1
             held = sequencer.give_up()
-            self._record_gap(gap, first, gap.last_id, reason)
+            record = self._record_gap(gap, first, gap.last_id, reason)
             self._pipeline.reset(self.exchange.name, gap.symbol)
             again = sequencer.gap
+        self._store_gap(record)
         self._process(held)
         if again is not None:
             self._start_backfill(again)
 
-    def _record_gap(self, gap: Gap, first_id: int, last_id: int, reason: str) -> None:
-        """Under the lock: a gap record for ids ``first_id..last_id``."""
+    def _record_gap(self, gap: Gap, first_id: int, last_id: int, reason: str) -> GapRecord | None:
+        """Under the lock: count a gap record for ids ``first_id..last_id`` (None if empty);
+        :meth:`_store_gap` it after the lock is released."""
         if last_id < first_id:
-            return
+            return None
         record = GapRecord(
             exchange=gap.exchange,
             symbol=gap.symbol,
@@ -457,6 +460,12 @@ class Engine:
             last_id,
             reason,
         )
+        return record
+
+    def _store_gap(self, record: GapRecord | None) -> None:
+        """Write a gap record (through the writer, in order) and push it to live clients."""
+        if record is None:
+            return
         if self._writer is not None:
             self._writer.put_job(lambda store: store.add_gap(record))
         else:
@@ -490,7 +499,10 @@ class Engine:
     def handle_frame(self, frame: bytes, recv_ns: int = 0) -> bool:
         """Parse one frame and run its trade through the pipeline; True on a shutdown notice."""
         if self._recorder is not None:
-            self._recorder.write(frame, recv_ns)
+            try:
+                self._recorder.write(frame, recv_ns)
+            except OSError as exc:  # a full disk must not stop detection
+                self._ratelog.warning("recorder", f"recording a frame failed: {exc}")
         try:
             item = self.exchange.parse(frame)
         except MalformedFrame as exc:
@@ -592,6 +604,11 @@ class Engine:
         with self._lock:
             self._listeners.append(listener)
 
+    def last_seq(self) -> int:
+        """The delivery number of the latest signal emitted."""
+        with self._lock:
+            return self._seq
+
     def latest_signal_json(self) -> bytes | None:
         """The latest signal over all symbols, already encoded as the API sends it."""
         return self._latest_any_json  # one reference read: an immutable bytes object
@@ -605,7 +622,13 @@ class Engine:
         """A consistent snapshot of every counter."""
         client = self._client
         connection = client.status if client is not None else ClientStatus(url=self.url)
-        running = self._started and not self._stopped.is_set()
+        thread = self._thread
+        running = (
+            self._started
+            and not self._stopped.is_set()
+            and thread is not None
+            and thread.is_alive()
+        )
         with self._lock:
             stats = {s.symbol: s for s in self._pipeline.stats()}
             malformed = dict(self._malformed)

@@ -85,3 +85,21 @@ def test_any_delivery_pattern_releases_every_id_once_in_order(
     first = delivered[0]
     out = run(delivered, range(first, tid + 1))
     assert out == list(range(first, max(delivered) + 1))
+
+
+def test_past_the_hold_limit_trades_become_the_next_gap_and_are_still_fetched() -> None:
+    seq = Sequencer(max_held=3)
+    seq.offer(trade(1))
+    _, gap = seq.offer(trade(5))
+    assert gap is not None
+    for tid in range(6, 12):  # 6 and 7 are held, 8..11 are let go (memory stays bounded)
+        seq.offer(trade(tid))
+    assert len(seq.held) == 3
+    assert seq.overflowed
+    ready, closed = seq.fill([trade(i) for i in range(2, 5)])
+    assert closed
+    assert [t.trade_id for t in ready] == [2, 3, 4, 5, 6, 7]
+    assert seq.gap is None  # nothing held beyond 7: the next live trade shows the hole
+    _, again = seq.offer(trade(12))
+    assert again is not None
+    assert (again.first_id, again.last_id) == (8, 11)

@@ -50,8 +50,11 @@ class Sequencer:
         tid = trade.trade_id
         if self.gap is not None:
             if tid > self.gap.last_id and (not self.held or tid > self.held[-1].trade_id):
-                self.held.append(trade)
-                if len(self.held) > self.max_held:
+                if len(self.held) < self.max_held:
+                    self.held.append(trade)
+                else:
+                    # bounded memory: trades past the limit are let go; after the release
+                    # they show as the next gap and are fetched in turn, so none is lost
                     self.overflowed = True
             else:
                 self.duplicates += 1

@@ -232,6 +232,8 @@ class StreamClient:
         try:
             while True:
                 item = await queue.get()
+                if self._stopping:  # also when the queue was too full to take the _Stop
+                    return False
                 if type(item) is _Frame:
                     if item.gen == gen:
                         if handler(item.data, item.recv_ns):

@@ -7,6 +7,7 @@ Requests run in a worker thread (``urllib``), so the event loop never blocks on 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import time
 import urllib.error
@@ -99,7 +100,8 @@ class RestClient:
             self._calls += 1
             try:
                 status, body, headers = await asyncio.to_thread(self._fetch, path)
-            except (OSError, TimeoutError) as exc:  # refused, reset, DNS, timeout
+            # refused, reset, DNS, timeout, a reply cut short (IncompleteRead), bad headers
+            except (OSError, TimeoutError, http.client.HTTPException, ValueError) as exc:
                 status, body, headers, last = 0, b"", {}, f"{type(exc).__name__}: {exc}"
             used = headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("x-mbx-used-weight-1m")
             self._used = int(used) if used and used.isdigit() else self._used + weight

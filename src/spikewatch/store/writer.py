@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -56,6 +57,7 @@ class StoreWriter:
         self._failures = 0
         self._full_waits = 0
         self._last_ms: float | None = None
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="spikewatch-writer", daemon=True)
         self._thread.start()
 
@@ -80,8 +82,11 @@ class StoreWriter:
         return True
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued, then stop the thread."""
-        self._queue.put(None)
+        """Write what is queued, then stop the thread; gives up after ``timeout`` seconds
+        (a store that keeps failing must not hang shutdown)."""
+        self._closing.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
         self._thread.join(timeout)
 
     def stats(self) -> WriterStats:
@@ -152,7 +157,7 @@ class StoreWriter:
                 with self._lock:
                     self._failures += 1
                 log.exception("writing %d signals failed; retrying", len(batch))
-                if stopping:
+                if stopping or self._closing.is_set():
                     return
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)

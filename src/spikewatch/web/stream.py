@@ -43,6 +43,7 @@ def live() -> Response:
     engine: Engine = current_app.extensions["spikewatch.engine"]
     keepalive: float = current_app.config.get("SPIKEWATCH_KEEPALIVE_S", KEEPALIVE_S)
     sub = engine.hub.subscribe()  # before reading the store, so nothing falls in between
+    subscribed_at = engine.last_seq()
     if sub is None:
         return json_response({"error": "too many live-stream clients; try again later"}, 503)
 
@@ -53,11 +54,20 @@ def live() -> Response:
         try:
             yield b"retry: 2000\n: spikewatch live stream\n\n"
             replayed = last_id or 0
-            if last_id is not None:
-                for seq, signal in engine.signals_after(last_id, MAX_RESUME):
-                    replayed = seq
-                    if symbol is None or signal.symbol == symbol:
-                        yield Event.signal(signal, seq).encode()
+            if last_id is not None and last_id > subscribed_at:
+                replayed = subscribed_at  # an id from before a restart: nothing to resume
+            elif last_id is not None:
+                # everything delivered up to our subscription comes from the store, page
+                # by page; what comes after it, from the queue
+                until = subscribed_at
+                while replayed < until:
+                    page = engine.signals_after(replayed, MAX_RESUME)
+                    if not page:
+                        break
+                    for seq, signal in page:
+                        replayed = seq
+                        if symbol is None or signal.symbol == symbol:
+                            yield Event.signal(signal, seq).encode()
             while True:
                 event = sub.get(keepalive)
                 if event is None:
