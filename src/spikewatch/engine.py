@@ -143,6 +143,9 @@ class Engine:
         self.hub = Hub()
         self.status_interval = 1.0  # seconds between live "status" events
         self._seq = store.max_seq()  # delivery numbers continue across restarts
+        # After a restart from a checkpoint, the trades after it are processed again and
+        # raise the signals already stored: those are not delivered a second time.
+        self._delivered_upto = store.last_trade_ids(self.exchange.name)
         self._by_detector: dict[str, int] = {}
         self._bars: dict[str, BarSeries] = {s: BarSeries() for s in settings.symbols}
         self._lag_counts: dict[str, list[int]] = {
@@ -575,6 +578,12 @@ class Engine:
             self._latest_any_json = _encode(signal)
 
     def _emit(self, signal: Signal) -> None:
+        upto = self._delivered_upto.get((signal.symbol, signal.detector))
+        if upto is not None and signal.trade_id <= upto:
+            return  # stored and delivered before the restart
+        self._deliver(signal)
+
+    def _deliver(self, signal: Signal) -> None:
         log.info(
             "%s %s %s: %s @ %s, %.1fx the window mean",
             signal.signal_type,

@@ -406,3 +406,35 @@ def test_a_version_1_database_is_migrated_keeping_its_signals_in_order(db_path: 
         assert store.after_seq(3) == [(4, new)]
     finally:
         store.close()
+
+
+def test_signals_stored_before_a_restart_are_not_delivered_again(
+    db_path: Path, btc_frames: list[bytes]
+) -> None:
+    from spikewatch.config import load_settings
+    from spikewatch.engine import Engine
+
+    settings = load_settings({"db": str(db_path)}, env={})
+    first_store = SQLiteSignalStore(db_path)
+    try:
+        before: list[Signal] = []
+        first = Engine(settings, first_store)
+        first.add_listener(before.append)
+        for frame in btc_frames[:6000]:
+            first.handle_frame(frame)
+        first_store.add(before)
+    finally:
+        first_store.close()
+    store = SQLiteSignalStore(db_path)
+    try:
+        after: list[Signal] = []
+        second = Engine(settings, store)  # a restart that processes the same trades again
+        second.add_listener(after.append)
+        for frame in btc_frames[:9000]:
+            second.handle_frame(frame)
+        assert before
+        assert after
+        assert {s.id for s in after}.isdisjoint(s.id for s in before)
+        assert min(s.trade_id for s in after) > max(s.trade_id for s in before)
+    finally:
+        store.close()

@@ -73,6 +73,10 @@ class SignalStore(Protocol):
         """Store ``signals`` durably with their delivery numbers; returns how many were new."""
         ...
 
+    def last_trade_ids(self, exchange: str) -> dict[tuple[str, str], int]:
+        """The highest trade id with a stored signal, by (symbol, detector)."""
+        ...
+
     def max_seq(self) -> int:
         """The highest delivery sequence number stored (0 when empty)."""
         ...

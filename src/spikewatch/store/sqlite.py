@@ -241,6 +241,16 @@ class SQLiteSignalStore:
         cursor = Cursor(int(page[-1][1]), str(page[-1][2])) if len(rows) > limit else None
         return [bytes(row[0]) for row in page], cursor
 
+    def last_trade_ids(self, exchange: str) -> dict[tuple[str, str], int]:
+        """The highest trade id with a stored signal, by (symbol, detector)."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT symbol, detector, MAX(trade_id) FROM signals WHERE exchange = ? "
+                "GROUP BY symbol, detector",
+                (exchange,),
+            ).fetchall()
+        return {(str(symbol), str(detector)): int(top) for symbol, detector, top in rows}
+
     def max_seq(self) -> int:
         """The highest delivery sequence number stored (0 when empty)."""
         with self._conn() as conn:
