@@ -14,7 +14,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from types import FrameType
@@ -133,15 +133,20 @@ def setup_logging(level: str) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def _sigterm_as_interrupt(before: Callable[[], None] | None = None) -> Iterator[None]:
+    """SIGTERM and SIGINT raise KeyboardInterrupt, after ``before()`` (which must be quick)."""
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        if before is not None:
+            before()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # -- run -------------------------------------------------------------------------------
@@ -173,7 +178,9 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
         ident="spikewatch",
     )
     url = f"http://{server.effective_host}:{server.effective_port}/"
-    with _sigterm_as_interrupt():
+    # waitress handles the interrupt itself by waiting (5 s) for busy workers: live
+    # streams must end before that, so the hub is closed in the signal handler
+    with _sigterm_as_interrupt(before=engine.hub.close):
         engine.start()
         log.info(
             "spikewatch %s: %s from %s, window %d, threshold %s",
@@ -187,11 +194,13 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
         if banner:
             print(banner.format(url=url), file=sys.stderr, flush=True)
         try:
-            server.run()
+            server.run()  # returns (closed) after an interrupt
         except KeyboardInterrupt:
-            log.info("shutting down")
+            pass
         finally:
+            log.info("shutting down")
             engine.hub.close()  # end live streams first, so no worker waits on one
+            engine.hub.wait_closed(0.5)
             server.close()
             engine.stop(timeout=1.5)
             store.close()

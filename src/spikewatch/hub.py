@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 
 import msgspec
 
@@ -54,11 +55,12 @@ class HubStats(msgspec.Struct, frozen=True):
 class Subscription:
     """One client's queue."""
 
-    __slots__ = ("dropped", "queue")
+    __slots__ = ("closed", "dropped", "queue")
 
     def __init__(self, size: int) -> None:
         self.queue: queue.Queue[Event] = queue.Queue(maxsize=size)
         self.dropped = False
+        self.closed = False
 
     def get(self, timeout: float) -> Event | None:
         """The next event, or None after ``timeout`` seconds."""
@@ -79,6 +81,7 @@ class Hub:
         self._connected = 0
         self._dropped = 0
         self._published = 0
+        self._open = 0  # subscriptions not yet unsubscribed (their streams still running)
 
     def subscribe(self) -> Subscription | None:
         """A new client's subscription, or None when ``max_clients`` are connected."""
@@ -88,12 +91,27 @@ class Hub:
                 return None
             self._subs.add(sub)
             self._connected += 1
+            self._open += 1
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        """Forget a client (idempotent)."""
+        """Forget a client (idempotent): its stream has ended."""
         with self._lock:
             self._subs.discard(sub)
+            if not sub.closed:
+                sub.closed = True
+                self._open -= 1
+
+    def wait_closed(self, timeout: float) -> bool:
+        """After :meth:`close`: wait until every stream has ended (False on timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._open == 0:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
     def publish(self, event: Event) -> None:
         """Offer ``event`` to every client; drop those whose queue is full."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import signal
 import time
 from collections.abc import Iterator
@@ -62,13 +63,18 @@ def test_app_serves_exactly_the_recorded_spikes_and_keeps_them_across_a_restart(
         assert latest == signals[0]
         assert latest["signal_type"] == "VolumeSpike"
         assert latest["timestamp"].endswith("Z")
+        # a live-stream client stays connected while the app is told to stop
+        stream = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        stream.request("GET", "/api/stream")
+        assert stream.getresponse().status == 200
     finally:
         app.send_signal(signal.SIGTERM)
         started = time.monotonic()
         app.wait(10)
         stopped_in = time.monotonic() - started
+    stream.close()
     assert app.returncode == 0
-    assert stopped_in < 5  # clean shutdown on SIGTERM (the issue asks for 2 s; CI is noisy)
+    assert stopped_in < 2  # SIGTERM: a clean shutdown within 2 s, streams and all
 
     # restarted with no exchange reachable: the stored signals are still served
     port = free_port()
