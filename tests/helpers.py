@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +64,59 @@ def start_app(
             stdout=subprocess.DEVNULL,
             stderr=sink,
         )
+
+
+@contextlib.contextmanager
+def served_engine(
+    frames: list[bytes],
+    db: Path,
+    *,
+    speed: float | None,
+    threads: int = 8,
+    connection_limit: int = 100,
+    status_interval: float | None = None,
+) -> Iterator[Served]:
+    """The simulator playing ``frames`` (paused until a client connects), an engine (not
+    started) against it, and the web app on waitress on a free port; all stopped at exit."""
+    from waitress.server import create_server
+
+    from spikewatch.config import load_settings
+    from spikewatch.engine import Engine
+    from spikewatch.ingest.backoff import Backoff
+    from spikewatch.replay.simulator import Simulator, SimulatorThread
+    from spikewatch.replay.tape import tape_from_frames
+    from spikewatch.store.sqlite import SQLiteSignalStore
+    from spikewatch.web.app import create_app
+
+    sim = SimulatorThread(Simulator(tape_from_frames(frames), speed=speed))
+    sim.start()
+    settings = load_settings(
+        {"ws_url": sim.ws_url, "rest_url": sim.rest_url, "db": str(db)}, env={}
+    )
+    store = SQLiteSignalStore(settings.db)
+    engine = Engine(settings, store, backoff=Backoff(first=0.05, cap=0.2))
+    if status_interval is not None:
+        engine.status_interval = status_interval
+    app = create_app(settings, engine)
+    server = create_server(
+        app, host="127.0.0.1", port=0, threads=threads, connection_limit=connection_limit
+    )
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        yield Served(engine, sim, app, int(server.effective_port))
+    finally:
+        engine.stop()
+        server.close()
+        server.task_dispatcher.shutdown()
+        sim.stop()
+        store.close()
+
+
+@dataclasses.dataclass
+class Served:
+    """What :func:`served_engine` runs."""
+
+    engine: Any  # spikewatch.engine.Engine
+    sim: Any  # spikewatch.replay.simulator.SimulatorThread
+    app: Any  # the Flask app
+    port: int

@@ -9,7 +9,6 @@ browser that Playwright downloads. The chart library comes from ``make assets``.
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,17 +18,12 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
-from waitress.server import create_server
 
-from spikewatch.config import load_settings
 from spikewatch.core.model import Signal
 from spikewatch.engine import Engine
-from spikewatch.ingest.backoff import Backoff
-from spikewatch.replay.simulator import Simulator, SimulatorThread
-from spikewatch.replay.tape import tape_from_frames
-from spikewatch.store.sqlite import SQLiteSignalStore
-from spikewatch.web.app import create_app
 from spikewatch.web.dashboard import CHART_LIBRARY, STATIC_DIR
+
+from helpers import served_engine
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -151,34 +145,23 @@ def dashboard(chromium: Browser) -> Iterator[Dashboard]:
 def live(tmp_path: Path, btc_frames: list[bytes]) -> Iterator[Live]:
     """The simulator (paused until the engine connects), the engine (not yet started), and
     the web server; every signal the engine emits is recorded with its time."""
-    sim = SimulatorThread(Simulator(tape_from_frames(btc_frames[:8000]), speed=10))
-    sim.start()
-    settings = load_settings(
-        {"ws_url": sim.ws_url, "rest_url": sim.rest_url, "db": str(tmp_path / "s.db")}, env={}
-    )
-    store = SQLiteSignalStore(settings.db)
-    engine = Engine(settings, store, backoff=Backoff(first=0.05, cap=0.2))
-    engine.status_interval = 0.2
-    app = create_app(settings, engine)
-    server = create_server(app, host="127.0.0.1", port=0, threads=32, connection_limit=100)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    live = Live(engine, app, f"http://127.0.0.1:{server.effective_port}/")
+    with served_engine(
+        btc_frames[:8000],
+        tmp_path / "s.db",
+        speed=10,
+        threads=32,
+        connection_limit=100,
+        status_interval=0.2,
+    ) as served:
+        live = Live(served.engine, served.app, f"http://127.0.0.1:{served.port}/")
 
-    def on_signal(signal: Signal) -> None:
-        emitted = Emitted(time.time(), signal)
-        live.history.append(emitted)
-        live.emitted.put(emitted)
+        def on_signal(signal: Signal) -> None:
+            emitted = Emitted(time.time(), signal)
+            live.history.append(emitted)
+            live.emitted.put(emitted)
 
-    engine.add_listener(on_signal)
-    try:
+        served.engine.add_listener(on_signal)
         yield live
-    finally:
-        engine.stop()
-        server.close()
-        server.task_dispatcher.shutdown()
-        sim.stop()
-        store.close()
 
 
 def assert_newest_first(board: Dashboard) -> None:

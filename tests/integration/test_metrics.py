@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,15 +21,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from waitress.server import create_server
 
 from spikewatch.config import load_settings
 from spikewatch.engine import LAG_BUCKETS_MS, Engine
-from spikewatch.ingest.backoff import Backoff
-from spikewatch.replay.simulator import Simulator, SimulatorThread
-from spikewatch.replay.tape import tape_from_frames
+from spikewatch.replay.simulator import SimulatorThread
 from spikewatch.store import SQLiteSignalStore
 from spikewatch.web import create_app
+
+from helpers import served_engine
 
 #: Ingest lags (ms) given to the fed trades in turn: below, on and above bucket bounds.
 LAGS_MS = (0.5, 1.0, 3.0, 40.0, 700.0, 9000.0)
@@ -263,24 +261,8 @@ LIVE_FRAMES = 1000
 @pytest.fixture
 def live(tmp_path: Path, btc_frames: list[bytes]) -> Iterator[Live]:
     """The simulator at 20x the recorded pace (200 trades in about half a second)."""
-    sim = SimulatorThread(Simulator(tape_from_frames(btc_frames[:LIVE_FRAMES]), speed=20))
-    sim.start()
-    settings = load_settings(
-        {"ws_url": sim.ws_url, "rest_url": sim.rest_url, "db": str(tmp_path / "s.db")}, env={}
-    )
-    store = SQLiteSignalStore(settings.db)
-    engine = Engine(settings, store, backoff=Backoff(first=0.05, cap=0.2))
-    server = create_server(create_app(settings, engine), host="127.0.0.1", port=0, threads=8)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield Live(engine, sim, int(server.effective_port))
-    finally:
-        engine.stop()
-        server.close()
-        server.task_dispatcher.shutdown()
-        sim.stop()
-        store.close()
+    with served_engine(btc_frames[:LIVE_FRAMES], tmp_path / "s.db", speed=20) as served:
+        yield Live(served.engine, served.sim, served.port)
 
 
 @pytest.mark.slow

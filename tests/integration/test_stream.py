@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,15 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from waitress.server import create_server
 
-from spikewatch.config import load_settings
 from spikewatch.engine import Engine
-from spikewatch.ingest.backoff import Backoff
-from spikewatch.replay.simulator import Simulator, SimulatorThread
-from spikewatch.replay.tape import tape_from_frames
-from spikewatch.store.sqlite import SQLiteSignalStore
-from spikewatch.web.app import create_app
+from spikewatch.replay.simulator import SimulatorThread
+
+from helpers import served_engine
 
 pytestmark = pytest.mark.slow
 
@@ -74,27 +69,15 @@ def read_events(
 @pytest.fixture
 def live(tmp_path: Path, btc_frames: list[bytes]) -> Iterator[Live]:
     """The simulator (paused until the engine connects), the engine, the web server."""
-    sim = SimulatorThread(Simulator(tape_from_frames(btc_frames[:8000]), speed=40))
-    sim.start()
-    settings = load_settings(
-        {"ws_url": sim.ws_url, "rest_url": sim.rest_url, "db": str(tmp_path / "s.db")}, env={}
-    )
-    store = SQLiteSignalStore(settings.db)
-    engine = Engine(settings, store, backoff=Backoff(first=0.05, cap=0.2))
-    engine.status_interval = 0.2
-    server = create_server(
-        create_app(settings, engine), host="127.0.0.1", port=0, threads=250, connection_limit=500
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield Live(engine, sim, int(server.effective_port))
-    finally:
-        engine.stop()
-        server.close()
-        server.task_dispatcher.shutdown()
-        sim.stop()
-        store.close()
+    with served_engine(
+        btc_frames[:8000],
+        tmp_path / "s.db",
+        speed=40,
+        threads=250,
+        connection_limit=500,
+        status_interval=0.2,
+    ) as served:
+        yield Live(served.engine, served.sim, served.port)
 
 
 def test_stream_pushes_each_signal_as_it_happens_and_status_every_interval(live: Live) -> None:
