@@ -129,7 +129,10 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
+    # the WebSocket libraries (picows: the client; websockets: the simulator) log every
+    # connection at DEBUG
+    for name in ("websockets", "picows"):
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 @contextlib.contextmanager
@@ -289,12 +292,13 @@ def cmd_record(ns: argparse.Namespace, settings: Settings) -> int:
         max_seconds=ns.max_minutes * 60,
     )
 
-    def handle(frame: bytes, recv_ns: int) -> bool:
-        recorder.write(frame, recv_ns)
-        try:
-            return exchange.parse(frame) is Control.SHUTDOWN
-        except MalformedFrame:
-            return False
+    def handle(frames: list[bytes], recv_ns: int) -> bool:
+        shutdown = False
+        for frame in frames:
+            recorder.write(frame, recv_ns)
+            with contextlib.suppress(MalformedFrame):
+                shutdown = shutdown or exchange.parse(frame) is Control.SHUTDOWN
+        return shutdown
 
     client = StreamClient(
         url,

@@ -1,8 +1,10 @@
 """The reconnecting WebSocket client: backoff, pings, rotation without a gap.
 
-Exchange-agnostic: it hands every frame with its local receive time to a handler and
-learns from the handler's answer when the server announced a shutdown. The handler runs
-on the event loop, so frames reach it one at a time and in order.
+Exchange-agnostic: it hands the frames of each network read, with their local receive
+time, to a handler, and learns from the handler's answer when the server announced a
+shutdown. The handler runs on the event loop, inside the read: frames reach it in order,
+with no queue or task switch in between, and the socket is not read again until it
+returns (so a slow handler pushes back on the server through TCP, and nothing is dropped).
 
 Rotation (before the server's 24-hour cut-off, or on a shutdown notice): the new
 connection is opened first; its frames are held back while the old one goes on for a short
@@ -20,15 +22,16 @@ from collections.abc import Callable
 from typing import Literal
 
 import msgspec
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidURI
+from picows import WSInvalidURL, WSTransport
 
 from spikewatch.ingest.backoff import Backoff
+from spikewatch.ingest.feed import Feed, close, open_feed, wait_closed
 
 log = logging.getLogger(__name__)
 
-FrameHandler = Callable[[bytes, int], bool]
-"""``handler(frame, recv_time_ns) -> rotate?``: True asks for a new connection."""
+FrameHandler = Callable[[list[bytes], int], bool]
+"""``handler(frames, recv_time_ns) -> rotate?``: the messages of one network read, in
+order; True asks for a new connection (the server announced a shutdown)."""
 
 State = Literal["starting", "connecting", "connected", "waiting", "stopped"]
 
@@ -51,10 +54,8 @@ class ClientStatus(msgspec.Struct, frozen=True):
     oversized_frames: int = 0  # frames over MAX_FRAME_BYTES (each costs a reconnect)
 
 
-class _Frame(msgspec.Struct):
-    gen: int
-    data: bytes
-    recv_ns: int
+#: An open connection: picows's transport and the feed that delivers its messages.
+Conn = tuple[WSTransport, Feed]
 
 
 class _Closed(msgspec.Struct):
@@ -74,7 +75,7 @@ class _Stop(msgspec.Struct):
     pass
 
 
-_Item = _Frame | _Closed | _RotateDue | _Switch | _Stop
+_Item = _Closed | _RotateDue | _Switch | _Stop
 
 
 class StreamClient:
@@ -91,7 +92,6 @@ class StreamClient:
         overlap: float = 1.0,
         open_timeout: float = 10.0,
         ping_interval: float = 20.0,
-        queue_size: int = 10_000,
         on_connect: Callable[[bool], None] | None = None,
     ) -> None:
         self.url = url
@@ -104,9 +104,12 @@ class StreamClient:
         self._overlap = overlap
         self._open_timeout = open_timeout
         self._ping_interval = ping_interval
-        # Bounded: when full, readers wait, so TCP pushes back on the server; nothing is
-        # dropped, and the lag shows in the receive-time metrics.
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
+        # control items for the session (frames never go through it)
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._gens = 0  # connections numbered over the client's life
+        self._gen = -1  # the connection whose frames go to the handler
+        self._pending: int | None = None  # a successor, while its frames are held back
+        self._held: list[tuple[list[bytes], int]] = []
         self._stopping = False
         self._rotate = asyncio.Event()  # set: open a successor connection
         self._wake = asyncio.Event()  # set: stop sleeping, we are stopping
@@ -120,8 +123,7 @@ class StreamClient:
         self._stopping = True
         self._wake.set()
         self._rotate.set()
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(_Stop())
+        self._queue.put_nowait(_Stop())
 
     def request_rotation(self) -> None:
         """Open a fresh connection and retire the current one without a gap."""
@@ -137,24 +139,20 @@ class StreamClient:
             lost = await self._session(ws)
         self._set(state="stopped", connected_since=None, next_attempt_in=None)
 
-    async def _open(self) -> ClientConnection:
-        return await connect(
+    async def _open(self) -> Conn:
+        return await open_feed(
             self.url,
+            max_message=MAX_FRAME_BYTES,
             open_timeout=self._open_timeout,
             ping_interval=self._ping_interval,
-            ping_timeout=self._ping_interval,
-            close_timeout=2,
-            max_size=MAX_FRAME_BYTES,
-            max_queue=256,
-            proxy=None,
         )
 
-    async def _connect_with_backoff(self, reconnect: bool) -> ClientConnection | None:
+    async def _connect_with_backoff(self, reconnect: bool) -> Conn | None:
         while not self._stopping:
             self._set(state="connecting", next_attempt_in=None)
             try:
                 ws = await self._open()
-            except InvalidURI:
+            except WSInvalidURL:
                 raise
             except Exception as exc:  # DNS, refused, TLS, handshake, timeout: all retried
                 delay = self._backoff.next_delay()
@@ -186,24 +184,36 @@ class StreamClient:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
-    async def _reader(self, ws: ClientConnection, gen: int) -> None:
-        put = self._queue.put
-        reason = "closed"
-        try:
-            while True:
-                data = await ws.recv(decode=False)
-                if isinstance(data, str):  # pragma: no cover - decode=False gives bytes
-                    data = data.encode()
-                await put(_Frame(gen, data, time.time_ns()))
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else "no close frame"
-            reason = f"connection closed ({code})"
-            if exc.sent is not None and exc.sent.code == 1009:  # we refused a huge frame
-                reason = f"a frame over {MAX_FRAME_BYTES} bytes; connection closed"
-                self._set(oversized_frames=self.status.oversized_frames + 1)
-        except Exception as exc:  # a reader must always report how it ended
-            reason = f"{type(exc).__name__}: {exc}"
-        await put(_Closed(gen, reason))
+    def _sink(self, gen: int) -> Callable[[list[bytes], int], None]:
+        """Where connection ``gen`` delivers its frames: to the handler while it is the
+        current one, held back while it is a successor, dropped once it is retired."""
+
+        def deliver(frames: list[bytes], recv_ns: int) -> None:
+            if self._stopping:
+                return
+            if gen == self._gen:
+                if self._handler(frames, recv_ns):
+                    log.info("%s announced a shutdown; rotating", self.url)
+                    self._rotate.set()
+            elif gen == self._pending:
+                self._held.append((frames, recv_ns))
+            # a retired connection's frames are dropped: its successor has them
+
+        return deliver
+
+    async def _watch(self, transport: WSTransport, gen: int) -> None:
+        """Report when connection ``gen`` has closed, and why."""
+        reason, oversized = await wait_closed(transport)
+        if oversized:
+            self._set(oversized_frames=self.status.oversized_frames + 1)
+        await self._queue.put(_Closed(gen, reason))
+
+    def _route(self, conn: Conn, gen: int) -> asyncio.Task[None]:
+        """Route the frames of connection ``gen`` (already made current or pending: any
+        that came with the handshake go out now), and watch for its end."""
+        transport, feed = conn
+        feed.attach(self._sink(gen))
+        return asyncio.create_task(self._watch(transport, gen))
 
     async def _rotation_timer(self) -> None:
         """Post a rotation request when the connection is old or a rotation was asked for."""
@@ -217,55 +227,46 @@ class StreamClient:
         await asyncio.sleep(self._overlap)
         await self._queue.put(_Switch(gen))
 
-    async def _session(self, ws: ClientConnection) -> bool:
+    async def _session(self, ws: Conn) -> bool:
         """Serve one connection and its rotations; True when the connection was lost."""
         loop = asyncio.get_running_loop()
-        gen = 0
-        conns = {gen: ws}
-        tasks: dict[int, asyncio.Task[None]] = {gen: asyncio.create_task(self._reader(ws, gen))}
+        self._pending = None
+        self._held.clear()
+        self._gens += 1
+        gen = self._gen = self._gens
+        watcher = self._route(ws, gen)
+        conns: dict[int, tuple[Conn, asyncio.Task[None]]] = {gen: (ws, watcher)}
         opened = loop.time()
-        pending: int | None = None
-        held: list[_Frame] = []
         self._rotate.clear()
         timers = {asyncio.create_task(self._rotation_timer())}
-        handler, queue = self._handler, self._queue
         try:
             while True:
-                item = await queue.get()
-                if self._stopping:  # also when the queue was too full to take the _Stop
+                item = await self._queue.get()
+                if self._stopping or isinstance(item, _Stop):
                     return False
-                if type(item) is _Frame:
-                    if item.gen == gen:
-                        if handler(item.data, item.recv_ns):
-                            log.info("%s announced a shutdown; rotating", self.url)
-                            self._rotate.set()
-                    elif item.gen == pending:
-                        held.append(item)
-                    # frames of a retired connection are dropped: its successor has them
-                elif isinstance(item, _Stop):
-                    return False
-                elif isinstance(item, _RotateDue):
-                    if pending is None:
+                if isinstance(item, _RotateDue):
+                    if self._pending is None:
                         new = await self._open_successor()
                         if new is None:  # try again shortly; the old connection still works
                             timers.add(asyncio.create_task(self._retry_rotation()))
                             continue
-                        pending = gen + 1
-                        conns[pending] = new
-                        tasks[pending] = asyncio.create_task(self._reader(new, pending))
+                        self._gens += 1
+                        pending = self._pending = self._gens
+                        watcher = self._route(new, pending)
+                        conns[pending] = (new, watcher)
                         timers.add(asyncio.create_task(self._switch_later(pending)))
-                elif (isinstance(item, _Switch) and item.gen == pending) or (
-                    isinstance(item, _Closed) and item.gen == gen and pending is not None
+                elif (isinstance(item, _Switch) and item.gen == self._pending) or (
+                    isinstance(item, _Closed)
+                    and item.gen == self._gen
+                    and self._pending is not None
                 ):
-                    old, gen, pending = gen, pending, None
-                    await self._retire(conns.pop(old), tasks.pop(old))
-                    for frame in held:
-                        handler(frame.data, frame.recv_ns)
-                    held.clear()
+                    old = self._gen
+                    self._switch()
+                    await self._retire(*conns.pop(old))
                     self._set(rotations=self.status.rotations + 1, connected_since=time.time())
                     opened = loop.time()
                     timers.add(asyncio.create_task(self._rotation_timer()))
-                elif isinstance(item, _Closed) and item.gen == gen:
+                elif isinstance(item, _Closed) and item.gen == self._gen:
                     log.warning("lost connection to %s: %s", self.url, item.reason)
                     if loop.time() - opened >= self._stable_after:
                         self._backoff.reset()
@@ -279,22 +280,37 @@ class StreamClient:
                     await self._sleep(delay)
                     return True
                 elif isinstance(item, _Closed) and item.gen in conns:  # a successor failed
-                    pending = None
-                    held.clear()
-                    await self._retire(conns.pop(item.gen), tasks.pop(item.gen))
+                    self._pending = None
+                    self._held.clear()
+                    await self._retire(*conns.pop(item.gen))
                     timers.add(asyncio.create_task(self._retry_rotation()))
                 timers = {t for t in timers if not t.done()}
         finally:
+            self._gen, self._pending = -1, None
+            self._held.clear()
             for timer in timers:
                 timer.cancel()
-            for gen_, conn in list(conns.items()):
-                await self._retire(conn, tasks[gen_])
+            for conn, watcher in list(conns.values()):
+                await self._retire(conn, watcher)
+
+    def _switch(self) -> None:
+        """Make the successor current: hand over its held frames, then route its new
+        ones straight to the handler. No await in between, so nothing can overtake."""
+        pending = self._pending
+        assert pending is not None
+        held, self._held = self._held, []
+        self._pending = None
+        for frames, recv_ns in held:
+            if self._handler(frames, recv_ns):
+                log.info("%s announced a shutdown; rotating", self.url)
+                self._rotate.set()
+        self._gen = pending
 
     async def _retry_rotation(self) -> None:
         await asyncio.sleep(self._backoff.next_delay())
         await self._queue.put(_RotateDue())
 
-    async def _open_successor(self) -> ClientConnection | None:
+    async def _open_successor(self) -> Conn | None:
         try:
             ws = await self._open()
         except Exception as exc:
@@ -305,9 +321,9 @@ class StreamClient:
         return ws
 
     @staticmethod
-    async def _retire(ws: ClientConnection, reader: asyncio.Task[None]) -> None:
-        reader.cancel()
+    async def _retire(conn: Conn, watcher: asyncio.Task[None]) -> None:
+        watcher.cancel()
         with contextlib.suppress(Exception, asyncio.CancelledError):
-            await ws.close()
+            await close(conn[0])
         with contextlib.suppress(Exception, asyncio.CancelledError):
-            await reader
+            await watcher
