@@ -3,9 +3,11 @@
 Baseline, measured in the same run: the original request's style — ``json.loads`` per
 frame, a ``deque(maxlen=200)`` of float quantities, ``sum()/len()`` per trade.
 
-Measured: the per-frame path (``parse`` -> ``Pipeline.process``, what the live engine
-does per frame) and the batch path (``parse_batch`` of 4,096 frames at a time ->
-``Pipeline.process_batch``, what replay of a frame recording does). Each run starts with a
+Measured: the per-frame path (``parse`` -> ``Pipeline.process``), the batch path
+(``parse_batch`` of 4,096 frames at a time -> ``Pipeline.process_batch``, what replay of a
+frame recording does), and the live engine's own path, ``Engine.handle_frames`` on each
+network read (sequencer, bars, lag histogram and signal bookkeeping included), for reads
+of 1 frame (a quiet market) and of 32 and 300 frames (bursts). Each run starts with a
 fresh parser and pipeline (cold caches), as the baseline starts with an empty window.
 
     python bench/bench_detect.py
@@ -14,13 +16,17 @@ fresh parser and pipeline (cold caches), as the baseline starts with an empty wi
 from __future__ import annotations
 
 import json
+import tempfile
+import time
 from collections import deque
 
 from common import best_rate, machine, read_frames
 from spikewatch.config import load_settings
 from spikewatch.core import accel
 from spikewatch.core.model import Trade
+from spikewatch.engine import Engine
 from spikewatch.exchanges.binance import BinanceSpot
+from spikewatch.store.sqlite import SQLiteSignalStore
 from spikewatch.wiring import build_pipeline
 
 BATCH = 4096
@@ -57,6 +63,24 @@ def spikewatch_batch(frames: list[bytes]) -> int:
     return len(frames)
 
 
+def engine_reads(frames: list[bytes], size: int, folder: str) -> float:
+    """Frames/s of fresh offline engines (no store writer, no network) fed reads of
+    ``size``, best of 7; the engines are built (store opened) before the clock starts."""
+    engines = []
+    for run in range(7):
+        settings = load_settings({"db": f"{folder}/reads-{size}-{run}.db"}, env={})
+        engines.append(Engine(settings, SQLiteSignalStore(settings.db)))
+    now = time.time_ns()
+
+    def feed() -> int:
+        handle = engines.pop().handle_frames
+        for start in range(0, len(frames), size):
+            handle(frames[start : start + size], now)
+        return len(frames)
+
+    return best_rate(feed)
+
+
 def main() -> None:
     frames = read_frames()
     base = best_rate(lambda: baseline(frames))
@@ -64,12 +88,17 @@ def main() -> None:
     batched = best_rate(lambda: spikewatch_batch(frames))
     parse = BinanceSpot().parse
     decode_only = best_rate(lambda: sum(1 for f in frames if parse(f)))
+    with tempfile.TemporaryDirectory() as folder:
+        reads = {size: engine_reads(frames, size, folder) for size in (1, 32, 300)}
     numpy = "with numpy" if accel.np is not None else "without numpy"
     print(f"detection path, {len(frames):,} recorded BTCUSDT frames, best of 7 ({machine()})")
     print(f"  baseline (json.loads + deque + sum/len): {base / 1e6:6.3f} M frames/s")
     print(f"  spikewatch parse + pipeline:             {ours / 1e6:6.3f} M frames/s")
     print(f"  spikewatch parse only:                   {decode_only / 1e6:6.3f} M frames/s")
     print(f"  spikewatch parse_batch + process_batch:  {batched / 1e6:6.3f} M frames/s ({numpy})")
+    for size, rate in reads.items():
+        label = f"engine.handle_frames, reads of {size}:"
+        print(f"  {label:<41}{rate / 1e6:6.3f} M frames/s ({rate / base:.2f}x)")
     print(f"  ratio spikewatch / baseline:             {ours / base:6.2f}x")
     print(f"  ratio batch path / baseline:             {batched / base:6.2f}x")
 

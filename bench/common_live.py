@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -39,14 +40,35 @@ def simulator_at(rate: float) -> SimulatorThread:
     return sim
 
 
-def start_app(sim: SimulatorThread, *flags: str) -> tuple[subprocess.Popen[bytes], int]:
-    """``python app.py`` against ``sim``; returns once it answers."""
+def pin_process(cpus: set[int]) -> None:
+    """Run every thread of this process (and what it starts later) on ``cpus`` only."""
+    for task in Path("/proc/self/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
+def unpin_process() -> None:
+    """Let every thread of this process run on any CPU again."""
+    pin_process(set(range(os.cpu_count() or 1)))
+
+
+def start_app(
+    sim: SimulatorThread, *flags: str, cpus: set[int] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``python app.py`` against ``sim`` (on ``cpus`` only, if given); returns once it
+    answers."""
     port = free_port()
+    pin = []
+    if cpus is not None:
+        taskset = shutil.which("taskset")
+        if taskset is None:
+            raise SystemExit("pinning the app to CPUs needs taskset (Debian: util-linux)")
+        pin = [taskset, "-c", ",".join(map(str, sorted(cpus)))]
     folder = Path(tempfile.mkdtemp(prefix="spikewatch-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPIKEWATCH_")}
     with (folder / "app.log").open("wb") as log:
         app = subprocess.Popen(
             [
+                *pin,
                 sys.executable,
                 str(ROOT / "app.py"),
                 "--port",

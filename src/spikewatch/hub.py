@@ -69,6 +69,14 @@ class Subscription:
         except queue.Empty:
             return None
 
+    def drain(self) -> list[Event]:
+        """Every event queued now, without waiting."""
+        out = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                out.append(self.queue.get_nowait())
+        return out
+
 
 class Hub:
     """Many subscribers, one publisher; bounded per-client queues, slow clients dropped."""

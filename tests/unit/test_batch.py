@@ -59,6 +59,8 @@ def kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         pytest.skip("numpy is not installed")
     if request.param == "pure":
         monkeypatch.setattr(accel, "np", None)
+    else:
+        monkeypatch.setattr(accel, "NUMPY_FROM", 0)  # numpy for every size of batch
     return str(request.param)
 
 

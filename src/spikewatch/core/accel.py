@@ -21,3 +21,8 @@ else:
 
 #: int64 holds every integer below this.
 INT64_LIMIT = 2**63
+
+#: Batches shorter than this take the pure-Python paths even with numpy: its fixed cost
+#: per call (tens of microseconds) outweighs its speed on the short runs of one live
+#: network read; replay's batches of thousands use it. Read at call time (tests set 0).
+NUMPY_FROM = 1024

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
+from itertools import islice
+from operator import le
 
 import msgspec
 
 from spikewatch.core.decimal import SCALE
-from spikewatch.core.model import Trade
+from spikewatch.core.model import Trade, TradeBatch
 
 
 class Bar(msgspec.Struct, frozen=True):
@@ -25,10 +28,10 @@ class Bar(msgspec.Struct, frozen=True):
 class _Open:
     __slots__ = ("close", "high", "low", "open", "start", "trades", "volume")
 
-    def __init__(self, start: int, trade: Trade) -> None:
+    def __init__(self, start: int, price: int, qty: int) -> None:
         self.start = start
-        self.open = self.high = self.low = self.close = trade.price
-        self.volume = trade.qty
+        self.open = self.high = self.low = self.close = price
+        self.volume = qty
         self.trades = 1
 
     def freeze(self) -> Bar:
@@ -67,7 +70,7 @@ class BarSeries:
         if bar is None or start > bar.start:
             if bar is not None:
                 self._bars.append(bar.freeze())
-            self._open = _Open(start, trade)
+            self._open = _Open(start, trade.price, trade.qty)
             return
         price = trade.price
         if start == bar.start:
@@ -78,6 +81,34 @@ class BarSeries:
             bar.close = price
         bar.volume += trade.qty
         bar.trades += 1
+
+    def update_batch(self, batch: TradeBatch) -> None:
+        """Add a batch of trades: the same as :meth:`update` on each, in order, but a
+        bar's share of a time-ordered batch is folded in at once (max, min, sum)."""
+        times, prices, qtys = batch.times_us, batch.prices, batch.qtys
+        if not all(map(le, times, islice(times, 1, None))):  # out of time order: one by one
+            for trade in batch.trades():
+                self.update(trade)
+            return
+        interval = self.interval
+        i, n = 0, len(times)
+        while i < n:
+            start = times[i] // 1_000_000 // interval * interval
+            j = bisect_left(times, (start + interval) * 1_000_000, i)  # the next bar's first
+            segment, volume = prices[i:j], sum(qtys[i:j])
+            bar = self._open
+            if bar is None or start > bar.start:
+                if bar is not None:
+                    self._bars.append(bar.freeze())
+                bar = self._open = _Open(start, segment[0], 0)
+                bar.trades = 0
+            if start == bar.start:
+                bar.high = max(bar.high, max(segment))
+                bar.low = min(bar.low, min(segment))
+                bar.close = segment[-1]
+            bar.volume += volume  # a late trade (start before the bar's) adds volume only
+            bar.trades += j - i
+            i = j
 
     def bars(self, limit: int | None = None) -> list[Bar]:
         """Closed bars and the forming one, oldest first (at most ``limit``)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
+from itertools import filterfalse
 
 SCALE_DIGITS = 8
 SCALE = 10**SCALE_DIGITS
@@ -114,7 +115,8 @@ class UnitsCache(dict[str, int]):
         """``[self[t] for t in texts]``, faster: the texts not cached yet are parsed
         together when they all have the exact form Binance sends (8 decimals), one at a
         time (and as :meth:`parse` decides, raising :class:`BadNumber`) otherwise."""
-        new = set(texts).difference(self)
+        # not set(texts).difference(self): with a dict subclass, that walks the whole cache
+        new = set(filterfalse(self.__contains__, texts))
         if new:
             fresh = list(new)
             parsed = _parse_8_decimals(fresh)

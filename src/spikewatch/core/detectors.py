@@ -142,7 +142,7 @@ class VolumeSpikeDetector:
         history = self._history()
         hits: Sequence[tuple[int, int]] = ()
         if len(history) + n > window:
-            np = accel.np if vectorised else None
+            np = accel.np if vectorised and n >= accel.NUMPY_FROM else None
             found = None
             if np is not None:
                 found = _spikes_numpy(np, history, qtys, window, self._num, self._den_w)

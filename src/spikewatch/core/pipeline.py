@@ -118,7 +118,7 @@ class Pipeline:
         ids = batch.trade_ids
         last = state.last_id
         first = ids[0]
-        if not (first > last and _increasing(ids)):
+        if not (first > last and increasing(ids)):
             # Repeats or ids out of order: keep what process() would keep, then go on.
             kept = []
             for i, tid in enumerate(ids):
@@ -234,7 +234,7 @@ class Pipeline:
         }
 
 
-def _increasing(ids: array[int]) -> bool:
+def increasing(ids: array[int]) -> bool:
     """True if every id is above the one before it."""
     np = accel.np
     if np is not None and len(ids) > 64:

@@ -71,6 +71,18 @@ class Sequencer:
         self.overflowed = False
         return [], self.gap
 
+    def accept_run(self, first_id: int, last_id: int, count: int) -> bool:
+        """The fast path of :meth:`offer` for ``count`` live trades whose ids are strictly
+        increasing from ``first_id`` to ``last_id``: True (and they are all accepted, to
+        be processed now) when no gap is open and they are exactly the next ids; False
+        and nothing changed otherwise (then offer them one by one)."""
+        if self.gap is not None or last_id - first_id != count - 1:
+            return False
+        if self.last_id >= 0 and first_id != self.last_id + 1:
+            return False
+        self.last_id = last_id
+        return True
+
     def fill(self, trades: list[Trade]) -> tuple[list[Trade], bool]:
         """Fetched trades (any order, extras ignored): what to process now, and whether the
         gap is closed (then the held live trades follow in the returned list). After a

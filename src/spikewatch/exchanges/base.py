@@ -57,6 +57,11 @@ class Exchange(Protocol):
         """Decode one frame; raise :class:`MalformedFrame` for anything unusable."""
         ...
 
+    def parse_batch(self, frames: Sequence[bytes]) -> ParsedFrames:
+        """What :meth:`parse` makes of each of ``frames``, with trades as column batches
+        (the live engine hands over each network read, replay whole files)."""
+        ...
+
     def recent_trades_path(self, symbol: str, limit: int) -> str:
         """REST path (after the base URL) of the latest ``limit`` trades."""
         ...

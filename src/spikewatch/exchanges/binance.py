@@ -198,7 +198,7 @@ class BinanceSpot:
         n = len(msgs)
         ids = [m.trade_id for m in msgs]
         times = [m.time_ms for m in msgs]
-        np = accel.np
+        np = accel.np if n >= accel.NUMPY_FROM else None
         if np is not None:  # ints beyond int64 make np.array raise OverflowError
             try:
                 id_view = np.array(ids, dtype=np.int64)
@@ -252,7 +252,7 @@ class BinanceSpot:
 
     def _units_column(self, texts: list[str]) -> array[int] | None:
         """Exact 1e-8 units of price or quantity strings; None if one is not valid."""
-        np = accel.np
+        np = accel.np if len(texts) >= accel.NUMPY_FROM else None
         if np is not None:  # plain decimals in bulk, no hashing of each string
             parsed = parse_decimals(np, texts)
             if parsed is not None:
