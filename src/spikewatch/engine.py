@@ -543,40 +543,56 @@ class Engine:
         return self._handle_each(frames, recv_ns)
 
     def _handle_batches(self, batches: list[TradeBatch], recv_ns: int) -> None:
-        """Trades parsed in bulk: runs that follow on are processed as batches, anything
-        else (a gap, repeats, an open gap) trade by trade through the sequencer."""
-        work: list[TradeBatch | list[Trade]] = []
-        gaps: list[Gap] = []
+        """Trades parsed in bulk: counted, then sequenced and processed in order."""
+        tracked: list[TradeBatch | Trade] = []
         with self._lock:
             for batch in batches:
                 n = len(batch)
                 self._frames += n
-                symbol = batch.symbol
-                if symbol not in self._symbols:
+                if batch.symbol not in self._symbols:
                     self._ignored += n
                     continue
                 if recv_ns:
-                    self._count_lag(symbol, recv_ns, batch.times_us)
-                ids = batch.trade_ids
-                sequencer = self._sequencers[symbol]
-                if _increasing(ids) and sequencer.accept_run(ids[0], ids[-1], n):
-                    work.append(batch)
-                    continue
-                for trade in batch.trades():
-                    released, gap = sequencer.offer(trade)
-                    if released:
-                        work.append(released)
-                    if gap is not None:
-                        gaps.append(gap)
+                    self._count_lag(batch.symbol, recv_ns, batch.times_us)
+                tracked.append(batch)
         for symbol in {batch.symbol for batch in batches} & self._symbols:
             self._note_arrival(symbol)
-        for item in work:
-            if isinstance(item, list):
-                self._process(item)
-            else:
-                self._process_batch(item)
-        for gap in gaps:
-            self._start_backfill(gap)
+        self._run_in_order(tracked)
+
+    def _run_in_order(self, units: list[TradeBatch | Trade]) -> None:
+        """Offer trades (or runs of them) to their sequencers in order and process what
+        is released. A run that follows on from the last trade goes through the batch
+        path whole; any other run, trade by trade. At a gap, what came before it is
+        processed and the gap handed to backfill before anything after it is offered:
+        without an event loop the gap is given up at once, and the trades after it must
+        then come in the order frame-by-frame handling gives them."""
+        i = 0
+        while i < len(units):
+            work: list[TradeBatch | list[Trade]] = []
+            gap: Gap | None = None
+            with self._lock:
+                while i < len(units) and gap is None:
+                    unit = units[i]
+                    i += 1
+                    if type(unit) is Trade:
+                        released, gap = self._sequencers[unit.symbol].offer(unit)
+                        if released:
+                            work.append(released)
+                        continue
+                    assert isinstance(unit, TradeBatch)
+                    ids = unit.trade_ids
+                    sequencer = self._sequencers[unit.symbol]
+                    if _increasing(ids) and sequencer.accept_run(ids[0], ids[-1], len(ids)):
+                        work.append(unit)
+                    else:
+                        units[i:i] = unit.trades()  # its trades one by one, from here
+            for item in work:
+                if isinstance(item, list):
+                    self._process(item)
+                else:
+                    self._process_batch(item)
+            if gap is not None:
+                self._start_backfill(gap)
 
     def _count_lag(self, symbol: str, recv_ns: int, times_us: Sequence[int]) -> None:
         """Add the receive lag of trades to the symbol's histogram (under the lock)."""
@@ -607,9 +623,7 @@ class Engine:
                 self._count_malformed("parser_error", f"{type(exc).__name__}: {exc}", frame)
         if not items:
             return False
-        ready: list[Trade] = []
-        gaps: list[Gap] = []
-        arrived: set[str] = set()
+        trades: list[TradeBatch | Trade] = []
         shutdown = False
         recv_us = recv_ns // 1000
         with self._lock:
@@ -628,18 +642,10 @@ class Engine:
                     lag_ms = (recv_us - item.time_us) / 1000
                     self._lag_counts[symbol][bisect_left(LAG_BUCKETS_MS, lag_ms)] += 1
                     self._lag_sum[symbol] += lag_ms
-                released, gap = self._sequencers[symbol].offer(item)
-                if released:
-                    ready.extend(released)
-                if gap is not None:
-                    gaps.append(gap)
-                arrived.add(symbol)
-        for symbol in arrived:
+                trades.append(item)
+        for symbol in {trade.symbol for trade in trades}:
             self._note_arrival(symbol)
-        if ready:
-            self._process(ready)
-        for gap in gaps:
-            self._start_backfill(gap)
+        self._run_in_order(trades)
         return shutdown
 
     def _process_batch(self, batch: TradeBatch) -> None:

@@ -8,11 +8,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from websockets.sync.client import connect
 
 from spikewatch.config import Settings, load_settings
 from spikewatch.engine import Engine
 from spikewatch.ingest.backoff import Backoff
-from spikewatch.replay.simulator import Faults, Simulator, SimulatorThread
+from spikewatch.replay.simulator import FRAGMENTS, Faults, Simulator, SimulatorThread
 from spikewatch.replay.tape import tape_from_frames
 from spikewatch.store.sqlite import SQLiteSignalStore
 
@@ -112,6 +113,42 @@ def test_malformed_frames_are_counted_and_skipped(
     assert set(status.malformed_frames) >= {"not_json", "bad_schema", "bad_value"}
     assert status.connection.reconnects == 0
     assert stored_ids(engine) == reference_spikes(frames)
+
+
+def test_simulator_sends_every_nth_trade_in_fragments(btc_frames: list[bytes]) -> None:
+    sim = SimulatorThread(
+        Simulator(tape_from_frames(btc_frames[:30]), faults=Faults(fragment_every=7))
+    )
+    sim.start()
+    try:
+        with connect(f"{sim.ws_url}/stream?streams=btcusdt@trade") as ws:
+            messages = [list(ws.recv_streaming()) for _ in range(30)]
+    finally:
+        sim.stop()
+    # websockets ends a fragmented message with an empty frame: count the pieces
+    pieces = [len([p for p in m if p]) for m in messages]
+    assert pieces == [FRAGMENTS if n % 7 == 0 else 1 for n in range(1, 31)]
+    texts = [[p for p in m if isinstance(p, str)] for m in messages]
+    assert texts == messages  # text messages, fragments included
+    assert ["".join(t).encode() for t in texts] == btc_frames[:30]
+
+
+def test_fragmented_messages_are_put_back_together(
+    run_engine: Callable[..., tuple[Engine, SimulatorThread]], btc_frames: list[bytes]
+) -> None:
+    # every 7th trade comes as one text message cut into three pieces, each in its own
+    # WebSocket frame (a first one, then continuations): legal, and each must count as
+    # the one trade it is, whatever reads its frames arrive in
+    engine, sim = run_engine(btc_frames, Faults(fragment_every=7))
+    wait_for(lambda: engine.status().symbols["BTCUSDT"].trades == len(btc_frames))
+    assert engine.flush(10)
+    status = engine.status()
+    assert sim.stats().fragmented_sent == len(btc_frames) // 7
+    assert status.malformed_frames == {}
+    assert status.frames == len(btc_frames)
+    assert status.connection.reconnects == 0
+    assert status.symbols["BTCUSDT"].gaps == 0
+    assert stored_ids(engine) == reference_spikes(btc_frames)
 
 
 def test_server_shutdown_notice_rotates_without_a_gap(

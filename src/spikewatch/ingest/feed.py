@@ -46,6 +46,7 @@ class Feed(WSListener):
         self._fragments: list[bytes] = []
         self._fragment_bytes = 0
         self._recv_ns = 0
+        self._new_read = True
 
     def attach(self, sink: Sink) -> None:
         """Deliver messages to ``sink`` from now on, starting with any waiting."""
@@ -57,10 +58,18 @@ class Feed(WSListener):
         self.transport = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if self._new_read:  # the first frame of a network read: when it came
+            self._recv_ns = time.time_ns()
+            self._new_read = False
+        if frame.last_in_buffer:
+            self._new_read = True
+        if transport.is_close_frame_sent or frame.payload_size > self._max_message:
+            # closing (picows parses on for a moment after refusing an oversized frame,
+            # which it may then pass on): nothing more is delivered
+            self._flush_if_last(frame)
+            return
         kind = frame.msg_type
         if kind in _DATA:
-            if not self._batch:
-                self._recv_ns = time.time_ns()  # the first message of this read
             if self._fragments:
                 raise WSProtocolError(WSCloseCode.PROTOCOL_ERROR, "a new message inside another")
             if frame.fin:
@@ -78,6 +87,10 @@ class Feed(WSListener):
             transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
         # pings are answered by picows itself; pongs feed its keep-alive
+        self._flush_if_last(frame)
+
+    def _flush_if_last(self, frame: WSFrame) -> None:
+        """At the end of a read, hand over its messages (once attached)."""
         if frame.last_in_buffer and self._batch and self._sink is not None:
             self._deliver()
 

@@ -14,8 +14,8 @@ misses what plays meanwhile).
 ``loop=True`` plays the tape again and again (for the demo), moving trade ids and times
 on past the previous lap so they stay increasing.
 
-Faults for tests: drop a connection every N frames, insert malformed frames, announce a
-``serverShutdown``, fail REST calls with given statuses.
+Faults for tests: drop a connection every N frames, insert malformed frames, send trades
+as fragmented messages, announce a ``serverShutdown``, fail REST calls with given statuses.
 """
 
 from __future__ import annotations
@@ -59,9 +59,16 @@ BAD_FRAMES: tuple[bytes, ...] = (
 #: Trades per symbol the REST endpoints can still serve (older ones are forgotten).
 REST_HISTORY = 500_000
 
+#: Pieces a fragmented message is cut into, one WebSocket frame each (``Faults.fragment_every``).
+FRAGMENTS = 3
+
 
 class Faults(msgspec.Struct, frozen=True, kw_only=True):
-    """What the simulator does wrong on purpose."""
+    """What the simulator does wrong on purpose (or legal but unusual, as fragmented
+    messages: ``fragment_every=N`` sends every Nth trade frame as one text message cut
+    into :data:`FRAGMENTS` pieces, each in its own WebSocket frame, a first one and
+    continuations, which a client must put back together; websockets ends such a
+    message with an empty final continuation frame)."""
 
     drop_every: int = 0  # close each connection abruptly after this many trade frames
     malformed_every: int = 0  # send a malformed frame before every Nth trade frame
@@ -69,6 +76,7 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_grace: float = 0.5  # seconds between the announcement and the close
     resend_on_connect: int = 0  # re-send this many already-played frames to a new connection
     huge_every: int = 0  # send a 2 MiB junk frame before every Nth trade frame
+    fragment_every: int = 0  # send every Nth trade frame as a fragmented message
     stall_after: int = 0  # go silent (connection open, nothing sent) after N frames
     # statuses for the next historicalTrades calls (429, 418, 500, ...), then it works
     rest_failures: tuple[int, ...] = ()
@@ -85,6 +93,7 @@ class SimulatorStats(msgspec.Struct, frozen=True):
     open_connections: int
     drops: int
     malformed_sent: int
+    fragmented_sent: int  # trade frames sent as fragmented messages
     shutdowns_sent: int
     rest_calls: int
     done: bool
@@ -111,6 +120,13 @@ def _json(status: int, body: object, headers: Sequence[tuple[str, str]] = ()) ->
     for name, value in headers:
         hdrs[name] = value
     return Response(status, http.HTTPStatus(status).phrase, hdrs, payload)
+
+
+def _fragments(payload: bytes, parts: int) -> list[bytes]:
+    """``payload`` cut into ``parts`` pieces of about equal size, in order (the last ones
+    empty when it is shorter than ``parts`` bytes: a continuation frame may be empty)."""
+    step = -(-len(payload) // parts)
+    return [payload[i * step : (i + 1) * step] for i in range(parts)]
 
 
 def _fmt(units: int) -> str:
@@ -146,6 +162,7 @@ class Simulator:
         self._connections = 0
         self._drops = 0
         self._malformed = 0
+        self._fragmented = 0
         self._shutdowns = 0
         self._rest_calls = 0
         self._rest_failures = deque(self.faults.rest_failures)
@@ -205,6 +222,7 @@ class Simulator:
             open_connections=len(self._clients),
             drops=self._drops,
             malformed_sent=self._malformed,
+            fragmented_sent=self._fragmented,
             shutdowns_sent=self._shutdowns,
             rest_calls=self._rest_calls,
             done=self.done.is_set(),
@@ -276,7 +294,12 @@ class Simulator:
             if faults.malformed_every and (client.sent + 1) % faults.malformed_every == 0:
                 await client.ws.send(BAD_FRAMES[self._malformed % len(BAD_FRAMES)], text=True)
                 self._malformed += 1
-            await client.ws.send(self._frame(client, entry, stream), text=True)
+            frame = self._frame(client, entry, stream)
+            if faults.fragment_every and (client.sent + 1) % faults.fragment_every == 0:
+                await client.ws.send(_fragments(frame, FRAGMENTS), text=True)
+                self._fragmented += 1
+            else:
+                await client.ws.send(frame, text=True)
         except ConnectionClosed:
             self._forget(client)
             return

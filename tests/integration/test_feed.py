@@ -1,0 +1,342 @@
+"""The picows feed against a real WebSocket server (``websockets``) on 127.0.0.1.
+
+Each test runs its own event loop, server and client in it. What is checked is what the
+client relies on: every complete message reaches the sink once, in order, with the other
+messages of its read; fragmented messages are whole again; what is too big, a close from
+the server, and a sink that fails each end the connection, with the right reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
+
+import pytest
+from picows import WSTransport
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from spikewatch.ingest.feed import Feed, close, open_feed, wait_closed
+
+Handler = Callable[[ServerConnection], Awaitable[None]]
+
+#: The size limit of the feeds here (bytes): small, so that "too big" is cheap to send.
+LIMIT = 1000
+
+
+def run(scenario: Coroutine[Any, Any, None]) -> None:
+    """Run ``scenario`` in a fresh event loop; any error the loop saw fails the test."""
+    problems: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: problems.append(ctx))
+        await asyncio.wait_for(scenario, timeout=30)
+
+    asyncio.run(main())
+    assert problems == [], "the event loop reported errors"
+
+
+@contextlib.asynccontextmanager
+async def server(handler: Handler) -> AsyncIterator[str]:
+    """A WebSocket server on a free port running ``handler`` per connection; its URL.
+    A handler that returns closes its connection normally (1000)."""
+
+    async def guarded(ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await handler(ws)
+
+    async with serve(guarded, "127.0.0.1", 0, compression=None) as srv:
+        port = next(iter(srv.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/"
+
+
+async def connect(url: str, max_message: int = LIMIT) -> tuple[WSTransport, Feed]:
+    return await open_feed(url, max_message=max_message, open_timeout=5, ping_interval=20)
+
+
+class Sink:
+    """Records every call the feed makes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[bytes], int]] = []
+        self._called = asyncio.Event()
+
+    def __call__(self, messages: list[bytes], recv_ns: int) -> None:
+        self.calls.append((list(messages), recv_ns))
+        self._called.set()
+
+    @property
+    def messages(self) -> list[bytes]:
+        return [m for batch, _ in self.calls for m in batch]
+
+    async def wait_for(self, count: int) -> None:
+        while len(self.messages) < count:
+            self._called.clear()
+            await self._called.wait()
+
+
+async def until_closed(ws: ServerConnection) -> None:
+    """Keep the server's side open until the client closes."""
+    await ws.wait_closed()
+
+
+def test_messages_that_came_before_attach_are_delivered_on_attach_in_order() -> None:
+    sent = [f'{{"n":{i}}}' for i in range(5)]
+    all_sent = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        for text in sent:  # at once, maybe in the same read as the handshake response
+            await ws.send(text)
+        all_sent.set()
+        await until_closed(ws)
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            transport, feed = await connect(url)
+            await all_sent.wait()
+            await asyncio.sleep(0.1)  # the client has read them by now; no sink yet
+            sink = Sink()
+            feed.attach(sink)
+            # handed over inside attach(), all of them, in one call
+            assert len(sink.calls) == 1
+            assert sink.messages == [t.encode() for t in sent]
+            assert sink.calls[0][1] > 0  # with the time they were received
+            await close(transport)
+
+    run(scenario())
+
+
+def test_fragmented_messages_are_reassembled() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("first")
+        await ws.send(["ab", "cd", "ef"])  # one text message in three frames
+        await ws.send([b"\x00\x01", b"\x02"])  # one binary message in two
+        await ws.send("last")
+        await until_closed(ws)
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            transport, feed = await connect(url)
+            sink = Sink()
+            feed.attach(sink)
+            await sink.wait_for(4)
+            assert sink.messages == [b"first", b"abcdef", b"\x00\x01\x02", b"last"]
+            await close(transport)
+
+    run(scenario())
+
+
+def test_fragments_that_arrive_in_different_reads_make_one_message() -> None:
+    async def fragments() -> AsyncIterator[str]:
+        yield '{"part":'
+        await asyncio.sleep(0.05)  # the client reads the first fragment alone
+        yield '"one",'
+        await asyncio.sleep(0.05)
+        yield '"end":true}'
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(fragments())
+        await ws.send("after")
+        await until_closed(ws)
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            transport, feed = await connect(url)
+            sink = Sink()
+            feed.attach(sink)
+            await sink.wait_for(2)
+            assert sink.messages == [b'{"part":"one","end":true}', b"after"]
+            assert all(batch for batch, _ in sink.calls)  # never an empty delivery
+            await close(transport)
+
+    run(scenario())
+
+
+def test_a_message_completed_in_a_later_read_gets_that_reads_receive_time() -> None:
+    # raw frames, so that each write is one read at the client: a first fragment alone,
+    # later the last fragment and a whole message together
+    first_fragment = b"\x01\x02ab"  # TEXT, fin=0, "ab"
+    rest = b"\x80\x02cd" + b"\x81\x01C"  # CONTINUATION fin=1 "cd"; TEXT fin=1 "C"
+    later: list[int] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        ws.transport.write(first_fragment)
+        await asyncio.sleep(0.2)
+        later.append(time.time_ns())
+        ws.transport.write(rest)
+        await until_closed(ws)
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            transport, feed = await connect(url)
+            sink = Sink()
+            feed.attach(sink)
+            await sink.wait_for(2)
+            assert sink.messages == [b"abcd", b"C"]
+            (sent_at,) = later
+            # neither message was complete (nor "C" even sent) before sent_at
+            early_by_ms = [(sent_at - recv_ns) / 1e6 for _, recv_ns in sink.calls]
+            assert max(early_by_ms) <= 0, "stamped before it was received"
+            transport.disconnect(graceful=False)
+            await wait_closed(transport)
+
+    run(scenario())
+
+
+def test_a_fragmented_message_over_the_limit_closes_the_connection_as_oversized() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("small")
+        await asyncio.sleep(0.05)
+        # each fragment is within the limit, the message is not
+        await ws.send(["x" * 400, "y" * 400, "z" * 400])
+        await until_closed(ws)
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            transport, feed = await connect(url)
+            sink = Sink()
+            feed.attach(sink)
+            reason, oversized = await wait_closed(transport)
+            assert oversized
+            assert "size limit" in reason
+            assert sink.messages == [b"small"]  # the big one is never handed over
+
+    run(scenario())
+
+
+def test_a_single_frame_over_the_limit_closes_the_connection_as_oversized() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("x" * (LIMIT + 1))
+        await until_closed(ws)
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            transport, feed = await connect(url)
+            sink = Sink()
+            feed.attach(sink)
+            reason, oversized = await wait_closed(transport)
+            assert oversized
+            assert "size limit" in reason
+
+    run(scenario())
+
+
+def test_a_frame_over_the_limit_is_never_handed_over() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("x" * (LIMIT + 1))
+        await until_closed(ws)
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            transport, feed = await connect(url)
+            sink = Sink()
+            feed.attach(sink)
+            await wait_closed(transport)
+            assert [len(m) for m in sink.messages] == []
+
+    run(scenario())
+
+
+def test_a_message_just_at_the_limit_is_delivered() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("x" * LIMIT)
+        await ws.send(["y" * (LIMIT // 2), "z" * (LIMIT // 2)])
+        await until_closed(ws)
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            transport, feed = await connect(url)
+            sink = Sink()
+            feed.attach(sink)
+            await sink.wait_for(2)
+            assert [len(m) for m in sink.messages] == [LIMIT, LIMIT]
+            await close(transport)
+            _, oversized = await wait_closed(transport)
+            assert not oversized
+
+    run(scenario())
+
+
+def test_a_close_from_the_server_is_answered_and_reported_with_its_code() -> None:
+    answered: list[bool] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("bye soon")
+        await ws.close(1001, "going away")
+        answered.append(ws.protocol.close_rcvd is not None)  # the client replied
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            transport, feed = await connect(url)
+            sink = Sink()
+            feed.attach(sink)
+            reason, oversized = await wait_closed(transport)
+            assert "1001" in reason
+            assert not oversized
+            assert sink.messages == [b"bye soon"]
+            await asyncio.sleep(0.05)  # let the server's close finish
+        assert answered == [True]
+
+    run(scenario())
+
+
+def test_a_sink_that_raises_drops_the_connection_and_nothing_crashes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("boom")
+        await asyncio.sleep(0.2)
+        for i in range(10):  # the client is gone by now: nobody gets these
+            await ws.send(f"late {i}")
+        await until_closed(ws)
+
+    def failing(messages: list[bytes], recv_ns: int) -> None:
+        calls.append(list(messages))
+        raise RuntimeError("handler bug")
+
+    calls: list[list[bytes]] = []
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            transport, feed = await connect(url)
+            feed.attach(failing)
+            reason, oversized = await wait_closed(transport)  # returns, does not raise
+            assert isinstance(reason, str)
+            assert not oversized
+            assert transport.is_disconnected
+            await close(transport)  # closing again is harmless
+
+    with caplog.at_level(logging.ERROR, logger="spikewatch.ingest.feed"):
+        run(scenario())
+    assert len(calls) == 1
+    assert calls[0][0] == b"boom"
+    assert any("frame handler failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_burst_arrives_whole_and_in_order_in_fewer_calls_than_messages() -> None:
+    sent = [f'{{"e":"trade","t":{i},"pad":"{"x" * (i % 50)}"}}' for i in range(3000)]
+
+    async def handler(ws: ServerConnection) -> None:
+        for text in sent:
+            await ws.send(text)
+        await until_closed(ws)
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            transport, feed = await connect(url, max_message=1 << 20)
+            sink = Sink()
+            feed.attach(sink)
+            await sink.wait_for(len(sent))
+            await asyncio.sleep(0.05)  # nothing more comes
+            assert sink.messages == [t.encode() for t in sent]
+            assert len(sink.calls) < len(sent)  # reads carried many messages each
+            assert all(batch for batch, _ in sink.calls)
+            times = [recv_ns for _, recv_ns in sink.calls]
+            assert times == sorted(times)  # receive times never go back
+            await close(transport)
+
+    run(scenario())
