@@ -86,6 +86,23 @@ def test_live_engine_reports_exactly_the_spikes_of_the_recording(
     assert (last.symbol, last.trade_id) == expected[-1]
 
 
+def test_paced_play_sends_bursts_in_one_write_and_loses_nothing(
+    run_engine: Callable[..., tuple[Engine, SimulatorThread]], btc_frames: list[bytes]
+) -> None:
+    # paced (11 minutes of trading in about a second): trades of the same moment leave
+    # in one write, as an exchange sends a burst; the engine reads them in big reads
+    engine, sim = run_engine(btc_frames, speed=650.0)
+    wait_for(lambda: engine.status().symbols["BTCUSDT"].trades == len(btc_frames))
+    assert engine.flush(10)
+    assert stored_ids(engine) == reference_spikes(btc_frames)
+    stats = sim.simulator.stats()
+    assert stats.frames_sent == len(btc_frames)
+    status = engine.status()
+    assert status.frames == len(btc_frames)
+    assert status.malformed_frames == {}
+    assert status.symbols["BTCUSDT"].gaps == 0
+
+
 def test_dropped_connections_lose_and_double_no_trade(
     run_engine: Callable[..., tuple[Engine, SimulatorThread]], btc_frames: list[bytes]
 ) -> None:

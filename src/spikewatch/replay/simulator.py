@@ -9,7 +9,9 @@ requests, answered as Binance answers. REST on the same port: ``/api/v3/ping``,
 Pace: ``speed=None`` plays as fast as the clients read, and pauses while nobody is
 connected (so a dropped client misses nothing); ``speed=N`` plays at N times the
 recorded pace from the first connection on, like a live exchange (a disconnected client
-misses what plays meanwhile).
+misses what plays meanwhile); trades due at the same moment (a large order filling many
+levels) leave in one write, as an exchange's server sends a burst, unless a per-frame
+fault is set.
 
 ``loop=True`` plays the tape again and again (for the demo), moving trade ids and times
 on past the previous lap so they stay increasing.
@@ -35,6 +37,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from spikewatch.core.decimal import SCALE
 from spikewatch.core.model import Side, Trade
@@ -55,6 +58,11 @@ BAD_FRAMES: tuple[bytes, ...] = (
     b"[1, 2, 3]",
 )
 
+
+#: Trades due at the same moment sent in one write, at most.
+MAX_GROUP = 1024
+#: Bytes waiting in a client's send buffer beyond which the simulator waits for it.
+MAX_BUFFERED = 1 << 20
 
 #: Trades per symbol the REST endpoints can still serve (older ones are forgotten).
 REST_HISTORY = 500_000
@@ -254,29 +262,76 @@ class Simulator:
         start = loop.time()
         first_ms = self.tape[0].time_ms
         lap = 0
+        group: list[tuple[TapeEntry, Trade]] = []  # due now: sent together
         while True:
             for entry, trade in self._lap(lap):
                 if self.speed is None:
                     await self._have_clients.wait()
-                else:
-                    due = start + (entry.time_ms - first_ms) / 1000 / self.speed
+                    await self._play([(entry, trade)])
+                    continue
+                due = start + (entry.time_ms - first_ms) / 1000 / self.speed
+                if due > loop.time() or len(group) >= MAX_GROUP:
+                    if group:
+                        await self._play(group)
+                        group = []
                     delay = due - loop.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                played = self._trades[entry.symbol]
-                played.append(trade)
-                if len(played) > 2 * REST_HISTORY:  # bounded, however long it loops
-                    del played[:-REST_HISTORY]
-                self._played += 1
-                self._recent.append(entry)
-                stream = _stream_of(entry.symbol)
-                for client in list(self._clients):
-                    if stream in client.streams:
-                        await self._deliver(client, entry, stream)
+                group.append((entry, trade))
+            if group:
+                await self._play(group)
+                group = []
             if not self.loop:
                 break
             lap += 1
         self.done.set()
+
+    async def _play(self, group: list[tuple[TapeEntry, Trade]]) -> None:
+        """Send trades that are due together (a burst) to every client of their stream."""
+        for entry, trade in group:
+            played = self._trades[entry.symbol]
+            played.append(trade)
+            if len(played) > 2 * REST_HISTORY:  # bounded, however long it loops
+                del played[:-REST_HISTORY]
+            self._played += 1
+            self._recent.append(entry)
+        f = self.faults
+        per_frame = (f.drop_every, f.malformed_every, f.huge_every, f.fragment_every)
+        one_by_one = len(group) == 1 or any(per_frame) or f.stall_after or f.shutdown_after
+        for client in list(self._clients):
+            mine = [
+                (entry, stream)
+                for entry, _ in group
+                if (stream := _stream_of(entry.symbol)) in client.streams
+            ]
+            if one_by_one:
+                for entry, stream in mine:
+                    await self._deliver(client, entry, stream)
+            elif mine:
+                await self._deliver_burst(client, mine)
+
+    async def _deliver_burst(self, client: _Client, burst: list[tuple[TapeEntry, str]]) -> None:
+        """Frames due at the same moment in one write, as an exchange's server sends a
+        burst (no per-frame faults are configured): one system call, not one each."""
+        ws = client.ws
+        if ws.protocol.state is not State.OPEN:
+            self._forget(client)
+            return
+        for entry, stream in burst:
+            ws.protocol.send_text(self._frame(client, entry, stream))
+        ws.transport.write(b"".join(ws.protocol.data_to_send()))
+        client.sent += len(burst)
+        self._frames_sent += len(burst)
+        if self.sent_at is not None:
+            now = time.time_ns()
+            for entry, _ in burst:
+                self.sent_at.setdefault(entry_id(entry), now)
+        # a slow client: wait for room, as a single send would
+        while ws.transport.get_write_buffer_size() > MAX_BUFFERED:
+            if ws.protocol.state is not State.OPEN:
+                self._forget(client)
+                return
+            await asyncio.sleep(0.001)
 
     def _frame(self, client: _Client, entry: TapeEntry, stream: str) -> bytes:
         if client.combined:
