@@ -552,12 +552,15 @@ class Engine:
                 if batch.symbol not in self._symbols:
                     self._ignored += n
                     continue
-                if recv_ns:
-                    self._count_lag(batch.symbol, recv_ns, batch.times_us)
                 tracked.append(batch)
         for symbol in {batch.symbol for batch in batches} & self._symbols:
             self._note_arrival(symbol)
         self._run_in_order(tracked)
+        if recv_ns:  # metrics after the signals have gone out
+            with self._lock:
+                for batch in batches:
+                    if batch.symbol in self._symbols:
+                        self._count_lag(batch.symbol, recv_ns, batch.times_us)
 
     def _run_in_order(self, units: list[TradeBatch | Trade]) -> None:
         """Offer trades (or runs of them) to their sequencers in order and process what
@@ -653,13 +656,14 @@ class Engine:
         they raise."""
         with self._lock:
             found = self._pipeline.process_batch(batch)
-            self._bars[batch.symbol].update_batch(batch)
             for signal in found:
                 self._remember(signal)
         for signal in found:
             self._emit(signal)
         if found:
             _hand_over()
+        with self._lock:  # the chart's bars after the signals: they are not waited for
+            self._bars[batch.symbol].update_batch(batch)
 
     def _process(self, trades: list[Trade]) -> None:
         """Run in-order trades through the pipeline; emit what they raise."""
@@ -707,19 +711,12 @@ class Engine:
         self._deliver(signal)
 
     def _deliver(self, signal: Signal) -> None:
-        log.info(
-            "%s %s %s: %s @ %s, %.1fx the window mean",
-            signal.signal_type,
-            signal.symbol,
-            signal.side,
-            signal.volume,
-            signal.price,
-            signal.ratio,
-        )
         with self._lock:
             self._seq += 1
             seq = self._seq
             self._by_detector[signal.detector] = self._by_detector.get(signal.detector, 0) + 1
+        # queued for the store before it is published: a live client that subscribes in
+        # between finds it in the store (it is not in its queue)
         if self._writer is not None:
             self._writer.put(signal, seq)
         self.hub.publish(Event.signal(signal, seq))
@@ -728,6 +725,15 @@ class Engine:
                 listener(signal)
             except Exception:
                 log.exception("a signal listener failed")
+        log.info(  # last: a log line costs more than the rest
+            "%s %s %s: %s @ %s, %.1fx the window mean",
+            signal.signal_type,
+            signal.symbol,
+            signal.side,
+            signal.volume,
+            signal.price,
+            signal.ratio,
+        )
 
     # -- read side (any thread) ------------------------------------------------------
 
