@@ -247,7 +247,10 @@ class Engine:
         loop, client = self._loop, self._client
         if loop is None or client is None or loop.is_closed() or self._stopped.is_set():
             return False
-        loop.call_soon_threadsafe(client.request_rotation)
+        try:
+            loop.call_soon_threadsafe(client.request_rotation)
+        except RuntimeError:  # the loop closed in between: the engine has just stopped
+            return False
         return True
 
     def flush(self, timeout: float | None = None) -> bool:
