@@ -8,8 +8,9 @@ returns (so a slow handler pushes back on the server through TCP, and nothing is
 
 Rotation (before the server's 24-hour cut-off, or on a shutdown notice): the new
 connection is opened first; its frames are held back while the old one goes on for a short
-overlap; then the old one is closed and the held frames are handed over. The handler drops
-trades it has already seen (by trade id), so nothing is lost or doubled.
+overlap; then the held frames are handed over, the new connection's frames go straight to
+the handler from then on, and the old one is closed. The handler drops trades it has
+already seen (by trade id), so nothing is lost or doubled.
 """
 
 from __future__ import annotations
