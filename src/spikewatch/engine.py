@@ -36,6 +36,7 @@ from spikewatch.ingest.ratelog import RateLimitedLog
 from spikewatch.ingest.recorder import FrameRecorder
 from spikewatch.ingest.rest import RestClient, RestError, RestStats
 from spikewatch.store.base import Checkpoint, GapRecord, SignalStore
+from spikewatch.store.recent import RecentSignals
 from spikewatch.store.writer import StoreWriter, WriterStats
 from spikewatch.wiring import build_pipeline
 
@@ -48,6 +49,9 @@ def _hand_over() -> None:
     rest of a burst: the CPU goes to them without waiting for the GIL's switch interval."""
     os.sched_yield()
 
+
+#: Signals kept in memory for history pages (about 2 MB of JSON).
+RECENT_SIGNALS = 5000
 
 #: Reads of at least this many frames take the batch paths (fixed costs per call make
 #: them slower than frame by frame on a handful of frames).
@@ -205,6 +209,12 @@ class Engine:
         any_stored = store.latest()
         if any_stored is not None:
             self._remember(any_stored)
+        #: the latest signals in memory, for history pages (those before start-up are in
+        #: the store only)
+        self.recent = RecentSignals(
+            RECENT_SIGNALS,
+            floor=(any_stored.time_us, any_stored.id) if any_stored is not None else None,
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -593,10 +603,13 @@ class Engine:
                     else:
                         units[i:i] = unit.trades()  # its trades one by one, from here
             for item in work:
-                if isinstance(item, list):
-                    self._process(item)
-                else:
-                    self._process_batch(item)
+                try:
+                    if isinstance(item, list):
+                        self._process(item)
+                    else:
+                        self._process_batch(item)
+                except Exception:  # a bug must cost these trades, never the rest of the read
+                    log.exception("processing %d trades failed; they are skipped", len(item))
             if gap is not None:
                 self._start_backfill(gap)
 
@@ -722,7 +735,9 @@ class Engine:
         # between finds it in the store (it is not in its queue)
         if self._writer is not None:
             self._writer.put(signal, seq)
-        self.hub.publish(Event.signal(signal, seq))
+        payload = _encode(signal)
+        self.hub.publish(Event.signal(signal, seq, payload))
+        self.recent.add(signal, payload)
         for listener in tuple(self._listeners):
             try:
                 listener(signal)

@@ -29,9 +29,10 @@ class Event(msgspec.Struct, frozen=True):
     symbol: str | None = None  # for per-symbol streams; None goes to every client
 
     @classmethod
-    def signal(cls, signal: Signal, seq: int) -> Event:
-        """The ``signal`` event of a signal with delivery number ``seq``."""
-        return cls("signal", _encode(signal), seq, signal.symbol)
+    def signal(cls, signal: Signal, seq: int, payload: bytes | None = None) -> Event:
+        """The ``signal`` event of a signal with delivery number ``seq`` (``payload``: its
+        JSON, when already encoded)."""
+        return cls("signal", payload or _encode(signal), seq, signal.symbol)
 
     def encode(self) -> bytes:
         """The event in text/event-stream framing."""
@@ -157,11 +158,15 @@ class Hub:
 
 
 def _force(q: queue.Queue[Event], event: Event) -> None:
-    """Make room for ``event`` in a full queue (the client is gone anyway)."""
+    """Empty a (full) queue, then put ``event`` in it: the client is gone anyway, and what
+    it was sent must end without a hole (it resumes after the last id it got, from the
+    store), so nothing queued may go out after an event was thrown away."""
     while True:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()
         try:
             q.put_nowait(event)
             return
-        except queue.Full:
-            with contextlib.suppress(queue.Empty):
-                q.get_nowait()
+        except queue.Full:  # filled again meanwhile: empty it again
+            continue

@@ -382,6 +382,26 @@ def test_walking_next_cursor_returns_every_signal_once(replayed: Spikewatch, lim
     assert len(pages) == -(-RECORDED_SIGNALS // limit)
 
 
+@pytest.mark.parametrize("limit", [7, 100])
+def test_pages_across_a_restart_join_memory_and_store_seamlessly(
+    launch: Callable[..., Spikewatch], frames: list[bytes], limit: int
+) -> None:
+    # recent pages come from memory, older history from the store: after a restart the
+    # signals from before it are in the store only, the new ones in both
+    first = launch()
+    first.feed(frames[: len(frames) // 2])
+    before = list(first.emitted)
+    first.stop()
+    second = launch()
+    second.feed(frames[len(frames) // 2 :])
+    assert before
+    assert second.emitted
+    walked = [signal_id for page in walk(second, limit=limit) for signal_id in page]
+    assert walked == newest_first(before + second.emitted)
+    btc = [signal_id for page in walk(second, symbol="BTCUSDT", limit=limit) for signal_id in page]
+    assert btc == newest_first(s for s in before + second.emitted if s.symbol == "BTCUSDT")
+
+
 def test_walking_next_cursor_keeps_the_filters(replayed: Spikewatch) -> None:
     pages = walk(replayed, symbol="btcusdt", since=MIDNIGHT_ISO, limit=9)
 

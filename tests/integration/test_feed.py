@@ -340,3 +340,72 @@ def test_a_burst_arrives_whole_and_in_order_in_fewer_calls_than_messages() -> No
             await close(transport)
 
     run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("last", "name"),
+    [(b"\x89\x01p", "a ping"), (b"\x8a\x01p", "a pong")],
+)
+def test_a_read_ending_in_a_control_frame_is_handed_over_at_once(last: bytes, name: str) -> None:
+    # picows answers pings itself unless told not to, and keeps pongs it expects: then the
+    # read's last frame never reached the feed, and its messages waited for the next read
+    async def handler(ws: ServerConnection) -> None:
+        await asyncio.sleep(0.2)  # a read of its own, well after the handshake's
+        ws.transport.write(b"\x81\x01a" + b"\x81\x01b" + last)  # two trades, then `name`
+        await until_closed(ws)
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            transport, feed = await connect(url)
+            sink = Sink()
+            feed.attach(sink)
+            await asyncio.wait_for(sink.wait_for(2), timeout=1.0)  # not with a later read
+            assert sink.messages == [b"a", b"b"], name
+            transport.disconnect(graceful=False)
+            await wait_closed(transport)
+
+    run(scenario())
+
+
+def test_a_ping_is_answered_with_its_payload() -> None:
+    pongs: list[bytes] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        latency = await ws.ping(b"spikewatch?")  # websockets waits for the matching pong
+        pongs.append(b"spikewatch?")
+        await asyncio.wait_for(latency, timeout=2)
+        await ws.send("after")
+        await until_closed(ws)
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            transport, feed = await connect(url)
+            sink = Sink()
+            feed.attach(sink)
+            await asyncio.wait_for(sink.wait_for(1), timeout=3)
+            assert sink.messages == [b"after"]
+            assert pongs == [b"spikewatch?"]
+            transport.disconnect(graceful=False)
+            await wait_closed(transport)
+
+    run(scenario())
+
+
+def test_messages_before_a_protocol_error_in_the_same_read_are_handed_over() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        # two trades, then a continuation frame that continues nothing
+        ws.transport.write(b"\x81\x01a" + b"\x81\x01b" + b"\x80\x01x")
+        await until_closed(ws)
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            transport, feed = await connect(url)
+            sink = Sink()
+            feed.attach(sink)
+            await asyncio.wait_for(sink.wait_for(2), timeout=2)
+            assert sink.messages == [b"a", b"b"]
+            reason, oversized = await wait_closed(transport)
+            assert not oversized
+            assert "continuation" in reason
+
+    run(scenario())

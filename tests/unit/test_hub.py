@@ -42,6 +42,25 @@ def test_a_client_that_stops_reading_is_dropped_and_the_others_go_on() -> None:
     assert stats.events_published == 25
 
 
+def test_a_dropped_client_gets_no_event_after_a_thrown_away_one() -> None:
+    # it resumes after the last id it got (from the store): what it got must have no hole
+    hub = Hub(queue_size=3)
+    slow = hub.subscribe()
+    assert slow is not None
+    first = slow.get(0)  # nothing yet
+    assert first is None
+    hub.publish(event(1))
+    got = slow.get(0)
+    assert got is not None
+    assert got.id == 1  # read: the client has 1
+    for n in range(2, 7):  # 2, 3, 4 fill the queue; 5 finds it full: dropped
+        hub.publish(event(n))
+    rest = []
+    while (item := slow.get(0)) is not None:
+        rest.append(item)
+    assert rest == [DROPPED]  # not 3, 4 after 2 was thrown away: it resumes after 1
+
+
 def test_clients_beyond_the_limit_are_refused() -> None:
     hub = Hub(max_clients=2)
     first, second = hub.subscribe(), hub.subscribe()

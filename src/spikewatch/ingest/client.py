@@ -233,12 +233,12 @@ class StreamClient:
         loop = asyncio.get_running_loop()
         self._pending = None
         self._held.clear()
+        self._rotate.clear()  # before routing: frames that came with the handshake may ask
         self._gens += 1
         gen = self._gen = self._gens
         watcher = self._route(ws, gen)
         conns: dict[int, tuple[Conn, asyncio.Task[None]]] = {gen: (ws, watcher)}
         opened = loop.time()
-        self._rotate.clear()
         timers = {asyncio.create_task(self._rotation_timer())}
         try:
             while True:
@@ -262,7 +262,7 @@ class StreamClient:
                     and self._pending is not None
                 ):
                     old = self._gen
-                    self._switch()
+                    self._switch(conns[self._pending][0][0])
                     await self._retire(*conns.pop(old))
                     self._set(rotations=self.status.rotations + 1, connected_since=time.time())
                     opened = loop.time()
@@ -294,18 +294,26 @@ class StreamClient:
             for conn, watcher in list(conns.values()):
                 await self._retire(conn, watcher)
 
-    def _switch(self) -> None:
+    def _switch(self, successor: WSTransport) -> None:
         """Make the successor current: hand over its held frames, then route its new
         ones straight to the handler. No await in between, so nothing can overtake."""
         pending = self._pending
         assert pending is not None
         held, self._held = self._held, []
         self._pending = None
+        self._gen = pending
         for frames, recv_ns in held:
-            if self._handler(frames, recv_ns):
+            try:
+                shutdown = self._handler(frames, recv_ns)
+            except Exception:
+                # as for live frames (Feed): never lose them silently; the new connection
+                # is dropped, and reconnecting catches up on what it had
+                log.exception("the frame handler failed; dropping the connection")
+                successor.disconnect(graceful=False)
+                return
+            if shutdown:
                 log.info("%s announced a shutdown; rotating", self.url)
                 self._rotate.set()
-        self._gen = pending
 
     async def _retry_rotation(self) -> None:
         await asyncio.sleep(self._backoff.next_delay())

@@ -57,16 +57,29 @@ class Feed(WSListener):
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
 
+    def is_user_specific_pong(self, frame: WSFrame) -> bool:
+        # every frame comes to on_ws_frame (pongs included, see there): the last frame of
+        # a read must be seen, or that read's messages would wait for the next one
+        return False
+
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if self._new_read:  # the first frame of a network read: when it came
             self._recv_ns = time.time_ns()
             self._new_read = False
         if frame.last_in_buffer:
             self._new_read = True
+        try:
+            self._take(transport, frame)
+        finally:  # even after a protocol error, what came before it is handed over
+            if frame.last_in_buffer and self._batch and self._sink is not None:
+                self._deliver()
+
+    def _take(self, transport: WSTransport, frame: WSFrame) -> None:
+        """One frame: a message (or part of one) kept, a ping answered, a pong noted, a
+        close answered."""
         if transport.is_close_frame_sent or frame.payload_size > self._max_message:
             # closing (picows parses on for a moment after refusing an oversized frame,
             # which it may then pass on): nothing more is delivered
-            self._flush_if_last(frame)
             return
         kind = frame.msg_type
         if kind in _DATA:
@@ -83,16 +96,17 @@ class Feed(WSListener):
             if frame.fin:
                 self._batch.append(b"".join(self._fragments))
                 self._fragments.clear()
+        elif kind is WSMsgType.PING:  # Binance pings every 20 s; no pong in 1 min: cut off
+            transport.send_pong(frame.get_payload_as_bytes())
+        elif kind is WSMsgType.PONG:  # the answer to our keep-alive ping
+            transport.notify_user_specific_pong_received()
         elif kind is WSMsgType.CLOSE:  # the closing handshake: answer, then disconnect
-            transport.send_close(frame.get_close_code(), frame.get_close_message())
+            code = frame.get_close_code()
+            if code == WSCloseCode.NO_INFO:  # a close without a code (0 is no code to send)
+                transport.send_close(WSCloseCode.OK)
+            else:
+                transport.send_close(code, frame.get_close_message())
             transport.disconnect()
-        # pings are answered by picows itself; pongs feed its keep-alive
-        self._flush_if_last(frame)
-
-    def _flush_if_last(self, frame: WSFrame) -> None:
-        """At the end of a read, hand over its messages (once attached)."""
-        if frame.last_in_buffer and self._batch and self._sink is not None:
-            self._deliver()
 
     def _fragment(self, frame: WSFrame) -> None:
         """Keep one fragment of a message, within the size limit of a whole message."""
@@ -131,6 +145,7 @@ async def open_feed(
             enable_auto_ping=True,
             auto_ping_idle_timeout=ping_interval,
             auto_ping_reply_timeout=ping_interval,
+            enable_auto_pong=False,  # Feed answers pings: it must see every frame
             max_frame_size=max_message,
             use_aiofastnet=False,
         ),
@@ -149,15 +164,24 @@ async def wait_closed(transport: WSTransport) -> tuple[str, bool]:
     except Exception as exc:  # a local failure: protocol error, oversized frame, handler
         error = exc
     handshake = transport.close_handshake
-    sent = handshake.sent if handshake is not None else None
-    received = handshake.recv if handshake is not None else None
-    if sent is not None and sent.code == WSCloseCode.MESSAGE_TOO_BIG:
-        return "a message over the size limit; connection closed", True
+    if handshake is None:
+        if error is not None:
+            return f"{type(error).__name__}: {error}", False
+        return "connection closed (no close frame)", False
+    sent, received = handshake.sent, handshake.recv
+    if sent is not None and not handshake.recv_then_sent:  # we closed it
+        if sent.code == WSCloseCode.MESSAGE_TOO_BIG:
+            return "a message over the size limit; connection closed", True
+        why = sent.reason or (f"{type(error).__name__}: {error}" if error else "")
+        return f"closed by us ({_code(sent.code)}{': ' + why if why else ''})", False
     if received is not None:
-        return f"connection closed ({getattr(received.code, 'value', received.code)})", False
-    if error is not None:
-        return f"{type(error).__name__}: {error}", False
+        return f"connection closed ({_code(received.code)})", False
     return "connection closed (no close frame)", False
+
+
+def _code(code: object) -> object:
+    """A close code as a number (picows gives known ones as an enum)."""
+    return getattr(code, "value", code)
 
 
 #: Seconds a closing handshake may take before the connection is dropped.

@@ -53,9 +53,16 @@ def signals() -> Response:
             cursor = Cursor.decode(args["cursor"])
         except ValueError as exc:
             raise params.BadRequest("cursor", str(exc)) from None
-    payloads, next_cursor = _engine().store.page_json(
+    engine = _engine()
+    # recent pages from memory; older history (or a page reaching into it) from the store
+    answer = engine.recent.page_json(
         symbol=symbol, since_us=since, until_us=until, limit=limit, after=cursor
     )
+    if answer is None:
+        answer = engine.store.page_json(
+            symbol=symbol, since_us=since, until_us=until, limit=limit, after=cursor
+        )
+    payloads, next_cursor = answer
     # the stored JSON goes out as it is: no decode and encode of every signal
     token = encode_json(next_cursor.encode() if next_cursor else None)
     body = b'{"signals":[%s],"count":%d,"next_cursor":%s}' % (
