@@ -400,3 +400,29 @@ def test_a_gap_does_not_reorder_signals_across_symbols() -> None:
     assert [s.id.split(":", 2)[1] for s in want["signals"]] == ["BTCUSDT", "ETHUSDT"]
     assert got["signal ids"] == want["signal ids"]
     assert got["live events"] == want["live events"]
+
+
+def test_a_failure_processing_one_read_costs_that_read_only(
+    btc_frames: list[bytes], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a bug in detection (here: the third batch raises) must not stop the stream, nor
+    # lose more than the trades it was processing
+    calls = 0
+    process_batch = Pipeline.process_batch
+
+    def failing_once(self: Pipeline, batch: TradeBatch) -> list[Signal]:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("a detector bug")
+        return process_batch(self, batch)
+
+    monkeypatch.setattr(Pipeline, "process_batch", failing_once)
+    reads = cut_into_reads(btc_frames[:3000], [300], [2])
+    with offline_engine() as offline:
+        for read in reads:
+            offline.engine.handle_frames(read.frames, read.recv_ns)  # never raises
+        btc = offline.engine.status().symbols["BTCUSDT"]
+        assert btc.trades == 3000 - 300  # every read but the failed one went through
+    assert calls == len(reads)
+    assert "processing 300 trades failed" in caplog.text
