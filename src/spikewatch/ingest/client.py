@@ -234,6 +234,7 @@ class StreamClient:
         self._pending = None
         self._held.clear()
         self._rotate.clear()  # before routing: frames that came with the handshake may ask
+        self._drop_stale_items()
         self._gens += 1
         gen = self._gen = self._gens
         watcher = self._route(ws, gen)
@@ -256,6 +257,15 @@ class StreamClient:
                         watcher = self._route(new, pending)
                         conns[pending] = (new, watcher)
                         timers.add(asyncio.create_task(self._switch_later(pending)))
+                elif (
+                    isinstance(item, _Switch)
+                    and item.gen == self._pending
+                    and conns[item.gen][0][0].is_disconnected
+                ):  # the successor failed just before its turn: keep the current one
+                    self._pending = None
+                    self._held.clear()
+                    await self._retire(*conns.pop(item.gen))
+                    timers.add(asyncio.create_task(self._retry_rotation()))
                 elif (isinstance(item, _Switch) and item.gen == self._pending) or (
                     isinstance(item, _Closed)
                     and item.gen == self._gen
@@ -293,6 +303,15 @@ class StreamClient:
                 timer.cancel()
             for conn, watcher in list(conns.values()):
                 await self._retire(conn, watcher)
+
+    def _drop_stale_items(self) -> None:
+        """Forget control items of an earlier session (a rotation it had asked for, say);
+        a stop request is kept."""
+        stop = False
+        while not self._queue.empty():
+            stop = stop or isinstance(self._queue.get_nowait(), _Stop)
+        if stop:
+            self._queue.put_nowait(_Stop())
 
     def _switch(self, successor: WSTransport) -> None:
         """Make the successor current: hand over its held frames, then route its new
