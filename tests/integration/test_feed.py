@@ -79,6 +79,14 @@ class Sink:
             await self._called.wait()
 
 
+async def attached(url: str) -> tuple[WSTransport, Sink]:
+    """A feed connected to ``url`` with a recording sink attached."""
+    transport, feed = await connect(url)
+    sink = Sink()
+    feed.attach(sink)
+    return transport, sink
+
+
 async def until_closed(ws: ServerConnection) -> None:
     """Keep the server's side open until the client closes."""
     await ws.wait_closed()
@@ -120,9 +128,7 @@ def test_fragmented_messages_are_reassembled() -> None:
 
     async def scenario() -> None:
         async with server(handler) as url:
-            transport, feed = await connect(url)
-            sink = Sink()
-            feed.attach(sink)
+            transport, sink = await attached(url)
             await sink.wait_for(4)
             assert sink.messages == [b"first", b"abcdef", b"\x00\x01\x02", b"last"]
             await close(transport)
@@ -145,9 +151,7 @@ def test_fragments_that_arrive_in_different_reads_make_one_message() -> None:
 
     async def scenario() -> None:
         async with server(handler) as url:
-            transport, feed = await connect(url)
-            sink = Sink()
-            feed.attach(sink)
+            transport, sink = await attached(url)
             await sink.wait_for(2)
             assert sink.messages == [b'{"part":"one","end":true}', b"after"]
             assert all(batch for batch, _ in sink.calls)  # never an empty delivery
@@ -172,9 +176,7 @@ def test_a_message_completed_in_a_later_read_gets_that_reads_receive_time() -> N
 
     async def scenario() -> None:
         async with server(handler) as url:
-            transport, feed = await connect(url)
-            sink = Sink()
-            feed.attach(sink)
+            transport, sink = await attached(url)
             await sink.wait_for(2)
             assert sink.messages == [b"abcd", b"C"]
             (sent_at,) = later
@@ -197,9 +199,7 @@ def test_a_fragmented_message_over_the_limit_closes_the_connection_as_oversized(
 
     async def scenario() -> None:
         async with server(handler) as url:
-            transport, feed = await connect(url)
-            sink = Sink()
-            feed.attach(sink)
+            transport, sink = await attached(url)
             reason, oversized = await wait_closed(transport)
             assert oversized
             assert "size limit" in reason
@@ -208,35 +208,18 @@ def test_a_fragmented_message_over_the_limit_closes_the_connection_as_oversized(
     run(scenario())
 
 
-def test_a_single_frame_over_the_limit_closes_the_connection_as_oversized() -> None:
+def test_a_single_frame_over_the_limit_closes_as_oversized_and_is_never_handed_over() -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("x" * (LIMIT + 1))
         await until_closed(ws)
 
     async def scenario() -> None:
         async with server(handler) as url:
-            transport, feed = await connect(url)
-            sink = Sink()
-            feed.attach(sink)
+            transport, sink = await attached(url)
             reason, oversized = await wait_closed(transport)
             assert oversized
             assert "size limit" in reason
-
-    run(scenario())
-
-
-def test_a_frame_over_the_limit_is_never_handed_over() -> None:
-    async def handler(ws: ServerConnection) -> None:
-        await ws.send("x" * (LIMIT + 1))
-        await until_closed(ws)
-
-    async def scenario() -> None:
-        async with server(handler) as url:
-            transport, feed = await connect(url)
-            sink = Sink()
-            feed.attach(sink)
-            await wait_closed(transport)
-            assert [len(m) for m in sink.messages] == []
+            assert [len(m) for m in sink.messages] == []  # never handed over
 
     run(scenario())
 
@@ -249,9 +232,7 @@ def test_a_message_just_at_the_limit_is_delivered() -> None:
 
     async def scenario() -> None:
         async with server(handler) as url:
-            transport, feed = await connect(url)
-            sink = Sink()
-            feed.attach(sink)
+            transport, sink = await attached(url)
             await sink.wait_for(2)
             assert [len(m) for m in sink.messages] == [LIMIT, LIMIT]
             await close(transport)
@@ -271,9 +252,7 @@ def test_a_close_from_the_server_is_answered_and_reported_with_its_code() -> Non
 
     async def scenario() -> None:
         async with server(handler) as url:
-            transport, feed = await connect(url)
-            sink = Sink()
-            feed.attach(sink)
+            transport, sink = await attached(url)
             reason, oversized = await wait_closed(transport)
             assert "1001" in reason
             assert not oversized
@@ -356,9 +335,7 @@ def test_a_read_ending_in_a_control_frame_is_handed_over_at_once(last: bytes, na
 
     async def scenario() -> None:
         async with server(handler) as url:
-            transport, feed = await connect(url)
-            sink = Sink()
-            feed.attach(sink)
+            transport, sink = await attached(url)
             await asyncio.wait_for(sink.wait_for(2), timeout=1.0)  # not with a later read
             assert sink.messages == [b"a", b"b"], name
             transport.disconnect(graceful=False)
@@ -379,9 +356,7 @@ def test_a_ping_is_answered_with_its_payload() -> None:
 
     async def scenario() -> None:
         async with server(handler) as url:
-            transport, feed = await connect(url)
-            sink = Sink()
-            feed.attach(sink)
+            transport, sink = await attached(url)
             await asyncio.wait_for(sink.wait_for(1), timeout=3)
             assert sink.messages == [b"after"]
             assert pongs == [b"spikewatch?"]
@@ -399,9 +374,7 @@ def test_messages_before_a_protocol_error_in_the_same_read_are_handed_over() -> 
 
     async def scenario() -> None:
         async with server(handler) as url:
-            transport, feed = await connect(url)
-            sink = Sink()
-            feed.attach(sink)
+            transport, sink = await attached(url)
             await asyncio.wait_for(sink.wait_for(2), timeout=2)
             assert sink.messages == [b"a", b"b"]
             reason, oversized = await wait_closed(transport)
