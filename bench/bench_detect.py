@@ -3,12 +3,12 @@
 Baseline, measured in the same run: the original request's style — ``json.loads`` per
 frame, a ``deque(maxlen=200)`` of float quantities, ``sum()/len()`` per trade.
 
-Measured: the per-frame path (``parse`` -> ``Pipeline.process``), the batch path
-(``parse_batch`` of 4,096 frames at a time -> ``Pipeline.process_batch``, what replay of a
+Measured: the kernel fed one frame per call (``Kernel.feed_frames``), the same fed
+4,096 frames at a time (``parse_batch`` -> ``SymbolState.run_batch``, what replay of a
 frame recording does), and the live engine's own path, ``Engine.handle_frames`` on each
 network read (sequencer, bars, lag histogram and signal bookkeeping included), for reads
 of 1 frame (a quiet market) and of 32 and 300 frames (bursts). Each run starts with a
-fresh parser and pipeline (cold caches), as the baseline starts with an empty window.
+fresh parser and kernel (cold caches), as the baseline starts with an empty window.
 
     python bench/bench_detect.py
 """
@@ -23,11 +23,11 @@ from collections import deque
 from common import best_rate, machine, read_frames
 from spikewatch.config import load_settings
 from spikewatch.core import accel
-from spikewatch.core.model import Trade
+from spikewatch.core.kernel import Kernel
 from spikewatch.engine import Engine
 from spikewatch.exchanges.binance import BinanceSpot
 from spikewatch.store.sqlite import SQLiteSignalStore
-from spikewatch.wiring import build_pipeline
+from spikewatch.wiring import build_kernel
 
 BATCH = 4096
 
@@ -44,22 +44,23 @@ def baseline(frames: list[bytes]) -> int:
     return len(frames)
 
 
+def _kernel() -> Kernel:
+    return build_kernel(load_settings({}, env={}), venues=(BinanceSpot(),), bars=False)
+
+
 def spikewatch(frames: list[bytes]) -> int:
-    parse = BinanceSpot().parse
-    process = build_pipeline(load_settings({}, env={})).process
+    """The kernel fed one frame at a time (a quiet market: a read holds one frame)."""
+    feed = _kernel().feed_frames
     for frame in frames:
-        item = parse(frame)
-        if type(item) is Trade:
-            process(item)
+        feed("binance", (frame,))
     return len(frames)
 
 
 def spikewatch_batch(frames: list[bytes]) -> int:
-    parse_batch = BinanceSpot().parse_batch
-    process_batch = build_pipeline(load_settings({}, env={})).process_batch
+    """The kernel fed BATCH frames at a time (replay, or a burst)."""
+    feed = _kernel().feed_frames
     for start in range(0, len(frames), BATCH):
-        for batch in parse_batch(frames[start : start + BATCH]).batches:
-            process_batch(batch)
+        feed("binance", frames[start : start + BATCH])
     return len(frames)
 
 
@@ -86,16 +87,16 @@ def main() -> None:
     base = best_rate(lambda: baseline(frames))
     ours = best_rate(lambda: spikewatch(frames))
     batched = best_rate(lambda: spikewatch_batch(frames))
-    parse = BinanceSpot().parse
-    decode_only = best_rate(lambda: sum(1 for f in frames if parse(f)))
+    parse = BinanceSpot().parse_batch
+    decode_only = best_rate(lambda: sum(1 for f in frames if parse((f,)).batches))
     with tempfile.TemporaryDirectory() as folder:
         reads = {size: engine_reads(frames, size, folder) for size in (1, 32, 300)}
     numpy = "with numpy" if accel.np is not None else "without numpy"
     print(f"detection path, {len(frames):,} recorded BTCUSDT frames, best of 7 ({machine()})")
     print(f"  baseline (json.loads + deque + sum/len): {base / 1e6:6.3f} M frames/s")
-    print(f"  spikewatch parse + pipeline:             {ours / 1e6:6.3f} M frames/s")
-    print(f"  spikewatch parse only:                   {decode_only / 1e6:6.3f} M frames/s")
-    print(f"  spikewatch parse_batch + process_batch:  {batched / 1e6:6.3f} M frames/s ({numpy})")
+    print(f"  kernel, one frame per call:              {ours / 1e6:6.3f} M frames/s")
+    print(f"  parse_batch only, one frame per call:    {decode_only / 1e6:6.3f} M frames/s")
+    print(f"  kernel, 4,096 frames per call:           {batched / 1e6:6.3f} M frames/s ({numpy})")
     for size, rate in reads.items():
         label = f"engine.handle_frames, reads of {size}:"
         print(f"  {label:<41}{rate / 1e6:6.3f} M frames/s ({rate / base:.2f}x)")

@@ -1,6 +1,6 @@
 """Resident memory of the detection state with 1, 100 and 2,000 symbols warmed up.
 
-Each count runs in a fresh process: RSS after building a pipeline and feeding every
+Each count runs in a fresh process: RSS after building a kernel and feeding every
 symbol 400 real trades (so each window is full), minus RSS before. Baseline, in the same
 run: the original style, one ``deque(maxlen=200)`` of floats per symbol.
 
@@ -30,19 +30,18 @@ def rss_kb():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
 
-parse = BinanceSpot().parse
-trades = [parse(f) for f in read_frames()[:400]]
+parsed = BinanceSpot().parse_batch(read_frames()[:400])
+trades = [t for batch in parsed.batches for t in batch.trades()]
 n, mode = int(sys.argv[1]), sys.argv[2]
 symbols = [f"S{i:05d}USDT" for i in range(n)]
 gc.collect()
 before = rss_kb()
 if mode == "spikewatch":
     from spikewatch.config import load_settings
-    from spikewatch.wiring import build_pipeline
-    pipeline = build_pipeline(load_settings({}, env={}))
+    from spikewatch.wiring import build_kernel
+    kernel = build_kernel(load_settings({}, env={}))  # the live kernel: bars included
     for symbol in symbols:
-        for t in trades:
-            pipeline.process(msgspec.structs.replace(t, symbol=symbol))
+        kernel.feed([msgspec.structs.replace(t, symbol=symbol) for t in trades])
 else:
     windows = {s: deque(maxlen=200) for s in symbols}
     for symbol in symbols:

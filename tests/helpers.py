@@ -120,3 +120,17 @@ class Served:
     sim: Any  # spikewatch.replay.simulator.SimulatorThread
     app: Any  # the Flask app
     port: int
+
+
+def detection(factory: Any) -> Any:
+    """A kernel that only detects: every jump in trade ids counted, the windows kept (the
+    ``continue`` gap policy), as the per-trade reference runs."""
+    from spikewatch.core.kernel import GapPolicy, Kernel
+
+    return Kernel(factory, gap_policy=GapPolicy.CONTINUE, bars=False)
+
+
+def run(kernel: Any, item: Any) -> list[Any]:
+    """The signals of one trade or batch fed to ``kernel``."""
+    signals: list[Any] = kernel.feed((item,)).signals
+    return signals

@@ -77,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--symbols", help="only these symbols (comma-separated)")
     rep.add_argument("--out", help="- (JSON lines on stdout, default), x.jsonl, x.csv, x.parquet")
     rep.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
+    rep.add_argument(
+        "--exchange",
+        help="venue of the files: binance (spot, default) or binance-usdm (USD-M futures)",
+    )
+    rep.add_argument(
+        "--on-gap",
+        dest="on_gap",
+        choices=("reset", "continue"),
+        default="reset",
+        help="at a jump in trade ids: warm the windows up again, as live does when a gap "
+        "cannot be fetched (reset, default), or keep them (continue)",
+    )
     _detector_flags(rep)
 
     rec = sub.add_parser("record", help="record raw frames from the live stream to gzip files")
@@ -88,8 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--config", help="TOML file with settings")
     rec.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING or ERROR")
 
+    from spikewatch.exchanges import EXCHANGES  # the venues the simulator can speak
+
     sim = sub.add_parser("simulate", help="serve recorded trades as a local Binance stream")
     sim.add_argument("files", nargs="+", metavar="FILE", help="trade CSVs or frame recordings")
+    sim.add_argument(
+        "--exchange",
+        choices=sorted(EXCHANGES),
+        default="binance",
+        help="venue to speak: binance (spot, default) or binance-usdm (USD-M futures routes)",
+    )
     sim.add_argument("--format", choices=("trades", "aggtrades", "frames"), help="file format")
     sim.add_argument("--symbol", help="symbol of CSV files (default: from the file name)")
     sim.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
@@ -222,10 +242,11 @@ def _progress(trades: int, signals: int, time_us: int) -> None:
 
 def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
     """Run files of trades through the pipeline and write the signals."""
+    from spikewatch.core.kernel import GapPolicy
     from spikewatch.replay.outputs import open_sink
     from spikewatch.replay.readers import ReadStats, read_trades
     from spikewatch.replay.runner import replay
-    from spikewatch.wiring import build_pipeline
+    from spikewatch.wiring import build_exchange, build_kernel
 
     symbols = None
     if ns.symbols:
@@ -238,10 +259,16 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
     stats = ReadStats()
     show = not ns.quiet and sys.stderr.isatty()
     try:
-        trades = read_trades(ns.files, fmt=ns.format, symbol=ns.symbol, stats=stats)
+        exchange = build_exchange(settings)
+        trades = read_trades(
+            ns.files, fmt=ns.format, symbol=ns.symbol, stats=stats, exchange=exchange
+        )
+        kernel = build_kernel(
+            settings, venues=(exchange,), gap_policy=GapPolicy(ns.on_gap), bars=False
+        )
         summary = replay(
             trades,
-            build_pipeline(settings),
+            kernel,
             sink.write,
             symbols=symbols,
             progress=_progress if show else None,
@@ -267,7 +294,8 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
             f"replayed {summary.trades:,} trades from {stats.files} file(s): "
             f"{summary.signals:,} signals ({summary.signals_per_hour:.1f}/h), {span}; "
             f"{summary.trades_per_second:,.0f} trades/s; "
-            f"{bad:,} bad rows, {summary.duplicates:,} duplicates, {summary.gaps:,} id gaps",
+            f"{bad:,} bad rows, {summary.duplicates:,} duplicates, {summary.gaps:,} id gaps"
+            f" ({summary.lost_trades:,} trades missing)",
             file=sys.stderr,
         )
     return 0
@@ -278,12 +306,13 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_record(ns: argparse.Namespace, settings: Settings) -> int:
     """Record raw frames from the live stream until SIGINT/SIGTERM."""
-    from spikewatch.exchanges import EXCHANGES, Control, MalformedFrame
+    from spikewatch.exchanges import Control
     from spikewatch.ingest.backoff import Backoff
     from spikewatch.ingest.client import StreamClient
     from spikewatch.ingest.recorder import FrameRecorder
+    from spikewatch.wiring import build_exchange
 
-    exchange = EXCHANGES[settings.exchange]()
+    exchange = build_exchange(settings)
     url = exchange.stream_url(settings.ws_url, settings.symbols)
     recorder = FrameRecorder(
         ns.out_dir,
@@ -293,12 +322,13 @@ def cmd_record(ns: argparse.Namespace, settings: Settings) -> int:
     )
 
     def handle(frames: list[bytes], recv_ns: int) -> bool:
-        shutdown = False
         for frame in frames:
             recorder.write(frame, recv_ns)
-            with contextlib.suppress(MalformedFrame):
-                shutdown = shutdown or exchange.parse(frame) is Control.SHUTDOWN
-        return shutdown
+        try:
+            controls = exchange.parse_batch(frames).controls
+        except Exception:  # a parser bug must not stop the recording
+            return False
+        return any(control is Control.SHUTDOWN for _, control in controls)
 
     client = StreamClient(
         url,
@@ -332,8 +362,14 @@ def cmd_record(ns: argparse.Namespace, settings: Settings) -> int:
 # -- simulate and demo -------------------------------------------------------------------
 
 
-def load_tape(files: Sequence[str], fmt: str | None, symbol: str | None) -> list[Any]:
-    """A simulator tape from recordings (frames kept byte-exact) or trade files."""
+def load_tape(
+    files: Sequence[str],
+    fmt: str | None,
+    symbol: str | None,
+    encode: Callable[[Any], bytes] | None = None,
+) -> list[Any]:
+    """A simulator tape from recordings (frames kept byte-exact) or trade files (their
+    events made by ``encode``, a venue codec's ``trade_frame``; spot's by default)."""
     from spikewatch.replay.readers import detect_format, read_trades
     from spikewatch.replay.tape import (
         merge_by_time,
@@ -348,34 +384,39 @@ def load_tape(files: Sequence[str], fmt: str | None, symbol: str | None) -> list
         if kind == "frames":
             tapes.append(tape_from_frames(read_frame_lines(path)))
         else:
-            tapes.append(tape_from_trades(read_trades([path], fmt=kind, symbol=symbol)))
+            trades = read_trades([path], fmt=kind, symbol=symbol)
+            tapes.append(tape_from_trades(trades, encode) if encode else tape_from_trades(trades))
     return merge_by_time(tapes) if len(tapes) > 1 else tapes[0]
 
 
 def cmd_simulate(ns: argparse.Namespace) -> int:
-    """Serve recorded trades over Binance's protocol until SIGINT/SIGTERM."""
+    """Serve recorded trades over a Binance venue's protocol until SIGINT/SIGTERM."""
+    from spikewatch.exchanges import EXCHANGES
     from spikewatch.replay.simulator import Faults, Simulator, SimulatorThread
 
+    exchange = EXCHANGES[ns.exchange]()
+    codec = exchange.simulator_codec()
     speed = _speed(ns.speed)
-    tape = load_tape(ns.files, ns.format, ns.symbol)
+    tape = load_tape(ns.files, ns.format, ns.symbol, codec.trade_frame)
     faults = Faults(
         drop_every=ns.drop_every,
         malformed_every=ns.malformed_every,
         shutdown_after=ns.shutdown_after,
     )
-    sim = SimulatorThread(
-        Simulator(tape, speed=speed, faults=faults, loop=ns.loop), ns.host, ns.port
-    )
+    simulator = Simulator(tape, codec=codec, speed=speed, faults=faults, loop=ns.loop)
+    sim = SimulatorThread(simulator, ns.host, ns.port)
     sim.start()
     symbols = sorted({e.symbol for e in tape})
+    ws_base, rest_base = f"ws://{ns.host}:{sim.port}", f"http://{ns.host}:{sim.port}"
+    recent = exchange.recent_trades(symbols[0], 5)
+    venue = "" if ns.exchange == "binance" else f"--exchange {ns.exchange} "
     print(
-        f"simulating {len(tape):,} trades of {','.join(symbols)} at "
+        f"simulating {len(tape):,} trades of {','.join(symbols)} ({ns.exchange}) at "
         f"{'max' if speed is None else f'{speed:g}x'} speed\n"
-        f"  streams: ws://{ns.host}:{sim.port}/stream?streams="
-        f"{'/'.join(s.lower() + '@trade' for s in symbols)}\n"
-        f"  REST:    http://{ns.host}:{sim.port}/api/v3/trades?symbol={symbols[0]}\n"
-        f"  use:     spikewatch run --ws-url ws://{ns.host}:{sim.port} "
-        f"--rest-url http://{ns.host}:{sim.port} --symbols {','.join(symbols)}",
+        f"  streams: {exchange.stream_url(ws_base, symbols)}\n"
+        + (f"  REST:    {rest_base}{recent.path}\n" if recent else "")
+        + f"  use:     spikewatch run {venue}--ws-url {ws_base} "
+        f"--rest-url {rest_base} --symbols {','.join(symbols)}",
         file=sys.stderr,
         flush=True,
     )
@@ -456,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_simulate(ns)
         if ns.command == "replay":
             settings = load_settings(
-                _flags(ns, "window", "threshold", "log_level"), config_path=ns.config
+                _flags(ns, "window", "threshold", "log_level", "exchange"), config_path=ns.config
             )
             setup_logging(settings.log_level)
             return cmd_replay(ns, settings)

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from spikewatch.exchanges.binance import DEFAULT_REST_URL, DEFAULT_WS_URL, MAX_CONNECTION_AGE_S
+from spikewatch.exchanges import EXCHANGES
 
 ENV_PREFIX = "SPIKEWATCH_"
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
@@ -32,20 +32,23 @@ class ConfigError(ValueError):
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Every setting of spikewatch with its default."""
 
-    exchange: str = "binance"
+    exchange: str = "binance"  # "binance" (spot) or "binance-usdm" (USD-M futures)
     symbols: tuple[str, ...] = ("BTCUSDT",)
     window: int = 200  # trades in the rolling window
     threshold: Decimal = Decimal(10)  # spike when qty > threshold * window mean
     host: str = "127.0.0.1"
     port: int = 5000
     db: str = "spikewatch.db"  # SQLite file, or ":memory:"
-    ws_url: str = DEFAULT_WS_URL  # stream base URL; /stream?streams=... is appended
-    rest_url: str = DEFAULT_REST_URL
+    # stream base URL (the exchange's routes, e.g. /stream?streams=..., are appended);
+    # empty: the exchange's own (wss://stream.binance.com:9443 for spot)
+    ws_url: str = ""
+    rest_url: str = ""  # REST base URL; empty: the exchange's own
+    api_key: str = ""  # sent only where an exchange's look-up needs one (futures backfill)
     log_level: str = "INFO"
     # WSGI worker threads; each live-stream client holds one while connected
     web_threads: int = 256
     reconnect_max_delay: float = 30.0  # seconds, cap of the exponential backoff
-    rotate_after: float = MAX_CONNECTION_AGE_S  # seconds; Binance cuts connections at 24 h
+    rotate_after: float = 23.5 * 3600  # seconds; Binance cuts connections at 24 h
     store_queue: int = 10_000  # signals waiting for the SQLite writer
     record_dir: str = ""  # when set, raw frames are also recorded here (gzip JSON lines)
     max_backfill: int = 100_000  # trades fetched over REST to fill one gap, at most
@@ -56,12 +59,22 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     def __repr__(self) -> str:
         # never show a secret in a log line or a traceback
         shown = {k: getattr(self, k) for k in self.__struct_fields__}
-        if shown["api_token"]:
-            shown["api_token"] = "***"
+        for secret in ("api_token", "api_key"):
+            if shown[secret]:
+                shown[secret] = "***"
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     def __post_init__(self) -> None:
-        _check(self.exchange == "binance", "exchange", "only 'binance' is supported so far")
+        _check(
+            self.exchange in EXCHANGES,
+            "exchange",
+            f"must be one of {', '.join(sorted(EXCHANGES))}, got {self.exchange!r}",
+        )
+        venue = EXCHANGES[self.exchange]
+        if not self.ws_url:
+            msgspec.structs.force_setattr(self, "ws_url", venue.default_ws_url)
+        if not self.rest_url:
+            msgspec.structs.force_setattr(self, "rest_url", venue.default_rest_url)
         _check(bool(self.symbols), "symbols", "at least one symbol is needed")
         for symbol in self.symbols:
             _check(bool(_SYMBOL.match(symbol)), "symbols", f"{symbol!r} is not a symbol")
@@ -100,6 +113,8 @@ def _normalise(key: str, value: Any) -> Any:
         items = value.split(",") if isinstance(value, str) else value
         if isinstance(items, list | tuple):
             return [str(s).strip().upper() for s in items if str(s).strip()]
+    if key == "exchange" and isinstance(value, str):
+        return value.strip().lower()
     if key in ("log_level",) and isinstance(value, str):
         return value.upper()
     if key == "threshold" and isinstance(value, float):

@@ -1,8 +1,14 @@
-"""The engine: ingest -> parse -> pipeline -> sinks, on one background thread.
+"""The live runtime: a thin shell of I/O around the pure kernel, on one background thread.
 
-One thread runs an asyncio loop with the WebSocket client. Frames are parsed and run
-through the pipeline on that loop, under one lock that the web threads also take to read
-counters; signals go to the latest-signal map, the store writer and any listeners.
+It owns the thread and its asyncio loop, the frame source (the reconnecting WebSocket
+client), the REST executor for warm start and gap backfill, and the fan-out of what each
+kernel step produced to the sinks (store writer, live-push hub, recent signals, listeners,
+frame recorder). Every decision about trades (order, repeats, gaps, windows, signals, bars,
+counters) is the kernel's (:mod:`spikewatch.core.kernel`), which replay drives too.
+
+The kernel is only touched under one lock: by the ingest thread for each step, and by
+readers for a status snapshot. The snapshot is immutable and rebuilt only when a step has
+happened since the last one.
 """
 
 from __future__ import annotations
@@ -13,32 +19,43 @@ import logging
 import os
 import threading
 import time
-from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Sequence
-from itertools import islice
-from operator import le
+from bisect import bisect_left
+from collections.abc import Callable, Coroutine, Sequence
+from functools import partial
 
 import msgspec
 
 from spikewatch.config import Settings
-from spikewatch.core.bars import Bar, BarSeries
+from spikewatch.core.bars import Bar
 from spikewatch.core.decimal import units_to_float
-from spikewatch.core.model import Signal, Trade, TradeBatch, iso_utc
-from spikewatch.core.pipeline import increasing as _increasing
-from spikewatch.core.sequencer import Gap, Sequencer
-from spikewatch.exchanges import EXCHANGES, Control, Exchange, MalformedFrame
-from spikewatch.exchanges.binance import TRADES_WEIGHT
-from spikewatch.hub import Event, Hub, HubStats
+from spikewatch.core.kernel import LAG_BUCKETS_MS, GapPolicy, Kernel, LagHistogram, Step
+from spikewatch.core.model import GapRecord, Signal, Trade, iso_utc
+from spikewatch.core.sequencer import Gap
+from spikewatch.exchanges.base import Exchange
+from spikewatch.hub import Event, Hub
 from spikewatch.ingest.backfill import fetch_range, fetch_recent
 from spikewatch.ingest.backoff import Backoff
 from spikewatch.ingest.client import ClientStatus, StreamClient
 from spikewatch.ingest.ratelog import RateLimitedLog
-from spikewatch.ingest.recorder import FrameRecorder
-from spikewatch.ingest.rest import RestClient, RestError, RestStats
-from spikewatch.store.base import Checkpoint, GapRecord, SignalStore
+from spikewatch.ingest.recorder import FrameRecorder, RecorderSink
+from spikewatch.ingest.rest import RestClient, RestError
+from spikewatch.sinks import Overflow, SinkWorker
+from spikewatch.status import WRITE_BUCKETS_MS, EngineStatus, LiveSymbol, SymbolStatus
+from spikewatch.store.base import Checkpoint, SignalStore
 from spikewatch.store.recent import RecentSignals
 from spikewatch.store.writer import StoreWriter, WriterStats
-from spikewatch.wiring import build_pipeline
+from spikewatch.wiring import build_exchange, build_kernel
+
+__all__ = [
+    "LAG_BUCKETS_MS",
+    "RECENT_SIGNALS",
+    "WRITE_BUCKETS_MS",
+    "Engine",
+    "EngineStatus",
+    "LagHistogram",
+    "LiveSymbol",
+    "SymbolStatus",
+]
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -52,85 +69,15 @@ def _hand_over() -> None:
 
 #: Signals kept in memory for history pages (about 2 MB of JSON).
 RECENT_SIGNALS = 5000
-
-#: Reads of at least this many frames take the batch paths (fixed costs per call make
-#: them slower than frame by frame on a handful of frames).
-BATCH_FROM = 32
+#: Frames waiting for the recorder's gzip writes, at most (then frames are not recorded,
+#: and counted as dropped: recording must never hold up detection).
+RECORDER_QUEUE = 100_000
 
 SignalListener = Callable[[Signal], None]
 
 
-class SymbolStatus(msgspec.Struct, frozen=True):
-    """What ``/api/status`` says about one symbol."""
-
-    exchange: str
-    symbol: str
-    connection: str
-    trades: int
-    signals: int
-    warmed_up: bool
-    last_trade_id: int | None
-    last_trade_time: str | None
-    last_price: float | None
-    duplicates_dropped: int
-    gaps: int
-    missing_trades: int
-    reconnects: int
-    malformed_frames: int
-    backfilling: bool  # a gap is being fetched; live trades are held meanwhile
-    backfills: int  # gaps filled over REST
-    backfilled_trades: int
-    gap_records: int  # gaps that could not be filled (detectors warmed up again)
-    watchdog_resubscribes: int
-
-
-class EngineStatus(msgspec.Struct, frozen=True):
-    """What ``/api/status`` says about the engine as a whole."""
-
-    running: bool
-    exchange: str
-    url: str
-    connection: ClientStatus
-    frames: int
-    malformed_frames: dict[str, int]
-    ignored_frames: int
-    symbols: dict[str, SymbolStatus]
-    store: WriterStats
-    signals_by_detector: dict[str, int]
-    stream: HubStats
-    rest: RestStats
-    recent_gaps: list[GapRecord]
-    restored_from_checkpoint: list[str]
-
-
-#: Upper bounds (ms) of the ingest-lag histogram: local receive time minus exchange time.
-LAG_BUCKETS_MS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
-#: Upper bounds (ms) of the store's batch-write latency histogram.
-WRITE_BUCKETS_MS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
-
-
-class LagHistogram(msgspec.Struct, frozen=True):
-    """Counts by latency (ms), per bucket of :data:`LAG_BUCKETS_MS` (ingest lag) or
-    :data:`WRITE_BUCKETS_MS` (store writes), plus +Inf."""
-
-    counts: list[int]  # not cumulative; the last entry is above the last bound
-    sum_ms: float
-
-
-class LiveSymbol(msgspec.Struct, frozen=True):
-    """One symbol in the periodic ``status`` event of the live stream."""
-
-    symbol: str
-    connection: str
-    last_price: float | None
-    trades: int
-    trades_per_s: float
-    signals: int
-    bar: Bar | None
-
-
 class Engine:
-    """Owns the ingest thread, the pipeline and the store writer; start once, stop once."""
+    """Owns the ingest thread, the kernel and the sinks; start once, stop once."""
 
     def __init__(
         self,
@@ -144,17 +91,23 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.exchange: Exchange = exchange or EXCHANGES[settings.exchange]()
+        self.exchange: Exchange = exchange or build_exchange(settings)
         self.url = self.exchange.stream_url(settings.ws_url, settings.symbols)
-        self._symbols = frozenset(settings.symbols)
-        self._pipeline = build_pipeline(settings)
+        # Until the ingest loop runs (frames fed by hand, as tests do), a gap cannot be
+        # fetched: it is recorded at once; the loop switches the policy to FETCH.
+        self.kernel: Kernel = build_kernel(
+            settings,
+            venues=(self.exchange,),
+            watch={self.exchange.name: settings.symbols},
+            gap_policy=GapPolicy.RESET,
+        )
+        self.kernel.reset_reason = "no REST access in this mode"
         self._backoff = backoff or Backoff(first=1.0, cap=settings.reconnect_max_delay)
         self._stable_after = stable_after
+        # The kernel's lock: the ingest thread holds it for each step, readers for a
+        # snapshot. Nothing else in the engine shares mutable state across threads.
         self._lock = threading.Lock()
-        self._listeners: list[SignalListener] = []
-        self._frames = 0
-        self._ignored = 0
-        self._malformed: dict[str, int] = {}
+        self._listeners: tuple[SignalListener, ...] = ()
         self._ratelog = RateLimitedLog(log)
         self._latest: dict[str, Signal] = {}
         self._latest_any: Signal | None = None
@@ -166,22 +119,13 @@ class Engine:
         # raise the signals already stored: those are not delivered a second time.
         self._delivered_upto = store.last_trade_ids(self.exchange.name)
         self._by_detector: dict[str, int] = {}
-        self._bars: dict[str, BarSeries] = {s: BarSeries() for s in settings.symbols}
-        self._lag_counts: dict[str, list[int]] = {
-            s: [0] * (len(LAG_BUCKETS_MS) + 1) for s in settings.symbols
-        }
-        self._lag_sum: dict[str, float] = dict.fromkeys(settings.symbols, 0.0)
-        # its own lock: the writer thread must never wait on the ingest lock (that thread
-        # may hold it while waiting for room in the writer's queue)
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # the writer thread's histogram only
         self._write_counts = [0] * (len(WRITE_BUCKETS_MS) + 1)
         self._write_sum_ms = 0.0
         self._rate_mark: tuple[float, dict[str, int]] = (time.monotonic(), {})
-        self.rest = rest or RestClient(settings.rest_url)
-        self._sequencers = {s: Sequencer() for s in settings.symbols}
-        self._backfills = dict.fromkeys(settings.symbols, 0)
-        self._backfilled = dict.fromkeys(settings.symbols, 0)
-        self._gap_records = dict.fromkeys(settings.symbols, 0)
+        self.rest = rest or RestClient(
+            settings.rest_url, weight_limit=self.exchange.capabilities.rest_weight_limit
+        )
         self._recent_gaps: list[GapRecord] = []
         self._watchdog = dict.fromkeys(settings.symbols, 0)
         self._last_recv: dict[str, float] = {}  # monotonic seconds of the last live trade
@@ -194,14 +138,7 @@ class Engine:
         self._started = False
         self._stopped = threading.Event()
         self._writer: StoreWriter | None = None
-        self._recorder = (
-            FrameRecorder(
-                settings.record_dir,
-                prefix=f"{self.exchange.name}-{'-'.join(settings.symbols).lower()}",
-            )
-            if settings.record_dir
-            else None
-        )
+        self._recorder: SinkWorker[tuple[bytes, int]] | None = None
         for symbol in settings.symbols:
             stored = store.latest(symbol)
             if stored is not None:
@@ -227,6 +164,17 @@ class Engine:
         self._writer = StoreWriter(
             self.store, maxsize=self.settings.store_queue, on_written=self._record_write
         )
+        if self.settings.record_dir:
+            symbols = "-".join(self.settings.symbols).lower()
+            recorder = FrameRecorder(
+                self.settings.record_dir, prefix=f"{self.exchange.name}-{symbols}"
+            )
+            self._recorder = SinkWorker(
+                "recorder",
+                RecorderSink(recorder),
+                maxsize=RECORDER_QUEUE,
+                overflow=Overflow.DROP_NEWEST,
+            )
         ready = threading.Event()
         self._thread = threading.Thread(
             target=self._thread_main, args=(ready,), name="spikewatch-engine", daemon=True
@@ -249,7 +197,7 @@ class Engine:
             self._writer.flush(max(0.1, deadline - time.monotonic()))
             self._writer.close(max(0.1, deadline - time.monotonic()))
         if self._recorder is not None:
-            self._recorder.close()
+            self._recorder.close(max(0.1, deadline - time.monotonic()))
         self._stopped.set()
 
     def request_reconnect(self) -> bool:
@@ -275,10 +223,14 @@ class Engine:
 
     async def _main(self, ready: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
+        with self._lock:  # from now on gaps can be fetched, on this loop
+            self.kernel.gap_policy = GapPolicy.FETCH
         self._client = StreamClient(
             self.url,
             self.handle_frames,
-            rotate_after=self.settings.rotate_after,
+            rotate_after=min(
+                self.settings.rotate_after, self.exchange.capabilities.max_connection_age_s
+            ),
             backoff=self._backoff,
             stable_after=self._stable_after,
             on_connect=self._on_connect,
@@ -308,16 +260,92 @@ class Engine:
             except Exception:
                 log.exception("the periodic status task failed")
 
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+        """Run ``work`` on the loop as a tracked task (cancelled at stop)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the hot path ----------------------------------------------------------------
+
+    def handle_frame(self, frame: bytes, recv_ns: int = 0) -> bool:
+        """One frame: a read of one; True on a shutdown notice."""
+        return self.handle_frames((frame,), recv_ns)
+
+    def handle_frames(self, frames: Sequence[bytes], recv_ns: int = 0) -> bool:
+        """The frames of one network read, in order: one kernel step, then its results
+        go out. True when one of them was a shutdown notice (the client rotates)."""
+        recorder = self._recorder
+        if recorder is not None:
+            for frame in frames:
+                recorder.put((frame, recv_ns))
+        kernel = self.kernel
+        with self._lock:
+            try:
+                step = kernel.feed_frames(self.exchange.name, frames, recv_ns)
+            except Exception:  # a bug must cost this read, never the stream
+                log.exception("processing a read of %d frames failed", len(frames))
+                return False
+        for kind, detail, frame in step.malformed:
+            self._ratelog.warning(kind, f"skipped a malformed frame ({detail}): {frame[:120]!r}")
+        if step.arrived:
+            self._note_arrival(step.arrived)
+        self._act(step)
+        return step.shutdown
+
+    def _act(self, step: Step) -> None:
+        """Send a step's results out: signals to the sinks, lost trades recorded, gaps
+        handed to backfill."""
+        for count, exc in step.failures:
+            log.error("processing %d trades failed; they are skipped", count, exc_info=exc)
+        if not step.lost:  # the usual case
+            for signal in step.signals:
+                self._emit(signal)
+            if step.signals:
+                _hand_over()
+            for gap in step.fetch:
+                self._start_backfill(gap)
+            return
+        done = 0
+        for record, at in zip(step.lost, step.lost_at, strict=True):
+            for signal in step.signals[done:at]:  # in the order they happened
+                self._emit(signal)
+            done = at
+            self._store_gap(record)
+        for signal in step.signals[done:]:
+            self._emit(signal)
+        if step.signals:
+            _hand_over()
+        for gap in step.fetch:
+            self._start_backfill(gap)
+
+    def _step(self, work: Callable[[], Step]) -> Step:
+        """Run one kernel call under the lock and act on its result."""
+        with self._lock:
+            step = work()
+        self._act(step)
+        return step
+
+    def _note_arrival(self, keys: set[tuple[str, str]]) -> None:
+        now = time.monotonic()
+        for _, symbol in keys:
+            last = self._last_recv.get(symbol)
+            self._last_recv[symbol] = now
+            if last is not None:
+                usual = self._interval.get(symbol)
+                gap = now - last
+                self._interval[symbol] = gap if usual is None else usual + 0.02 * (gap - usual)
+
     # -- recovery: warm start, gaps, checkpoints, watchdog ---------------------------
 
     def _restore_checkpoints(self) -> list[str]:
         """Continue each symbol from its stored checkpoint (same detectors only)."""
         restored = []
-        for symbol, cp in self.store.checkpoints(self.exchange.name).items():
-            if symbol not in self._sequencers:
+        name = self.exchange.name
+        for symbol, cp in self.store.checkpoints(name).items():
+            if symbol not in self.settings.symbols:
                 continue
-            if self._pipeline.restore(self.exchange.name, symbol, cp.last_id, cp.detectors):
-                self._sequencers[symbol].last_id = cp.last_id
+            if self.kernel.restore(name, symbol, cp.last_id, cp.detectors):
                 restored.append(symbol)
                 log.info("%s continues from its checkpoint at trade %d", symbol, cp.last_id)
         return restored
@@ -326,14 +354,15 @@ class Engine:
         """Queue a checkpoint of every symbol, written after the signals before it."""
         if self._writer is None:
             return
+        name = self.exchange.name
         with self._lock:
             points = []
             for symbol in self.settings.symbols:
-                state = self._pipeline.checkpoint(self.exchange.name, symbol)
+                state = self.kernel.checkpoint(name, symbol)
                 if state is not None:
                     points.append(
                         Checkpoint(
-                            exchange=self.exchange.name,
+                            exchange=name,
                             symbol=symbol,
                             last_id=state[0],
                             detectors=state[1],
@@ -347,6 +376,7 @@ class Engine:
         """Fill each fresh symbol's window from recent trades, so detection works from the
         first live trade; without REST the window fills from the stream instead."""
         need = self.settings.window
+        name = self.exchange.name
         for symbol in self.settings.symbols:
             if symbol in self._restored or need == 0:
                 continue
@@ -357,11 +387,7 @@ class Engine:
                     "warm start of %s skipped (%s); warming up from the stream", symbol, exc
                 )
                 continue
-            with self._lock:
-                ready: list[Trade] = []
-                for trade in trades:
-                    ready.extend(self._sequencers[symbol].offer(trade)[0])
-            self._process(ready)
+            self._step(partial(self.kernel.warm, name, symbol, trades))
             log.info("%s warmed up from %d recent trades", symbol, len(trades))
 
     def _on_connect(self, reconnect: bool) -> None:
@@ -369,134 +395,79 @@ class Engine:
         quiet symbol's gap would only show with its next trade."""
         if not reconnect:
             return
-        loop = asyncio.get_running_loop()
-        for symbol, sequencer in self._sequencers.items():
-            if sequencer.last_id >= 0 and sequencer.gap is None:
-                task = loop.create_task(self._catch_up(symbol))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        with self._lock:
+            due = [
+                s.symbol
+                for s in self.kernel.states()
+                if s.sequencer.last_id >= 0 and s.sequencer.gap is None
+            ]
+        for symbol in due:
+            self._spawn(self._catch_up(symbol))
 
     async def _catch_up(self, symbol: str) -> None:
         """Offer the trades after the last one seen, as if they had come live."""
-        sequencer = self._sequencers[symbol]
+        name = self.exchange.name
+        state = self.kernel.state(name, symbol)
+        request = self.exchange.trades_from_id(
+            symbol, state.sequencer.last_id + 1, self.exchange.capabilities.rest_page
+        )
+        if request is None:
+            return
         try:
-            body = await self.rest.get(
-                self.exchange.historical_trades_path(symbol, sequencer.last_id + 1, 1000),
-                TRADES_WEIGHT,
-            )
+            body = await self.rest.get(request.path, request.weight, request.headers)
             trades = self.exchange.parse_rest_trades(body, symbol)
         except Exception as exc:  # only an optimisation: the next live trade shows any gap
             log.info("catch-up of %s after a reconnect skipped: %s", symbol, exc)
             return
-        ready: list[Trade] = []
-        opened: Gap | None = None
-        with self._lock:
-            for trade in trades:
-                got, opened = sequencer.offer(trade)
-                ready.extend(got)
-                if opened is not None:  # the page itself jumped: fetch the hole like any gap
-                    break
-            self._backfilled[symbol] += len(ready)
-        self._process(ready)
-        if opened is not None:
-            self._start_backfill(opened)
+        self._step(partial(self.kernel.catch_up, name, symbol, trades))
 
     def _start_backfill(self, gap: Gap) -> None:
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:  # no event loop (frames fed by hand): nothing can be fetched
-            self._abandon(gap, "no REST access in this mode")
+            self._step(
+                partial(
+                    self.kernel.give_up, gap.exchange, gap.symbol, "no REST access in this mode"
+                )
+            )
             return
-        task = loop.create_task(self._backfill(gap))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._backfill(gap))
 
     async def _backfill(self, gap: Gap) -> None:
-        """Fetch a gap over REST and release the held live trades after it, in order."""
-        symbol = gap.symbol
-        sequencer = self._sequencers[symbol]
-        first = gap.first_id
-        if gap.size > max(self.settings.max_backfill, self.settings.window):
-            # too many to fetch: keep the trades just before the live ones for a warm start
-            first = gap.last_id - self.settings.window + 1
-            with self._lock:
-                record = self._record_gap(gap, gap.first_id, first - 1, "larger than max_backfill")
-                self._pipeline.reset(self.exchange.name, symbol)
-                sequencer.skip_to(first)
-            self._store_gap(record)
+        """Fetch a gap over REST; the kernel releases the held live trades after it."""
         log.info(
             "fetching %d missed %s trades (%d..%d)",
-            gap.last_id - first + 1,
-            symbol,
-            first,
+            gap.size,
+            gap.symbol,
+            gap.first_id,
             gap.last_id,
         )
 
         def on_page(page: list[Trade]) -> bool:
-            with self._lock:
-                ready, closed = sequencer.fill(page)
-                self._backfilled[symbol] += len(page)
-            self._process(ready)
-            return closed
+            return self._step(partial(self.kernel.fill, gap.exchange, gap.symbol, page)).closed
 
         try:
-            await fetch_range(self.rest, self.exchange, symbol, first, gap.last_id, on_page)
+            await fetch_range(
+                self.rest, self.exchange, gap.symbol, gap.first_id, gap.last_id, on_page
+            )
         except Exception as exc:  # whatever failed, the gap must not stay open unattended
-            log.warning("could not fill the %s gap %d..%d: %s", symbol, first, gap.last_id, exc)
+            log.warning(
+                "could not fill the %s gap %d..%d: %s", gap.symbol, gap.first_id, gap.last_id, exc
+            )
             reason = str(exc) if isinstance(exc, RestError) else f"{type(exc).__name__}: {exc}"
-            self._abandon(gap, reason)
-            return
-        with self._lock:
-            self._backfills[symbol] += 1
-            again = sequencer.gap
-        if again is not None:  # the held trades had a gap of their own
-            self._start_backfill(again)
+            self._step(partial(self.kernel.give_up, gap.exchange, gap.symbol, reason))
 
-    def _abandon(self, gap: Gap, reason: str) -> None:
-        """Give a gap up: record it, warm the detectors up again, release held trades."""
-        sequencer = self._sequencers[gap.symbol]
-        with self._lock:
-            first = sequencer.last_id + 1
-            held = sequencer.give_up()
-            record = self._record_gap(gap, first, gap.last_id, reason)
-            self._pipeline.reset(self.exchange.name, gap.symbol)
-            again = sequencer.gap
-        self._store_gap(record)
-        self._process(held)
-        if again is not None:
-            self._start_backfill(again)
-
-    def _record_gap(self, gap: Gap, first_id: int, last_id: int, reason: str) -> GapRecord | None:
-        """Under the lock: count a gap record for ids ``first_id..last_id`` (None if empty);
-        :meth:`_store_gap` it after the lock is released."""
-        if last_id < first_id:
-            return None
-        record = GapRecord(
-            exchange=gap.exchange,
-            symbol=gap.symbol,
-            first_id=first_id,
-            last_id=last_id,
-            missing=last_id - first_id + 1,
-            time_us=gap.time_us,
-            timestamp=iso_utc(gap.time_us),
-            reason=reason,
-        )
-        self._gap_records[gap.symbol] += 1
-        self._recent_gaps = [record, *self._recent_gaps[:19]]
+    def _store_gap(self, record: GapRecord) -> None:
+        """Write a gap record (through the writer, in order) and push it to live clients."""
         log.warning(
             "gap in %s: %d trades (%d..%d) lost: %s",
-            gap.symbol,
+            record.symbol,
             record.missing,
-            first_id,
-            last_id,
-            reason,
+            record.first_id,
+            record.last_id,
+            record.reason,
         )
-        return record
-
-    def _store_gap(self, record: GapRecord | None) -> None:
-        """Write a gap record (through the writer, in order) and push it to live clients."""
-        if record is None:
-            return
+        self._recent_gaps = [record, *self._recent_gaps[:19]]
         if self._writer is not None:
             self._writer.put_job(lambda store: store.add_gap(record))
         else:
@@ -525,191 +496,7 @@ class Engine:
                 client.request_rotation()
                 return
 
-    # -- the hot path ----------------------------------------------------------------
-
-    def handle_frame(self, frame: bytes, recv_ns: int = 0) -> bool:
-        """Parse one frame and run its trade through the pipeline; True on a shutdown notice."""
-        return self.handle_frames((frame,), recv_ns)
-
-    def handle_frames(self, frames: Sequence[bytes], recv_ns: int = 0) -> bool:
-        """Parse frames that arrived together (one network read) and run their trades
-        through the pipeline in order; True when one of them was a shutdown notice.
-
-        Exactly what :meth:`handle_frame` on each of them would do. In the usual case (all
-        of them trades, following on from the last ones) they go through the batch
-        paths: one decoding call for all, the detectors over columns."""
-        recorder = self._recorder
-        if recorder is not None:
-            try:
-                for frame in frames:
-                    recorder.write(frame, recv_ns)
-            except OSError as exc:  # a full disk must not stop detection
-                self._ratelog.warning("recorder", f"recording a frame failed: {exc}")
-        if len(frames) >= BATCH_FROM:
-            try:
-                parsed = self.exchange.parse_batch(frames)
-            except Exception:  # a parser bug: the frame-by-frame path reports each frame
-                parsed = None
-            if parsed is not None and not parsed.errors and not parsed.controls:
-                self._handle_batches(parsed.batches, recv_ns)
-                return False
-        return self._handle_each(frames, recv_ns)
-
-    def _handle_batches(self, batches: list[TradeBatch], recv_ns: int) -> None:
-        """Trades parsed in bulk: counted, then sequenced and processed in order."""
-        tracked: list[TradeBatch | Trade] = []
-        with self._lock:
-            for batch in batches:
-                n = len(batch)
-                self._frames += n
-                if batch.symbol not in self._symbols:
-                    self._ignored += n
-                    continue
-                tracked.append(batch)
-        for symbol in {batch.symbol for batch in batches} & self._symbols:
-            self._note_arrival(symbol)
-        self._run_in_order(tracked)
-        if recv_ns:  # metrics after the signals have gone out
-            with self._lock:
-                for batch in batches:
-                    if batch.symbol in self._symbols:
-                        self._count_lag(batch.symbol, recv_ns, batch.times_us)
-
-    def _run_in_order(self, units: list[TradeBatch | Trade]) -> None:
-        """Offer trades (or runs of them) to their sequencers in order and process what
-        is released. A run that follows on from the last trade goes through the batch
-        path whole; any other run, trade by trade. At a gap, what came before it is
-        processed and the gap handed to backfill before anything after it is offered:
-        without an event loop the gap is given up at once, and the trades after it must
-        then come in the order frame-by-frame handling gives them."""
-        i = 0
-        while i < len(units):
-            work: list[TradeBatch | list[Trade]] = []
-            gap: Gap | None = None
-            with self._lock:
-                while i < len(units) and gap is None:
-                    unit = units[i]
-                    i += 1
-                    if type(unit) is Trade:
-                        released, gap = self._sequencers[unit.symbol].offer(unit)
-                        if released:
-                            work.append(released)
-                        continue
-                    assert isinstance(unit, TradeBatch)
-                    ids = unit.trade_ids
-                    sequencer = self._sequencers[unit.symbol]
-                    if _increasing(ids) and sequencer.accept_run(ids[0], ids[-1], len(ids)):
-                        work.append(unit)
-                    else:
-                        units[i:i] = unit.trades()  # its trades one by one, from here
-            for item in work:
-                try:
-                    if isinstance(item, list):
-                        self._process(item)
-                    else:
-                        self._process_batch(item)
-                except Exception:  # a bug must cost these trades, never the rest of the read
-                    log.exception("processing %d trades failed; they are skipped", len(item))
-            if gap is not None:
-                self._start_backfill(gap)
-
-    def _count_lag(self, symbol: str, recv_ns: int, times_us: Sequence[int]) -> None:
-        """Add the receive lag of trades to the symbol's histogram (under the lock)."""
-        recv_us = recv_ns // 1000
-        counts = self._lag_counts[symbol]
-        total = 0
-        i, n = 0, len(times_us)
-        ordered = all(map(le, times_us, islice(times_us, 1, None)))
-        while i < n:  # trades of a burst share their time: one bucket lookup per time
-            time_us = times_us[i]
-            j = bisect_right(times_us, time_us, i) if ordered else i + 1
-            lag_us = recv_us - time_us
-            total += lag_us * (j - i)
-            counts[bisect_left(LAG_BUCKETS_MS, lag_us / 1000)] += j - i
-            i = j
-        self._lag_sum[symbol] += total / 1000
-
-    def _handle_each(self, frames: Sequence[bytes], recv_ns: int) -> bool:
-        """Frames one by one: each malformed one counted and logged, controls noted."""
-        parse = self.exchange.parse
-        items: list[Trade | Control] = []
-        for frame in frames:
-            try:
-                items.append(parse(frame))
-            except MalformedFrame as exc:
-                self._count_malformed(exc.kind, str(exc), frame)
-            except Exception as exc:  # a parser bug must cost one frame, never the stream
-                self._count_malformed("parser_error", f"{type(exc).__name__}: {exc}", frame)
-        if not items:
-            return False
-        trades: list[TradeBatch | Trade] = []
-        shutdown = False
-        recv_us = recv_ns // 1000
-        with self._lock:
-            self._frames += len(items)
-            for item in items:
-                if type(item) is not Trade:
-                    if item is Control.IGNORED:
-                        self._ignored += 1
-                    shutdown = shutdown or item is Control.SHUTDOWN
-                    continue
-                symbol = item.symbol
-                if symbol not in self._symbols:
-                    self._ignored += 1
-                    continue
-                if recv_ns:
-                    lag_ms = (recv_us - item.time_us) / 1000
-                    self._lag_counts[symbol][bisect_left(LAG_BUCKETS_MS, lag_ms)] += 1
-                    self._lag_sum[symbol] += lag_ms
-                trades.append(item)
-        for symbol in {trade.symbol for trade in trades}:
-            self._note_arrival(symbol)
-        self._run_in_order(trades)
-        return shutdown
-
-    def _process_batch(self, batch: TradeBatch) -> None:
-        """Run a batch of one symbol's in-order trades through the pipeline; emit what
-        they raise."""
-        with self._lock:
-            found = self._pipeline.process_batch(batch)
-            for signal in found:
-                self._remember(signal)
-        for signal in found:
-            self._emit(signal)
-        if found:
-            _hand_over()
-        with self._lock:  # the chart's bars after the signals: they are not waited for
-            self._bars[batch.symbol].update_batch(batch)
-
-    def _process(self, trades: list[Trade]) -> None:
-        """Run in-order trades through the pipeline; emit what they raise."""
-        found: list[Signal] = []
-        with self._lock:
-            for trade in trades:
-                signals = self._pipeline.process(trade)
-                self._bars[trade.symbol].update(trade)
-                for signal in signals:
-                    self._remember(signal)
-                    found.append(signal)
-        for signal in found:
-            self._emit(signal)
-        if found:
-            _hand_over()
-
-    def _note_arrival(self, symbol: str) -> None:
-        now = time.monotonic()
-        last = self._last_recv.get(symbol)
-        self._last_recv[symbol] = now
-        if last is not None:
-            usual = self._interval.get(symbol)
-            gap = now - last
-            self._interval[symbol] = gap if usual is None else usual + 0.02 * (gap - usual)
-
-    def _count_malformed(self, kind: str, reason: str, frame: bytes) -> None:
-        with self._lock:
-            self._frames += 1
-            self._malformed[kind] = self._malformed.get(kind, 0) + 1
-        self._ratelog.warning(kind, f"skipped a malformed frame ({reason}): {frame[:120]!r}")
+    # -- fan-out ---------------------------------------------------------------------
 
     def _remember(self, signal: Signal) -> None:
         current = self._latest.get(signal.symbol)
@@ -723,14 +510,15 @@ class Engine:
     def _emit(self, signal: Signal) -> None:
         upto = self._delivered_upto.get((signal.symbol, signal.detector))
         if upto is not None and signal.trade_id <= upto:
+            self._remember(signal)
             return  # stored and delivered before the restart
         self._deliver(signal)
 
     def _deliver(self, signal: Signal) -> None:
-        with self._lock:
-            self._seq += 1
-            seq = self._seq
-            self._by_detector[signal.detector] = self._by_detector.get(signal.detector, 0) + 1
+        self._remember(signal)
+        self._seq += 1
+        seq = self._seq
+        self._by_detector[signal.detector] = self._by_detector.get(signal.detector, 0) + 1
         # queued for the store before it is published: a live client that subscribes in
         # between finds it in the store (it is not in its queue)
         if self._writer is not None:
@@ -738,32 +526,31 @@ class Engine:
         payload = _encode(signal)
         self.hub.publish(Event.signal(signal, seq, payload))
         self.recent.add(signal, payload)
-        for listener in tuple(self._listeners):
+        for listener in self._listeners:
             try:
                 listener(signal)
             except Exception:
                 log.exception("a signal listener failed")
         log.info(  # last: a log line costs more than the rest
-            "%s %s %s: %s @ %s, %.1fx the window mean",
+            "%s %s %s %s: %s @ %s (%s)",
             signal.signal_type,
+            signal.exchange,
             signal.symbol,
             signal.side,
             signal.volume,
             signal.price,
-            signal.ratio,
+            signal.detector,
         )
 
     # -- read side (any thread) ------------------------------------------------------
 
     def add_listener(self, listener: SignalListener) -> None:
         """Call ``listener(signal)`` on the ingest thread for every new signal (keep it quick)."""
-        with self._lock:
-            self._listeners.append(listener)
+        self._listeners = (*self._listeners, listener)
 
     def last_seq(self) -> int:
         """The delivery number of the latest signal emitted."""
-        with self._lock:
-            return self._seq
+        return self._seq  # one reference read of an int
 
     def latest_signal_json(self) -> bytes | None:
         """The latest signal over all symbols, already encoded as the API sends it."""
@@ -771,37 +558,35 @@ class Engine:
 
     def latest_signal(self, symbol: str | None = None) -> Signal | None:
         """The latest signal (by trade time) of ``symbol``, or of all symbols."""
-        with self._lock:
-            return self._latest_any if symbol is None else self._latest.get(symbol)
+        return self._latest_any if symbol is None else self._latest.get(symbol)
 
-    def status(self) -> EngineStatus:
-        """A consistent snapshot of every counter."""
-        client = self._client
-        connection = client.status if client is not None else ClientStatus(url=self.url)
+    def _running(self) -> bool:
         thread = self._thread
-        running = (
+        return (
             self._started
             and not self._stopped.is_set()
             and thread is not None
             and thread.is_alive()
         )
+
+    def status(self) -> EngineStatus:
+        """An immutable snapshot of every counter (rebuilt only after a kernel step)."""
+        client = self._client
+        connection = client.status if client is not None else ClientStatus(url=self.url)
+        running = self._running()
+        name = self.exchange.name
         with self._lock:
-            stats = {s.symbol: s for s in self._pipeline.stats()}
-            malformed = dict(self._malformed)
-            if connection.oversized_frames:
-                malformed["frame_too_large"] = connection.oversized_frames
-            frames, ignored = self._frames, self._ignored
-            gaps_open = {s: q.gap is not None for s, q in self._sequencers.items()}
-            dup_live = {s: q.duplicates for s, q in self._sequencers.items()}
-            backfills, backfilled = dict(self._backfills), dict(self._backfilled)
-            gap_records, watchdog = dict(self._gap_records), dict(self._watchdog)
-            recent_gaps = list(self._recent_gaps)
+            kernel_counters = self.kernel.counters()
+            stats = {s.symbol: s for s in self.kernel.stats() if s.exchange == name}
+        malformed = kernel_counters.malformed
+        if connection.oversized_frames:
+            malformed["frame_too_large"] = connection.oversized_frames
         malformed_total = sum(malformed.values())
         symbols = {}
         for symbol in self.settings.symbols:
             s = stats.get(symbol)
             symbols[symbol] = SymbolStatus(
-                exchange=self.exchange.name,
+                exchange=name,
                 symbol=symbol,
                 connection=connection.state if running else "stopped",
                 trades=s.trades if s else 0,
@@ -812,37 +597,37 @@ class Engine:
                 if s and s.last_trade_time_us is not None
                 else None,
                 last_price=units_to_float(s.last_price) if s and s.last_price is not None else None,
-                duplicates_dropped=(s.duplicates if s else 0) + dup_live.get(symbol, 0),
+                duplicates_dropped=s.duplicates if s else 0,
                 gaps=s.gaps if s else 0,
                 missing_trades=s.missing_trades if s else 0,
                 reconnects=connection.reconnects,
                 malformed_frames=malformed_total,
-                backfilling=gaps_open.get(symbol, False),
-                backfills=backfills.get(symbol, 0),
-                backfilled_trades=backfilled.get(symbol, 0),
-                gap_records=gap_records.get(symbol, 0),
-                watchdog_resubscribes=watchdog.get(symbol, 0),
+                backfilling=s.backfilling if s else False,
+                backfills=s.backfills if s else 0,
+                backfilled_trades=s.backfilled_trades if s else 0,
+                gap_records=s.gap_records if s else 0,
+                watchdog_resubscribes=self._watchdog.get(symbol, 0),
             )
-        writer_stats = (
-            self._writer.stats() if self._writer is not None else WriterStats(0, 0, 0, 0, 0, None)
-        )
-        with self._lock:
-            by_detector = dict(self._by_detector)
+        writer = self._writer
+        sinks = [writer.sink_stats()] if writer is not None else []
+        if self._recorder is not None:
+            sinks.append(self._recorder.stats())
         return EngineStatus(
             running=running,
-            exchange=self.exchange.name,
+            exchange=name,
             url=self.url,
             connection=connection,
-            frames=frames,
+            frames=kernel_counters.frames,
             malformed_frames=malformed,
-            ignored_frames=ignored,
+            ignored_frames=kernel_counters.ignored,
             symbols=symbols,
-            store=writer_stats,
-            signals_by_detector=by_detector,
+            store=writer.stats() if writer is not None else WriterStats(0, 0, 0, 0, 0, None),
+            signals_by_detector=dict(self._by_detector),
             stream=self.hub.stats(),
             rest=self.rest.stats(),
-            recent_gaps=recent_gaps,
+            recent_gaps=list(self._recent_gaps),
             restored_from_checkpoint=list(self._restored),
+            sinks=sinks,
         )
 
     def ready(self) -> bool:
@@ -857,15 +642,16 @@ class Engine:
     def bars(self, symbol: str, limit: int | None = None) -> list[Bar]:
         """Recent one-second bars of ``symbol`` (oldest first); empty for an unknown one."""
         with self._lock:
-            series = self._bars.get(symbol)
-            return series.bars(limit) if series is not None else []
+            return self.kernel.bars(self.exchange.name, symbol, limit)
 
     def lag_histograms(self) -> dict[str, LagHistogram]:
         """Ingest lag (receive time minus exchange time) per symbol."""
+        name = self.exchange.name
         with self._lock:
             return {
-                symbol: LagHistogram(list(counts), self._lag_sum[symbol])
-                for symbol, counts in self._lag_counts.items()
+                s.symbol: LagHistogram(list(s.lag_counts), s.lag_sum)
+                for s in self.kernel.states()
+                if s.exchange == name
             }
 
     def write_latency(self) -> LagHistogram:
@@ -889,10 +675,11 @@ class Engine:
         """Per symbol: price, trade rate since the last call, latest bar."""
         status = self.status()
         now = time.monotonic()
+        then, before = self._rate_mark
+        self._rate_mark = (now, {s: v.trades for s, v in status.symbols.items()})
+        name = self.exchange.name
         with self._lock:
-            then, before = self._rate_mark
-            self._rate_mark = (now, {s: v.trades for s, v in status.symbols.items()})
-            bars = {s: series.last() for s, series in self._bars.items()}
+            bars = {s: self.kernel.bars(name, s, 1) for s in status.symbols}
         elapsed = max(now - then, 1e-9)
         return [
             LiveSymbol(
@@ -902,7 +689,8 @@ class Engine:
                 trades=s.trades,
                 trades_per_s=round((s.trades - before.get(s.symbol, 0)) / elapsed, 2),
                 signals=s.signals,
-                bar=bars.get(s.symbol),
+                bar=bars[s.symbol][-1] if bars.get(s.symbol) else None,
+                exchange=s.exchange,
             )
             for s in status.symbols.values()
         ]

@@ -1,12 +1,21 @@
-"""Builds the detection pipeline the settings describe: the one place live and replay share."""
+"""Builds what the settings describe (exchange adapter, detectors, kernel): the one place
+the live runtime and replay share, so they cannot be wired differently."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from spikewatch.config import Settings
 from spikewatch.core.detectors import Detector, VolumeSpikeDetector
-from spikewatch.core.pipeline import Pipeline
+from spikewatch.core.kernel import GapPolicy, Kernel, Venue
+from spikewatch.exchanges import EXCHANGES
+from spikewatch.exchanges.base import Exchange
+
+
+def build_exchange(settings: Settings, name: str | None = None) -> Exchange:
+    """The adapter of ``name`` (default: the configured exchange)."""
+    factory = EXCHANGES[name or settings.exchange]
+    return factory(api_key=settings.api_key)
 
 
 def detector_factory(settings: Settings) -> Callable[[str, str], Sequence[Detector]]:
@@ -18,6 +27,21 @@ def detector_factory(settings: Settings) -> Callable[[str, str], Sequence[Detect
     return factory
 
 
-def build_pipeline(settings: Settings) -> Pipeline:
-    """A fresh pipeline with the configured detectors."""
-    return Pipeline(detector_factory(settings))
+def build_kernel(
+    settings: Settings,
+    *,
+    venues: Iterable[Venue] = (),
+    watch: Mapping[str, Iterable[str]] | None = None,
+    gap_policy: GapPolicy = GapPolicy.FETCH,
+    bars: bool = True,
+) -> Kernel:
+    """A fresh kernel with the configured detectors and gap limits."""
+    return Kernel(
+        detector_factory(settings),
+        venues=venues,
+        watch=watch,
+        gap_policy=gap_policy,
+        max_backfill=settings.max_backfill,
+        warm_window=settings.window,
+        bars=bars,
+    )

@@ -164,8 +164,14 @@ def test_every_documented_path_is_served(service: Service) -> None:
 def test_component_schemas_come_from_the_structs_the_endpoints_send(service: Service) -> None:
     schemas = document(service)["components"]["schemas"]
 
-    signal = schemas["Signal"]
-    assert set(signal["required"]) == set(signal["properties"]) >= {"id", "ratio", "time_us"}
+    # "Signal" is one of the detectors' signal types, told apart by signal_type
+    assert schemas["Signal"]["discriminator"]["mapping"] == {
+        "VolumeSpike": "#/components/schemas/VolumeSpikeSignal"
+    }
+    assert schemas["Signal"]["oneOf"] == [{"$ref": "#/components/schemas/VolumeSpikeSignal"}]
+    spike = schemas["VolumeSpikeSignal"]
+    assert set(spike["required"]) == set(spike["properties"]) >= {"id", "ratio", "time_us"}
+    assert spike["properties"]["signal_type"] == {"enum": ["VolumeSpike"]}
     status = schemas["EngineStatus"]["properties"]
     assert status["connection"] == {"$ref": "#/components/schemas/ClientStatus"}
     assert set(schemas["ClientStatus"]["properties"]["state"]["enum"]) == {

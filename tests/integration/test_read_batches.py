@@ -29,9 +29,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikewatch.config import load_settings
+from spikewatch.core.kernel import SymbolState
 from spikewatch.core.model import Signal, TradeBatch
-from spikewatch.core.pipeline import Pipeline
-from spikewatch.engine import BATCH_FROM, Engine
+from spikewatch.engine import Engine
 from spikewatch.hub import Subscription
 from spikewatch.replay.simulator import BAD_FRAMES
 from spikewatch.store.sqlite import SQLiteSignalStore
@@ -39,6 +39,9 @@ from spikewatch.store.sqlite import SQLiteSignalStore
 from reference import reference_spikes
 
 #: Frames of the recording the property tests play (a few seconds of trading, with spikes).
+#: Reads of at least this many frames were once the only ones to take the batch paths; the
+#: strategies below still mix reads of a few frames and bursts.
+BATCH_FROM = 32
 PREFIX = 4000
 
 MALFORMED: tuple[bytes, ...] = (
@@ -318,14 +321,14 @@ def test_whole_recording_in_reads_of_300_gives_the_reference_spikes(
     btc_frames: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batched_trades = 0
-    process_batch = Pipeline.process_batch
+    process_batch = SymbolState.run_batch
 
-    def counting(self: Pipeline, batch: TradeBatch) -> list[Signal]:
+    def counting(self: SymbolState, batch: TradeBatch) -> list[Signal]:
         nonlocal batched_trades
         batched_trades += len(batch)
         return process_batch(self, batch)
 
-    monkeypatch.setattr(Pipeline, "process_batch", counting)
+    monkeypatch.setattr(SymbolState, "run_batch", counting)
     reads = cut_into_reads(btc_frames, [300], [2])
     with offline_engine() as offline:
         for read in reads:
@@ -408,16 +411,16 @@ def test_a_failure_processing_one_read_costs_that_read_only(
     # a bug in detection (here: the third batch raises) must not stop the stream, nor
     # lose more than the trades it was processing
     calls = 0
-    process_batch = Pipeline.process_batch
+    process_batch = SymbolState.run_batch
 
-    def failing_once(self: Pipeline, batch: TradeBatch) -> list[Signal]:
+    def failing_once(self: SymbolState, batch: TradeBatch) -> list[Signal]:
         nonlocal calls
         calls += 1
         if calls == 3:
             raise RuntimeError("a detector bug")
         return process_batch(self, batch)
 
-    monkeypatch.setattr(Pipeline, "process_batch", failing_once)
+    monkeypatch.setattr(SymbolState, "run_batch", failing_once)
     reads = cut_into_reads(btc_frames[:3000], [300], [2])
     with offline_engine() as offline:
         for read in reads:

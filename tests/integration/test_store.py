@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from spikewatch.core.model import Signal, iso_utc
+from spikewatch.core.model import Signal, VolumeSpikeSignal, iso_utc
 from spikewatch.store import Cursor, SQLiteSignalStore, StoreWriter
 from spikewatch.store.sqlite import SCHEMA_VERSION, SchemaTooNew
 
@@ -27,9 +27,8 @@ T0_US = 1_723_161_600_000_000
 def make_signal(symbol: str, trade_id: int, time_us: int) -> Signal:
     """A volume-spike signal shaped like the ones the detector raises."""
     price, volume = 61_837.63, 0.5
-    return Signal(
+    return VolumeSpikeSignal(
         id=f"binance:{symbol}:{DETECTOR}:{trade_id}",
-        signal_type="VolumeSpike",
         exchange="binance",
         symbol=symbol,
         detector=DETECTOR,

@@ -27,12 +27,14 @@ from hypothesis import strategies as st
 from spikewatch.core import accel, npparse
 from spikewatch.core.decimal import MAX_UNITS, BadNumber, UnitsCache, parse_units
 from spikewatch.core.detectors import VolumeSpikeDetector, _quote_volume
+from spikewatch.core.kernel import Kernel
 from spikewatch.core.model import Side, Signal, Trade, TradeBatch, iso_utc
-from spikewatch.core.pipeline import Pipeline
 from spikewatch.exchanges.base import Control, MalformedFrame
 from spikewatch.exchanges.binance import BinanceSpot
 from spikewatch.replay.readers import ReadStats, read_batches, read_trades
 from spikewatch.replay.runner import replay
+
+from helpers import detection, run
 
 BTC_CSV = "binance-spot-BTCUSDT-trades-2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
 BTC_FRAMES = "binance-spot-BTCUSDT-trade-msgs-2024-08-08T2354Z_2024-08-09T0005Z.jsonl.gz"
@@ -131,8 +133,8 @@ def batch_result(parser: BinanceSpot, frames: Sequence[bytes]) -> list[Trade | C
     return out  # type: ignore[return-value]
 
 
-def run_per_trade(trades: Sequence[Trade], window: int = 200, threshold: str = "10") -> Pipeline:
-    return Pipeline(lambda ex, sym: (VolumeSpikeDetector(window, threshold),))
+def run_per_trade(trades: Sequence[Trade], window: int = 200, threshold: str = "10") -> Kernel:
+    return detection(lambda ex, sym: (VolumeSpikeDetector(window, threshold),))
 
 
 # -- the detector ------------------------------------------------------------------------
@@ -266,29 +268,29 @@ def test_process_batch_is_process_trade_after_trade(
     def factory(exchange: str, symbol: str) -> tuple[VolumeSpikeDetector, ...]:
         return (VolumeSpikeDetector(window, threshold), VolumeSpikeDetector(3, "2.25"))
 
-    one = Pipeline(factory)
-    expected = [s for t in trades for s in one.process(t)]
-    many = Pipeline(factory)
+    one = detection(factory)
+    expected = [s for t in trades for s in run(one, t)]
+    many = detection(factory)
     got: list[Signal] = []
     for k, part in enumerate(cut(trades, cuts)):
         if k in singles:
-            got.extend(s for t in part for s in many.process(t))
+            got.extend(s for t in part for s in run(many, t))
         else:
-            got.extend(many.process_batch(TradeBatch.from_trades(part)))
+            got.extend(run(many, TradeBatch.from_trades(part)))
 
     assert got == expected
     assert many.stats() == one.stats()
-    assert many.snapshot() == one.snapshot()
+    assert many.checkpoint("binance", "BTCUSDT") == one.checkpoint("binance", "BTCUSDT")
 
 
 def test_process_batch_counts_gaps_and_duplicates_like_process() -> None:
     ids = [1, 2, 3, 7, 8, 8, 5, 9, 20, 21, 19, 22]
     trades = make_trades([1] * len(ids), ids=ids)
-    one = Pipeline(lambda ex, sym: (VolumeSpikeDetector(2, "3"),))
+    one = detection(lambda ex, sym: (VolumeSpikeDetector(2, "3"),))
     for trade in trades:
-        one.process(trade)
-    many = Pipeline(lambda ex, sym: (VolumeSpikeDetector(2, "3"),))
-    many.process_batch(TradeBatch.from_trades(trades))
+        run(one, trade)
+    many = detection(lambda ex, sym: (VolumeSpikeDetector(2, "3"),))
+    run(many, TradeBatch.from_trades(trades))
 
     (stats,) = many.stats()
     assert stats == one.stats()[0]
@@ -314,8 +316,8 @@ def test_process_batch_feeds_a_detector_without_update_batch_trade_by_trade() ->
             pass
 
     counting = Counting()
-    pipeline = Pipeline(lambda ex, sym: (counting,))  # type: ignore[arg-type, return-value]
-    pipeline.process_batch(TradeBatch.from_trades(make_trades([1, 2, 3], ids=[5, 5, 6])))
+    pipeline = detection(lambda ex, sym: (counting,))  # type: ignore[arg-type, return-value]
+    run(pipeline, TradeBatch.from_trades(make_trades([1, 2, 3], ids=[5, 5, 6])))
     assert counting.seen == [5, 6]
 
 
@@ -647,11 +649,11 @@ def test_replay_of_a_file_finds_the_signals_of_the_per_trade_pipeline(
 ) -> None:
     path = fixtures_dir / name
 
-    def pipeline() -> Pipeline:
-        return Pipeline(lambda ex, sym: (VolumeSpikeDetector(window, threshold),))
+    def pipeline() -> Kernel:
+        return detection(lambda ex, sym: (VolumeSpikeDetector(window, threshold),))
 
     one = pipeline()
-    expected = [s for t in read_trades([path]) for s in one.process(t)]
+    expected = [s for t in read_trades([path]) for s in run(one, t)]
 
     many = pipeline()
     got: list[Signal] = []
@@ -684,7 +686,7 @@ def test_replay_keeps_only_the_symbols_asked_for(fixtures_dir: Path) -> None:
     signals: list[Signal] = []
     summary = replay(
         read_trades(paths),
-        Pipeline(lambda ex, sym: (VolumeSpikeDetector(),)),
+        detection(lambda ex, sym: (VolumeSpikeDetector(),)),
         signals.append,
         symbols=frozenset({"ETHUSDT"}),
     )
@@ -708,13 +710,13 @@ sys.modules["numpy"] = None
 from spikewatch.core import accel
 assert accel.np is None
 from spikewatch.core.detectors import VolumeSpikeDetector
-from spikewatch.core.pipeline import Pipeline
 from spikewatch.replay.readers import read_trades
+from spikewatch.core.kernel import Kernel
 from spikewatch.replay.runner import replay
 for name in ({BTC_CSV!r}, {BTC_FRAMES!r}):
     path = {str(fixtures_dir)!r} + "/" + name
     signals = []
-    replay(read_trades([path]), Pipeline(lambda e, s: (VolumeSpikeDetector(),)), signals.append)
+    replay(read_trades([path]), Kernel(lambda e, s: (VolumeSpikeDetector(),)), signals.append)
     assert len(signals) == 467, len(signals)
 print("ok")
 """

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spikewatch.core.model import Side, Trade
-from spikewatch.exchanges.base import Control, MalformedFrame
+from spikewatch.exchanges.base import Control, MalformedFrame, RestRequest
 from spikewatch.exchanges.binance import BinanceSpot
 
 COMBINED = "binance-spot-trade-combined.hftbacktest-2024-08-08.jsonl"
@@ -276,6 +276,50 @@ def test_stream_url_needs_between_one_and_1024_symbols() -> None:
         parser.stream_url("wss://stream.binance.com:9443", [f"S{i}USDT" for i in range(1025)])
     url = parser.stream_url("wss://x", [f"S{i}USDT" for i in range(1024)])
     assert url.count("@trade") == 1024
+
+
+def test_subscribe_message_is_binance_json_and_pings_need_no_heartbeat() -> None:
+    assert parser.subscribe(["BTCUSDT", "ETHUSDT"], 1) == (
+        b'{"method":"SUBSCRIBE","params":["btcusdt@trade","ethusdt@trade"],"id":1}'
+    )
+    assert json.loads(parser.unsubscribe(["ETHUSDT"], 2)) == {
+        "method": "UNSUBSCRIBE",
+        "params": ["ethusdt@trade"],
+        "id": 2,
+    }
+    assert parser.heartbeat() is None
+
+
+# -- REST requests and limits -------------------------------------------------------------
+
+
+def test_rest_requests_are_the_spot_paths_with_weight_25_and_no_key() -> None:
+    spot = BinanceSpot(api_key="unused")
+    assert spot.recent_trades("BTCUSDT", 5000) == RestRequest(
+        "/api/v3/trades?symbol=BTCUSDT&limit=1000", 25
+    )
+    assert spot.trades_from_id("BTCUSDT", 42, 10) == RestRequest(
+        "/api/v3/historicalTrades?symbol=BTCUSDT&fromId=42&limit=10", 25
+    )
+    # the path methods the engine still calls give the same paths
+    assert spot.recent_trades_path("BTCUSDT", 5000) == spot.recent_trades("BTCUSDT", 5000).path
+    assert (
+        spot.historical_trades_path("BTCUSDT", 42, 10)
+        == spot.trades_from_id("BTCUSDT", 42, 10).path
+    )
+
+
+def test_spot_limits_and_simulator_paths() -> None:
+    caps = parser.capabilities
+    assert (caps.fetch_by_id, caps.max_streams_per_connection) == (True, 1024)
+    assert (caps.max_messages_per_second, caps.rest_page, caps.rest_weight_limit) == (5, 1000, 6000)
+    codec = parser.simulator_codec()
+    assert codec.ws_routes == ("/ws", "/stream")
+    assert codec.historical_trades_path == "/api/v3/historicalTrades"
+    assert codec.api_key_header == ""
+    trade = parser.parse(combined(REAL_EVENT))
+    assert isinstance(trade, Trade)
+    assert parser.parse(codec.trade_frame(trade)) == trade
 
 
 # -- fuzz ---------------------------------------------------------------------------------

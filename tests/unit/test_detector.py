@@ -27,8 +27,9 @@ from hypothesis import strategies as st
 from spikewatch.core.decimal import MAX_UNITS
 from spikewatch.core.detectors import VolumeSpikeDetector
 from spikewatch.core.model import Side, Signal, Trade
-from spikewatch.core.pipeline import Pipeline
 from spikewatch.exchanges.binance import BinanceSpot
+
+from helpers import detection, run
 
 RECORDING = "binance-spot-BTCUSDT-trade-msgs-2024-08-08T2354Z_2024-08-09T0005Z.jsonl.gz"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -198,8 +199,8 @@ def test_spike_signals_describe_the_trade_that_fired(
 def test_recording_through_the_pipeline_has_no_gaps_and_the_same_spikes(
     recorded_trades: list[Trade],
 ) -> None:
-    pipeline = Pipeline(lambda exchange, symbol: [VolumeSpikeDetector(200, Decimal(10))])
-    signals = [s for t in recorded_trades for s in pipeline.process(t)]
+    pipeline = detection(lambda exchange, symbol: [VolumeSpikeDetector(200, Decimal(10))])
+    signals = [s for t in recorded_trades for s in run(pipeline, t)]
     assert signals == detect(recorded_trades, 200, "10")
     (stats,) = pipeline.stats()
     assert (stats.trades, stats.duplicates, stats.gaps, stats.missing_trades) == (19_904, 0, 0, 0)
@@ -318,14 +319,14 @@ def test_interleaved_symbols_get_exactly_the_signals_each_gets_alone(
     labels = [key for key, trades in streams.items() for _ in trades]
     order = data.draw(st.permutations(labels))
     pending = {key: iter(trades) for key, trades in streams.items()}
-    together = Pipeline(factory)
+    together = detection(factory)
     got: dict[tuple[str, str], list[Signal]] = defaultdict(list)
     for key in order:
-        for signal in together.process(next(pending[key])):
+        for signal in run(together, next(pending[key])):
             got[signal.exchange, signal.symbol].append(signal)
     for key, trades in streams.items():
-        alone = Pipeline(factory)
-        expected = [s for t in trades for s in alone.process(t)]
+        alone = detection(factory)
+        expected = [s for t in trades for s in run(alone, t)]
         assert got[key] == expected
 
 
@@ -367,38 +368,38 @@ def test_snapshot_with_a_non_positive_quantity_is_refused() -> None:
 
 
 def test_repeated_or_older_trade_ids_are_dropped_and_counted() -> None:
-    pipeline = Pipeline(lambda exchange, symbol: [VolumeSpikeDetector(3, 10)])
+    pipeline = detection(lambda exchange, symbol: [VolumeSpikeDetector(3, 10)])
     trades = make_trades([1, 1, 1, 1], first_id=101)
     for trade in trades:
-        assert list(pipeline.process(trade)) == []
+        assert list(run(pipeline, trade)) == []
     # a replayed copy of an old trade with a huge quantity must neither fire nor count
     replayed = Trade("binance", "BTCUSDT", 102, 1, 10**12, 1, Side.BUY)
-    assert list(pipeline.process(replayed)) == []
-    assert list(pipeline.process(trades[-1])) == []
+    assert list(run(pipeline, replayed)) == []
+    assert list(run(pipeline, trades[-1])) == []
     (stats,) = pipeline.stats()
     assert (stats.trades, stats.duplicates, stats.gaps, stats.missing_trades) == (4, 2, 0, 0)
     assert stats.last_trade_id == 104
     # the window still holds only the real trades: 11 > 10 x mean(1, 1, 1)
     nxt = Trade("binance", "BTCUSDT", 105, 1, 11, 2, Side.BUY)
-    assert [s.trade_id for s in pipeline.process(nxt)] == [105]
+    assert [s.trade_id for s in run(pipeline, nxt)] == [105]
 
 
 def test_jump_in_trade_ids_counts_a_gap_and_the_missing_trades() -> None:
-    pipeline = Pipeline(lambda exchange, symbol: [VolumeSpikeDetector(3, 10)])
+    pipeline = detection(lambda exchange, symbol: [VolumeSpikeDetector(3, 10)])
     for trade_id in (1, 2, 5, 6, 10):
-        pipeline.process(Trade("binance", "BTCUSDT", trade_id, 1, 1, trade_id, Side.BUY))
+        run(pipeline, Trade("binance", "BTCUSDT", trade_id, 1, 1, trade_id, Side.BUY))
     (stats,) = pipeline.stats()
     assert (stats.trades, stats.gaps, stats.missing_trades, stats.duplicates) == (5, 2, 5, 0)
-    assert pipeline.last_trade_id("binance", "BTCUSDT") == 10
-    assert pipeline.last_trade_id("binance", "ETHUSDT") is None
+    assert pipeline.find("binance", "BTCUSDT").last_id == 10
+    assert pipeline.find("binance", "ETHUSDT") is None
 
 
 def test_each_symbol_keeps_its_own_trade_id_sequence() -> None:
-    pipeline = Pipeline(lambda exchange, symbol: [VolumeSpikeDetector(3, 10)])
+    pipeline = detection(lambda exchange, symbol: [VolumeSpikeDetector(3, 10)])
     for trade in make_trades([1, 1], "BTCUSDT", first_id=500):
-        pipeline.process(trade)
+        run(pipeline, trade)
     for trade in make_trades([1, 1], "ETHUSDT", first_id=7):
-        pipeline.process(trade)  # lower ids than BTCUSDT's, but new for ETHUSDT
+        run(pipeline, trade)  # lower ids than BTCUSDT's, but new for ETHUSDT
     stats = {s.symbol: s for s in pipeline.stats()}
     assert (stats["BTCUSDT"].trades, stats["ETHUSDT"].trades) == (2, 2)
     assert stats["ETHUSDT"].duplicates == 0

@@ -10,16 +10,29 @@ import csv
 import gzip
 import itertools
 import logging
+import re
 import shutil
 import zipfile
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from spikewatch.core.decimal import BadNumber, parse_units
 from spikewatch.core.model import Side, Trade
-from spikewatch.replay.readers import ReadStats, detect_format, read_trades, symbol_from_filename
+from spikewatch.exchanges.base import ParsedFrames
+from spikewatch.exchanges.binance import BinanceSpot, BinanceUsdm
+from spikewatch.replay import readers
+from spikewatch.replay.readers import (
+    ReadStats,
+    detect_format,
+    read_batches,
+    read_trades,
+    symbol_from_filename,
+)
+from spikewatch.replay.tape import frames_of_lines
 
 BTC_CSV = "binance-spot-BTCUSDT-trades-2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
 BTC_FRAMES = "binance-spot-BTCUSDT-trade-msgs-2024-08-08T2354Z_2024-08-09T0005Z.jsonl.gz"
@@ -439,3 +452,180 @@ def test_stopping_early_keeps_the_counts_of_what_was_read(fixtures_dir: Path) ->
 
     assert len(first) == 100
     assert stats.trades == 100
+
+
+# -- frame recordings of several streams, other exchanges ---------------------------------
+
+USDM_FRAMES = "binance-usdm-trade-combined.collect-binancefutures-2022-08-11.jsonl"
+CAPTURE_START = 1723161254206652067
+
+#: Real frames of the other streams of binance-spot-BTCUSDT-wsraw-2024-08-09T0000Z
+#: .hftbacktest.gz (shared data, hftbacktest's capture): a bookTicker and a depth update,
+#: and the REST depth snapshot such a capture starts with (2024-08-08T2354Z; cut to its
+#: first two levels a side, it holds a thousand).
+BOOK_TICKER = (
+    b'{"stream":"btcusdt@bookTicker","data":{"u":50093421613,"s":"BTCUSDT",'
+    b'"b":"61685.99000000","B":"1.25869000","a":"61686.00000000","A":"2.44816000"}}'
+)
+DEPTH_UPDATE = (
+    b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1723161835777,'
+    b'"s":"BTCUSDT","U":50093645881,"u":50093645881,"b":[["56717.98000000","0.00000000"]],'
+    b'"a":[]}}'
+)
+DEPTH_SNAPSHOT = (
+    b'{"lastUpdateId":50093239218,"bids":[["61837.63000000","3.78826000"],'
+    b'["61837.62000000","0.61700000"]],"asks":[["61837.64000000","1.54698000"],'
+    b'["61837.65000000","0.00843000"]]}'
+)
+
+
+def btc_frame_lines(fixtures_dir: Path, count: int) -> list[bytes]:
+    with gzip.open(fixtures_dir / BTC_FRAMES, "rb") as handle:
+        return [next(handle).rstrip(b"\n") for _ in range(count)]
+
+
+def capture(frames: list[bytes]) -> bytes:
+    """Frames as hftbacktest writes them: ``<recv_ns> <frame>`` lines."""
+    return b"".join(b"%d %s\n" % (CAPTURE_START + i, f) for i, f in enumerate(frames))
+
+
+def test_a_capture_of_several_streams_gives_its_trades_and_skips_the_rest_quietly(
+    fixtures_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    trades = btc_frame_lines(fixtures_dir, 300)
+    others = [BOOK_TICKER, DEPTH_UPDATE, BOOK_TICKER, BOOK_TICKER]
+    mixed = [DEPTH_SNAPSHOT]  # what hftbacktest's capture starts with
+    for i, frame in enumerate(trades):
+        mixed += [others[i % 4], others[(i + 1) % 4], frame]
+    path = tmp_path / "btcusdt-wsraw.hftbacktest.gz"
+    path.write_bytes(gzip.compress(capture(mixed)))
+    only_trades = tmp_path / "btcusdt-trades.jsonl"
+    only_trades.write_bytes(b"\n".join(trades))
+    stats = ReadStats()
+
+    with caplog.at_level(logging.WARNING, logger="spikewatch.replay.readers"):
+        got = list(read_trades([path], stats=stats))
+
+    assert detect_format(path) == "frames"
+    assert got == list(read_trades([only_trades]))
+    assert len(got) == 300
+    assert stats == ReadStats(files=1, rows=len(mixed), trades=300)  # nothing bad
+    assert caplog.records == []
+
+
+def test_frames_read_the_same_whatever_the_block_size(
+    fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A block with as many trade events as lines is parsed whole, any other line by line
+    # (lines without "trade" skipped unjudged): where blocks end must change nothing.
+    frames = btc_frame_lines(fixtures_dir, 400)
+    lines = list(frames)
+    lines[50] = frames[50][:60]  # cut off mid-frame: bad
+    lines[120] = re.sub(rb'"q":"[0-9.]+"', b'"q":"0"', frames[120])  # a zero quantity: bad
+    lines[200] = frames[200] + b"," + frames[201]  # two frames in one line: bad
+    lines[201] = DEPTH_SNAPSHOT  # another stream's frame: skipped unjudged
+    text = b"\r\n".join(lines)  # CRLF, and no newline after the last line
+    path = tmp_path / "btcusdt.jsonl.gz"
+    path.write_bytes(gzip.compress(text))
+    read_whole: list[bool] = []
+
+    def spy(lines: list[bytes], keep: bytes | None = None) -> tuple[list[bytes], int]:
+        read_whole.append(keep is None)
+        return frames_of_lines(lines, keep)
+
+    monkeypatch.setattr(readers, "frames_of_lines", spy)
+    results = []
+    for chunk in (1 << 20, 4096, 997, 200):
+        monkeypatch.setattr(readers, "_CHUNK", chunk)
+        stats = ReadStats()
+        batched = ReadStats()
+        trades = list(read_trades([path], stats=stats))
+        in_batches = [t for b in read_batches([path], stats=batched, size=64) for t in b.trades()]
+        assert in_batches == trades
+        assert batched == stats
+        results.append((trades, stats))
+        if chunk == 1 << 20:  # one block (and the last line), an event for each line
+            assert all(read_whole)
+
+    assert False in read_whole  # smaller blocks around DEPTH_SNAPSHOT: line by line
+    trades, stats = results[0]
+    assert all(r == results[0] for r in results)
+    assert [t.trade_id for t in trades] == [
+        3735683259 + i for i in range(400) if i not in (50, 120, 200, 201)
+    ]
+    assert stats.rows == 400
+    assert stats.bad_rows == {"not_json": 2, "bad_value": 1}
+
+
+def test_a_bad_frame_is_logged_with_its_line_number(
+    fixtures_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    frames = btc_frame_lines(fixtures_dir, 30)
+    lines = [BOOK_TICKER, *frames[:10], DEPTH_UPDATE, b"", frames[10][:60], *frames[11:]]
+    path = tmp_path / "btcusdt-wsraw.hftbacktest"
+    path.write_bytes(capture(lines))
+
+    with caplog.at_level(logging.WARNING, logger="spikewatch.replay.readers"):
+        trades = list(read_trades([path], fmt="frames"))
+
+    assert len(trades) == 29
+    (record,) = caplog.records
+    assert "btcusdt-wsraw.hftbacktest line 14: skipped a bad row (not_json" in record.getMessage()
+
+
+def test_truncated_gzip_recording_raises_a_clear_error(fixtures_dir: Path, tmp_path: Path) -> None:
+    data = (fixtures_dir / BTC_FRAMES).read_bytes()
+    path = tmp_path / "btcusdt-trade-msgs.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+
+    with pytest.raises(ValueError, match="truncated"):
+        for _ in read_trades([path]):
+            pass
+
+
+def test_futures_trades_are_named_after_the_exchange_given(fixtures_dir: Path) -> None:
+    frames = fixtures_dir / USDM_FRAMES
+    rows = fixtures_dir / USDM_CSV
+
+    spot_named = list(read_trades([frames, rows]))
+    futures = list(read_trades([frames, rows], exchange=BinanceUsdm()))
+    batches = list(read_batches([frames, rows], exchange=BinanceUsdm()))
+
+    assert {t.exchange for t in spot_named} == {"binance"}  # the default, as before
+    assert {t.exchange for t in futures} == {"binance-usdm"}
+    assert {b.exchange for b in batches} == {"binance-usdm"}
+    assert len(futures) == 500 + 300
+    assert [t.exchange for t in futures] != [t.exchange for t in spot_named]
+    assert [(t.trade_id, t.price, t.qty, t.time_us, t.side) for t in futures] == [
+        (t.trade_id, t.price, t.qty, t.time_us, t.side) for t in spot_named
+    ]
+
+
+class CountingExchange:
+    """An exchange the readers know nothing of: Binance's parser under another name,
+    counting the frames it is given."""
+
+    name = "toy"
+
+    def __init__(self) -> None:
+        self.inner = BinanceSpot()
+        self.frames = 0
+
+    def parse_batch(self, frames: Sequence[bytes]) -> ParsedFrames:
+        self.frames += len(frames)
+        parsed = self.inner.parse_batch(frames)
+        renamed = [replace(b, exchange=self.name) for b in parsed.batches]
+        return ParsedFrames(renamed, parsed.errors, parsed.controls)
+
+
+def test_an_unknown_exchange_is_handed_every_frame(fixtures_dir: Path, tmp_path: Path) -> None:
+    frames = btc_frame_lines(fixtures_dir, 100)
+    path = tmp_path / "btcusdt-wsraw.hftbacktest"
+    path.write_bytes(capture([BOOK_TICKER, *frames]) + b"\n" + capture([DEPTH_UPDATE]))
+    toy = CountingExchange()
+
+    trades = list(read_trades([path], exchange=toy))
+
+    assert toy.frames == 102  # the blank line is no frame
+    assert len(trades) == 100
+    assert {t.exchange for t in trades} == {"toy"}

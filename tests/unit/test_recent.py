@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikewatch.core.model import Signal, iso_utc
+from spikewatch.core.model import Signal, VolumeSpikeSignal, decode_signal, iso_utc
 from spikewatch.store.base import Cursor
 from spikewatch.store.recent import RecentSignals
 from spikewatch.store.sqlite import SQLiteSignalStore
@@ -21,9 +21,8 @@ encode = msgspec.json.Encoder().encode
 
 
 def signal(symbol: str, trade_id: int, time_us: int) -> Signal:
-    return Signal(
+    return VolumeSpikeSignal(
         id=f"binance:{symbol}:volume_spike-w200-x10:{trade_id}",
-        signal_type="VolumeSpike",
         exchange="binance",
         symbol=symbol,
         detector="volume_spike-w200-x10",
@@ -112,7 +111,7 @@ def test_the_usual_page_comes_from_memory() -> None:
     page = recent.page_json(limit=50)
     assert page is not None
     payloads, cursor = page
-    assert [msgspec.json.decode(p, type=Signal) for p in payloads] == signals[::-1][:50]
+    assert [decode_signal(p) for p in payloads] == signals[::-1][:50]
     assert cursor is not None
     assert recent.page_json(limit=50, after=cursor) is not None  # the next page too
     # older than what it holds: the store must answer

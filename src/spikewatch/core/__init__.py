@@ -1,7 +1,16 @@
-"""The pure core: trades, signals, detectors and the pipeline. No I/O, threads or clocks."""
+"""The pure core: trades, signals, detectors and the kernel. No I/O, threads or clocks."""
 
 from spikewatch.core.detectors import Detector, VolumeSpikeDetector
+from spikewatch.core.kernel import GapPolicy, Kernel, Step
 from spikewatch.core.model import Side, Signal, Trade
-from spikewatch.core.pipeline import Pipeline
 
-__all__ = ["Detector", "Pipeline", "Side", "Signal", "Trade", "VolumeSpikeDetector"]
+__all__ = [
+    "Detector",
+    "GapPolicy",
+    "Kernel",
+    "Side",
+    "Signal",
+    "Step",
+    "Trade",
+    "VolumeSpikeDetector",
+]

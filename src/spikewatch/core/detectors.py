@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from spikewatch.core import accel
 from spikewatch.core.decimal import SCALE, units_to_float
-from spikewatch.core.model import Side, Signal, Trade, TradeBatch, iso_utc
+from spikewatch.core.model import Side, Signal, Trade, TradeBatch, VolumeSpikeSignal, iso_utc
 
 
 class Detector(Protocol):
@@ -200,9 +200,8 @@ class VolumeSpikeDetector:
         total: int,
     ) -> Signal:
         window = self.window
-        return Signal(
+        return VolumeSpikeSignal(
             id=f"{exchange}:{symbol}:{self.key}:{trade_id}",
-            signal_type=self.signal_type,
             exchange=exchange,
             symbol=symbol,
             detector=self.key,

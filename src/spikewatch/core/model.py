@@ -9,6 +9,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from itertools import repeat
+from typing import Union
 
 import msgspec
 
@@ -54,11 +55,10 @@ class TradeBatch(msgspec.Struct, frozen=True, gc=False):
     buyer_is_maker: bytes  # 1: the taker sold (Side.SELL), 0: the taker bought
 
     def __post_init__(self) -> None:
-        n = len(self.trade_ids)
-        columns = (self.trade_ids, self.prices, self.qtys, self.times_us)
-        if any(c.typecode != "q" for c in columns):
+        ids, prices, qtys, times = self.trade_ids, self.prices, self.qtys, self.times_us
+        if not ids.typecode == prices.typecode == qtys.typecode == times.typecode == "q":
             raise TypeError("TradeBatch columns must be array('q')")
-        if any(len(c) != n for c in columns) or len(self.buyer_is_maker) != n:
+        if not len(ids) == len(prices) == len(qtys) == len(times) == len(self.buyer_is_maker):
             raise ValueError("TradeBatch columns differ in length")
 
     @classmethod
@@ -88,6 +88,17 @@ class TradeBatch(msgspec.Struct, frozen=True, gc=False):
         """The columns of ``trades``, which must all be of one exchange and symbol."""
         if not trades:
             raise ValueError("no trades: a batch names its symbol, so it needs one trade")
+        if len(trades) == 1:  # a quiet market's read: straight to the columns
+            t = trades[0]
+            return cls(
+                t.exchange,
+                t.symbol,
+                array("q", (t.trade_id,)),
+                array("q", (t.price,)),
+                array("q", (t.qty,)),
+                array("q", (t.time_us,)),
+                b"\x01" if t.side is Side.SELL else b"\x00",
+            )
         exchange, symbol = trades[0].exchange, trades[0].symbol
         if any(t.symbol != symbol or t.exchange != exchange for t in trades):
             raise ValueError("a TradeBatch holds trades of one exchange and symbol")
@@ -165,11 +176,16 @@ class TradeBatch(msgspec.Struct, frozen=True, gc=False):
         )
 
 
-class Signal(msgspec.Struct, frozen=True, kw_only=True):
-    """A detector's finding about one trade; encodes to the public JSON shape."""
+class Signal(msgspec.Struct, frozen=True, tag_field="signal_type", tag="Signal"):
+    """The fields every detector's finding about one trade has.
+
+    Each detector has its own signal type: a subclass with its details as extra fields and
+    its ``signal_type`` as the tag (``class VolumeSpikeSignal(Signal, tag="VolumeSpike")``).
+    A new detector adds a subclass; nothing here changes. The JSON is flat: the tag, these
+    fields, then the details (the shape ``/api/get_signal`` has always served).
+    """
 
     id: str  # deterministic: exchange, symbol, detector and trade id
-    signal_type: str
     exchange: str
     symbol: str
     detector: str
@@ -180,10 +196,58 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     volume: float  # the trade's quantity, base asset
     quote_volume: float  # price * volume, quote asset
     side: str  # "buy" or "sell": the taker's side
+
+    @property
+    def signal_type(self) -> str:
+        """The kind of finding, e.g. ``"VolumeSpike"`` (the JSON's ``signal_type``)."""
+        return str(type(self).__struct_config__.tag)
+
+
+class VolumeSpikeSignal(Signal, frozen=True, tag="VolumeSpike"):
+    """The original rule's finding: a quantity above ``threshold`` x the window mean."""
+
     average_volume: float  # mean quantity of the window before the trade
     ratio: float  # volume / average_volume
     window: int
     threshold: float
+
+
+def signal_types() -> tuple[type[Signal], ...]:
+    """Every signal type defined so far (the subclasses of :class:`Signal`, any depth)."""
+    found: list[type[Signal]] = []
+    todo = [Signal]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return tuple(found)
+
+
+_decoders: dict[tuple[type[Signal], ...], msgspec.json.Decoder[Signal]] = {}
+
+
+def decode_signal(payload: bytes | str) -> Signal:
+    """A signal from its JSON, as its own type (by ``signal_type``); raises
+    ``msgspec.DecodeError`` for JSON of no known type."""
+    types = signal_types()
+    decoder = _decoders.get(types)
+    if decoder is None:  # a new signal type was defined since: include it
+        decoder = _decoders[types] = msgspec.json.Decoder(Union[types])  # noqa: UP007
+    return decoder.decode(payload)
+
+
+class GapRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """Trades that were missed and could not be fetched: the detectors warmed up again
+    after it, so it can neither fake nor hide a spike."""
+
+    exchange: str
+    symbol: str
+    first_id: int  # first missing trade id
+    last_id: int  # last missing trade id (inclusive)
+    missing: int
+    time_us: int  # exchange time of the first trade after the gap
+    timestamp: str  # the same, ISO 8601
+    reason: str
 
 
 def iso_utc(time_us: int) -> str:

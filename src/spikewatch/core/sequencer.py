@@ -35,10 +35,14 @@ class Sequencer:
     ``max_held``). ``fill(trades)`` takes fetched trades; ``give_up()`` abandons the gap.
     """
 
-    __slots__ = ("duplicates", "gap", "held", "last_id", "max_held", "overflowed")
+    __slots__ = ("consecutive", "duplicates", "gap", "held", "last_id", "max_held", "overflowed")
 
-    def __init__(self, last_id: int = -1, max_held: int = 200_000) -> None:
+    def __init__(
+        self, last_id: int = -1, max_held: int = 200_000, *, consecutive: bool = True
+    ) -> None:
         self.last_id = last_id  # -1: nothing seen yet, so no gap can be known
+        # False for a venue whose ids only increase: repeats are dropped, no gap is known
+        self.consecutive = consecutive
         self.gap: Gap | None = None
         self.held: list[Trade] = []
         self.max_held = max_held
@@ -60,7 +64,7 @@ class Sequencer:
                 self.duplicates += 1
             return [], None
         last = self.last_id
-        if last < 0 or tid == last + 1:
+        if last < 0 or tid == last + 1 or (tid > last and not self.consecutive):
             self.last_id = tid
             return [trade], None
         if tid <= last:
@@ -76,7 +80,14 @@ class Sequencer:
         increasing from ``first_id`` to ``last_id``: True (and they are all accepted, to
         be processed now) when no gap is open and they are exactly the next ids; False
         and nothing changed otherwise (then offer them one by one)."""
-        if self.gap is not None or last_id - first_id != count - 1:
+        if self.gap is not None:
+            return False
+        if not self.consecutive:
+            if first_id <= self.last_id:
+                return False
+            self.last_id = last_id
+            return True
+        if last_id - first_id != count - 1:
             return False
         if self.last_id >= 0 and first_id != self.last_id + 1:
             return False

@@ -1,75 +1,119 @@
-"""The shape every exchange adapter has."""
+"""The shape every exchange adapter has: the one contract between a venue and the rest.
+
+Everything venue-specific lives behind :class:`Exchange`: stream URLs, subscribe and
+unsubscribe messages, application heartbeats, the pure batch parser, REST requests for
+warm start and gap backfill (with their rate-limit weights), what the venue can and cannot
+do (:class:`Capabilities`), and the codec the local simulator speaks it with. The ingest
+client, the kernel, the store and the web layer know nothing else of a venue.
+
+Adding a venue (Coinbase, Kraken, Bybit, OKX...) is one module that implements this
+protocol; see docs/ARCHITECTURE.md, "Add an exchange".
+"""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from spikewatch.core.model import Trade, TradeBatch
+from spikewatch.core.frames import Capabilities, Control, MalformedFrame, ParsedFrames
+from spikewatch.core.model import Trade
 
-
-class Control(enum.Enum):
-    """A frame that carries no trade but means something to the client."""
-
-    ACK = "ack"  # a reply to a control request (subscribe, ...)
-    SHUTDOWN = "shutdown"  # the server is about to close this connection: rotate now
-    IGNORED = "ignored"  # a well-formed event of a kind this detector does not use
-
-
-class MalformedFrame(ValueError):
-    """A frame that cannot be used. ``kind`` is a short, stable label for counting."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
+__all__ = [
+    "Capabilities",
+    "Control",
+    "Exchange",
+    "MalformedFrame",
+    "ParsedFrames",
+    "RestRequest",
+    "SimulatorCodec",
+]
 
 
 @dataclass(frozen=True, slots=True)
-class ParsedFrames:
-    """What a batch parser made of many frames; every frame is in exactly one list."""
+class RestRequest:
+    """One REST call: the path after the base URL, its rate-limit weight, extra headers."""
 
-    #: the trades, in frame order, as runs of consecutive trades of one symbol
-    batches: list[TradeBatch]
-    #: (position in the frames given, why) of each frame that cannot be used
-    errors: list[tuple[int, MalformedFrame]]
-    #: (position, control) of each frame that carries no trade
-    controls: list[tuple[int, Control]]
+    path: str
+    weight: int = 1
+    headers: tuple[tuple[str, str], ...] = ()
 
-    @property
-    def trades(self) -> int:
-        """How many trades the batches hold."""
-        return sum(len(b) for b in self.batches)
+
+class SimulatorCodec(Protocol):
+    """How the local exchange simulator speaks a venue (tests and the demo run offline)."""
+
+    #: path prefixes of the WebSocket endpoints, e.g. ``("/ws", "/stream")``
+    ws_routes: tuple[str, ...]
+    #: REST paths: recent trades, trades from an id, server time, ping, exchange info
+    recent_trades_path: str
+    historical_trades_path: str
+    time_path: str
+    ping_path: str
+    exchange_info_path: str
+    #: a header the historical look-up needs ("" when none), answered 401 without it
+    api_key_header: str
+
+    def stream_name(self, symbol: str) -> str:
+        """The stream that carries ``symbol``'s trades, e.g. ``btcusdt@trade``."""
+        ...
+
+    def trade_frame(self, trade: Trade) -> bytes:
+        """The raw (unwrapped) stream event of ``trade``."""
+        ...
+
+    def rest_trade(self, trade: Trade) -> dict[str, object]:
+        """One row of a REST trades reply."""
+        ...
+
+    def shutdown_frame(self) -> bytes | None:
+        """The venue's notice that a connection is about to be closed, if it has one."""
+        ...
 
 
 class Exchange(Protocol):
-    """What the ingest client and the replay readers need of an exchange."""
+    """What the runtimes need of an exchange (one per venue and market)."""
 
+    #: the name in settings, signals and the store, e.g. "binance", "binance-usdm"
     name: str
+    capabilities: Capabilities
+    default_ws_url: str
+    default_rest_url: str
 
     def stream_url(self, base_url: str, symbols: Sequence[str]) -> str:
         """The WebSocket URL that streams the trades of ``symbols`` (upper-case)."""
         ...
 
-    def parse(self, frame: bytes | str) -> Trade | Control:
-        """Decode one frame; raise :class:`MalformedFrame` for anything unusable."""
+    def subscribe(self, symbols: Sequence[str], request_id: int) -> bytes:
+        """The message that adds the trade streams of ``symbols`` to a connection."""
+        ...
+
+    def unsubscribe(self, symbols: Sequence[str], request_id: int) -> bytes:
+        """The message that removes them."""
+        ...
+
+    def heartbeat(self) -> bytes | None:
+        """An application-level keep-alive message to send periodically, or None when the
+        WebSocket protocol's own pings are enough."""
         ...
 
     def parse_batch(self, frames: Sequence[bytes]) -> ParsedFrames:
-        """What :meth:`parse` makes of each of ``frames``, with trades as column batches
-        (the live engine hands over each network read, replay whole files)."""
+        """Decode frames that arrived together; every frame lands in exactly one list of
+        the result (a single frame is a batch of one). Pure and deterministic."""
         ...
 
-    def recent_trades_path(self, symbol: str, limit: int) -> str:
-        """REST path (after the base URL) of the latest ``limit`` trades."""
+    def recent_trades(self, symbol: str, limit: int) -> RestRequest | None:
+        """The REST call for the latest ``limit`` trades (None: not available)."""
         ...
 
-    def historical_trades_path(self, symbol: str, from_id: int, limit: int) -> str:
-        """REST path of up to ``limit`` trades from id ``from_id`` on."""
+    def trades_from_id(self, symbol: str, from_id: int, limit: int) -> RestRequest | None:
+        """The REST call for up to ``limit`` trades from id ``from_id`` on (None: gaps
+        cannot be fetched, e.g. the endpoint needs an API key and none is configured)."""
         ...
 
     def parse_rest_trades(self, body: bytes, symbol: str) -> list[Trade]:
         """Trades of a REST reply, oldest first; raises :class:`MalformedFrame`."""
+        ...
+
+    def simulator_codec(self) -> SimulatorCodec:
+        """How the local simulator serves this venue."""
         ...

@@ -5,9 +5,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from spikewatch.core.model import Trade
-from spikewatch.exchanges.base import Exchange, MalformedFrame
-from spikewatch.exchanges.binance import REST_PAGE, TRADES_WEIGHT
+from spikewatch.exchanges.base import Exchange, MalformedFrame, RestRequest
 from spikewatch.ingest.rest import RestClient, RestError
+
+
+async def _trades(
+    rest: RestClient, exchange: Exchange, request: RestRequest, symbol: str
+) -> list[Trade]:
+    """One REST trade look-up, parsed; a reply that is not trades is a :class:`RestError`."""
+    body = await rest.get(request.path, request.weight, request.headers)
+    try:
+        return exchange.parse_rest_trades(body, symbol)
+    except MalformedFrame as exc:
+        raise RestError(f"bad trades reply to {request.path}: {exc}") from None
 
 
 async def fetch_range(
@@ -20,18 +30,16 @@ async def fetch_range(
 ) -> None:
     """Fetch trades ``first_id..last_id`` page by page; ``on_page`` gets each page in order
     and returns True when it needs no more. Raises :class:`RestError` on failure."""
+    page_size = exchange.capabilities.rest_page
     next_id = first_id
     while next_id <= last_id:
-        body = await rest.get(
-            exchange.historical_trades_path(symbol, next_id, REST_PAGE), TRADES_WEIGHT
-        )
-        try:
-            page = exchange.parse_rest_trades(body, symbol)
-        except MalformedFrame as exc:
-            raise RestError(f"bad historicalTrades reply: {exc}") from None
+        request = exchange.trades_from_id(symbol, next_id, page_size)
+        if request is None:
+            raise RestError(f"{exchange.name} trades cannot be fetched by id")
+        page = await _trades(rest, exchange, request, symbol)
         page = [t for t in page if next_id <= t.trade_id <= last_id]
         if not page or page[0].trade_id != next_id:
-            raise RestError(f"historicalTrades did not return trade {next_id} of {symbol}")
+            raise RestError(f"the trades look-up did not return trade {next_id} of {symbol}")
         done = on_page(page)
         if not isinstance(done, bool):
             done = await done
@@ -43,25 +51,22 @@ async def fetch_range(
 async def fetch_recent(
     rest: RestClient, exchange: Exchange, symbol: str, count: int
 ) -> list[Trade]:
-    """The latest ``count`` trades of ``symbol``, oldest first (pages back when > 1000)."""
-    body = await rest.get(exchange.recent_trades_path(symbol, count), TRADES_WEIGHT)
-    try:
-        trades = exchange.parse_rest_trades(body, symbol)
-    except MalformedFrame as exc:
-        raise RestError(f"bad trades reply: {exc}") from None
+    """The latest ``count`` trades of ``symbol``, oldest first (pages back by id when one
+    reply holds fewer, where the venue allows it)."""
+    page_size = exchange.capabilities.rest_page
+    request = exchange.recent_trades(symbol, min(count, page_size))
+    if request is None:
+        raise RestError(f"{exchange.name} has no recent-trades look-up")
+    trades = await _trades(rest, exchange, request, symbol)
     while trades and len(trades) < count:
         first = trades[0].trade_id
-        want = min(REST_PAGE, count - len(trades), first)
-        if want <= 0:
+        want = min(page_size, count - len(trades), first)
+        older_request = exchange.trades_from_id(symbol, first - want, want) if want > 0 else None
+        if older_request is None:
             break
-        body = await rest.get(
-            exchange.historical_trades_path(symbol, first - want, want), TRADES_WEIGHT
-        )
-        try:
-            older = exchange.parse_rest_trades(body, symbol)
-        except MalformedFrame as exc:
-            raise RestError(f"bad historicalTrades reply: {exc}") from None
-        older = [t for t in older if t.trade_id < first]
+        older = [
+            t for t in await _trades(rest, exchange, older_request, symbol) if t.trade_id < first
+        ]
         if not older:
             break
         trades = older + trades

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gzip
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -79,3 +79,21 @@ class FrameRecorder:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class RecorderSink:
+    """A :class:`FrameRecorder` as a sink: the gzip writes run on a sink worker's thread,
+    never on the ingest thread."""
+
+    def __init__(self, recorder: FrameRecorder) -> None:
+        self.recorder = recorder
+
+    def write(self, items: Sequence[tuple[bytes, int]]) -> None:
+        """Append ``(frame, recv_ns)`` pairs, in order."""
+        write = self.recorder.write
+        for frame, recv_ns in items:
+            write(frame, recv_ns)
+
+    def close(self) -> None:
+        """Finish the current file."""
+        self.recorder.close()

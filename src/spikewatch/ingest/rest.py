@@ -12,7 +12,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
@@ -68,9 +68,12 @@ class RestClient:
         """A copy of the counters."""
         return RestStats(self._calls, self._failures, self._retries, self._limited, self._used)
 
-    def _fetch(self, path: str) -> tuple[int, bytes, dict[str, str]]:
+    def _fetch(
+        self, path: str, headers: Sequence[tuple[str, str]]
+    ) -> tuple[int, bytes, dict[str, str]]:
         request = urllib.request.Request(
-            self.base_url + path, headers={"User-Agent": f"spikewatch/{__version__}"}
+            self.base_url + path,
+            headers={"User-Agent": f"spikewatch/{__version__}", **dict(headers)},
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
@@ -91,15 +94,18 @@ class RestClient:
             await self._sleep(max(wait, 0))
             self._window_start, self._used = time.monotonic(), 0
 
-    async def get(self, path: str, weight: int = 1) -> bytes:
-        """The body of ``GET base_url + path``; raises :class:`RestError` when it fails."""
+    async def get(
+        self, path: str, weight: int = 1, send_headers: Sequence[tuple[str, str]] = ()
+    ) -> bytes:
+        """The body of ``GET base_url + path`` (with extra ``headers``, e.g. an API key);
+        raises :class:`RestError` when it fails."""
         backoff = self._backoff()
         last = "no attempt"
         for attempt in range(1, self.attempts + 1):
             await self._respect_weight(weight)
             self._calls += 1
             try:
-                status, body, headers = await asyncio.to_thread(self._fetch, path)
+                status, body, headers = await asyncio.to_thread(self._fetch, path, send_headers)
             # refused, reset, DNS, timeout, a reply cut short (IncompleteRead), bad headers
             except (OSError, TimeoutError, http.client.HTTPException, ValueError) as exc:
                 status, body, headers, last = 0, b"", {}, f"{type(exc).__name__}: {exc}"

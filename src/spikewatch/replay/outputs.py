@@ -11,7 +11,14 @@ import msgspec
 
 from spikewatch.core.model import Signal
 
-FIELDS: tuple[str, ...] = Signal.__struct_fields__
+
+def fields_of(kind: type[Signal]) -> tuple[str, ...]:
+    """The columns of a signal type: ``signal_type``, the common fields, its details."""
+    return ("signal_type", *kind.__struct_fields__)
+
+
+def _row(signal: Signal, names: tuple[str, ...]) -> list[object]:
+    return [getattr(signal, name, None) for name in names]
 
 
 class SignalSink(Protocol):
@@ -50,14 +57,20 @@ class CsvSink:
     def __init__(self, path: Path) -> None:
         self._file = path.open("w", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file)
-        self._writer.writerow(FIELDS)
+        self._fields: tuple[str, ...] | None = None
 
     def write(self, signal: Signal) -> None:
-        """Write one signal as a row."""
-        self._writer.writerow([getattr(signal, name) for name in FIELDS])
+        """Write one signal as a row (the header is the first signal type's columns;
+        a column another type lacks stays empty)."""
+        if self._fields is None:
+            self._fields = fields_of(type(signal))
+            self._writer.writerow(self._fields)
+        self._writer.writerow(_row(signal, self._fields))
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (with the common columns only when there was no signal)."""
+        if self._fields is None:
+            self._writer.writerow(fields_of(Signal))
         self._file.close()
 
 
@@ -76,14 +89,17 @@ class ParquetSink:
 
     def write(self, signal: Signal) -> None:
         """Collect one signal (signals are few; they are written at close)."""
-        self._rows.append(msgspec.structs.asdict(signal))
+        self._rows.append({"signal_type": signal.signal_type, **msgspec.structs.asdict(signal)})
 
     def close(self) -> None:
         """Write the file."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        columns = {name: [row[name] for row in self._rows] for name in FIELDS}
+        names: dict[str, None] = dict.fromkeys(fields_of(Signal))
+        for row in self._rows:
+            names.update(dict.fromkeys(row))
+        columns = {name: [row.get(name) for row in self._rows] for name in names}
         pq.write_table(pa.table(columns), self._path)
 
 

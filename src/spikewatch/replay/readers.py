@@ -8,19 +8,24 @@ Formats (see :func:`detect_format`):
 * ``"aggtrades"``: data.binance.vision ``aggTrades`` CSV, ``agg_trade_id,price,quantity,
   first_trade_id,last_trade_id,transact_time,is_buyer_maker[,is_best_match]``; one row is
   one taker order, and its ``agg_trade_id`` becomes the trade id.
-* ``"frames"``: JSON lines of raw ``@trade`` WebSocket frames, read by
-  :func:`spikewatch.replay.tape.read_frame_lines` and the live parser.
+* ``"frames"``: JSON lines of raw WebSocket frames (bare, ``<recv_ns> <frame>`` or
+  ``spikewatch record``'s wrapper, see :func:`spikewatch.replay.tape.frames_of_lines`),
+  decoded by the exchange's own batch parser, thousands at a time. Lines that cannot hold
+  a trade (other streams: depth, bookTicker...) are counted and skipped unparsed.
 
 CSVs may be plain, ``.gz`` or a ``.zip`` holding one CSV (the data.binance.vision
-download). Everything is streamed in chunks, never read whole. Bad rows are counted in
-:class:`ReadStats`, logged once per kind per file, and skipped.
+download); recordings plain or ``.gz``. Everything is streamed in chunks, never read
+whole. Bad rows are counted in :class:`ReadStats`, logged once per kind per file, and
+skipped.
 
 Docs: https://github.com/binance/binance-public-data
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import functools
 import gzip
 import itertools
 import logging
@@ -32,19 +37,20 @@ from array import array
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Protocol, TypeAlias
+from typing import Final, NamedTuple, Protocol, TypeAlias
 
 from spikewatch.core import accel
 from spikewatch.core.decimal import BadNumber, UnitsCache, float_to_units, parse_units
 from spikewatch.core.model import Side, Trade, TradeBatch
 from spikewatch.core.npparse import parse_block
-from spikewatch.exchanges.base import MalformedFrame
+from spikewatch.exchanges.base import ParsedFrames
 from spikewatch.exchanges.binance import BinanceSpot
-from spikewatch.replay.tape import read_frame_lines
+from spikewatch.replay.tape import frames_of_lines, line_blocks
 
 log = logging.getLogger(__name__)
 
 FORMATS: Final = ("trades", "aggtrades", "frames")
+#: The exchange of the trades read when none is given.
 EXCHANGE: Final = "binance"
 
 #: Times at or above this are microseconds, below it milliseconds. Spot dumps switched
@@ -64,6 +70,11 @@ _CACHE_SIZE: Final = 1 << 16
 
 #: Trades per batch that :func:`read_batches` yields at most, unless told otherwise.
 BATCH_SIZE: Final = 65536
+#: Frames handed to the exchange's parser at a time, at most: a batch parser builds a few
+#: lists of this length, which stay in the CPU cache (65,536 at a time took 1.6x as long).
+_FRAME_GROUP: Final = 8192
+#: Blocks a group of frames may span: bounds the memory a sparse recording holds on to.
+_GROUP_BLOCKS: Final = 8
 _BOM: Final = "\ufeff".encode()
 
 _QUOTES: Final = ("USDT", "USDC", "BUSD", "FDUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
@@ -114,6 +125,39 @@ _LAYOUTS: Final = {
 }
 
 
+class FrameParser(Protocol):
+    """What the readers need of an exchange: its name, and its batch parser (every
+    :class:`spikewatch.exchanges.base.Exchange` has both)."""
+
+    @property
+    def name(self) -> str:
+        """The exchange named in the trades, e.g. ``"binance"``, ``"binance-usdm"``."""
+        ...
+
+    def parse_batch(self, frames: Sequence[bytes]) -> ParsedFrames:
+        """Decode frames; every frame lands in exactly one list of the result."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _TradeMarks:
+    """Byte strings that tell an exchange's trade frames from its other frames unparsed."""
+
+    #: in every line that holds a trade frame, however recorded (escaped in a recorder's
+    #: JSON string, re-spaced): a line without it is skipped unparsed
+    line: bytes
+    #: in each trade frame exactly once, as the exchange sends it: a block with as many
+    #: of these as lines holds nothing else, and is parsed without looking line by line
+    event: bytes
+
+
+#: Binance spot and USD-M name every trade event ``"e":"trade"``; their other streams
+#: (depth, bookTicker, aggTrade, markPrice...) never hold the lower-case word. Another
+#: exchange's frames are all handed to its parser.
+_BINANCE_MARKS: Final = _TradeMarks(b"trade", b'"e":"trade"')
+_MARKS: Final = {"binance": _BINANCE_MARKS, "binance-usdm": _BINANCE_MARKS}
+
+
 # -- public API ------------------------------------------------------------------------
 
 
@@ -123,13 +167,16 @@ def read_trades(
     fmt: str | None = None,
     symbol: str | None = None,
     stats: ReadStats | None = None,
+    exchange: FrameParser | None = None,
 ) -> TradeReader:
     """Stream the trades of ``paths``, file after file in the order given.
 
     ``fmt`` is one of :data:`FORMATS`, or None to detect each file's format. ``symbol``
     names the symbol of CSV files (default: from each file name); frames name their own
     symbol, so it is not used for them. Times come out in µs whether a file holds ms or
-    µs (told apart per value). Counts are added to ``stats``.
+    µs (told apart per value). Counts are added to ``stats``. ``exchange`` (default
+    :class:`~spikewatch.exchanges.binance.BinanceSpot`) parses the frames, and its name
+    is the exchange of every trade, of CSV rows too.
 
     The result iterates like a generator: ``close()`` it to stop early and close the open
     file. :func:`spikewatch.replay.runner.replay` reads it a batch at a time instead (see
@@ -138,7 +185,7 @@ def read_trades(
     (FileNotFoundError, ValueError), not hours into a replay.
     """
     plan = _plan(paths, fmt, symbol)
-    return TradeReader(plan, stats if stats is not None else ReadStats())
+    return TradeReader(plan, stats if stats is not None else ReadStats(), exchange)
 
 
 def read_batches(
@@ -148,6 +195,7 @@ def read_batches(
     symbol: str | None = None,
     stats: ReadStats | None = None,
     size: int = BATCH_SIZE,
+    exchange: FrameParser | None = None,
 ) -> Generator[TradeBatch, None, None]:
     """The trades :func:`read_trades` gives, as :class:`TradeBatch` es of at most ``size``
     trades of one symbol each, read column-wise without a :class:`Trade` per row.
@@ -159,19 +207,26 @@ def read_batches(
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     plan = _plan(paths, fmt, symbol)
-    return _read_all_batches(plan, stats if stats is not None else ReadStats(), size)
+    stats = stats if stats is not None else ReadStats()
+    return _read_all_batches(plan, stats, size, exchange if exchange is not None else BinanceSpot())
 
 
 class TradeReader(Iterator[Trade]):
     """What :func:`read_trades` returns: an iterator of trades that closes its file on
     ``close()``, and that a batch consumer can read as batches instead."""
 
-    __slots__ = ("_plan", "_started", "_stats", "_trades")
+    __slots__ = ("_exchange", "_plan", "_started", "_stats", "_trades")
 
-    def __init__(self, plan: list[tuple[Path, str, str]], stats: ReadStats) -> None:
+    def __init__(
+        self,
+        plan: list[tuple[Path, str, str]],
+        stats: ReadStats,
+        exchange: FrameParser | None = None,
+    ) -> None:
         self._plan = plan
         self._stats = stats
-        self._trades = _read_all(plan, stats)
+        self._exchange = exchange if exchange is not None else BinanceSpot()
+        self._trades = _read_all(plan, stats, self._exchange)
         self._started = False
 
     def __next__(self) -> Trade:
@@ -196,7 +251,7 @@ class TradeReader(Iterator[Trade]):
             raise RuntimeError("trades were already read one by one from this reader")
         self._started = True
         self._trades.close()
-        return _read_all_batches(self._plan, self._stats, size)
+        return _read_all_batches(self._plan, self._stats, size, self._exchange)
 
 
 def _plan(
@@ -556,21 +611,24 @@ class _FileState:
             )
 
 
-def _read_all(plan: list[tuple[Path, str, str]], stats: ReadStats) -> Generator[Trade, None, None]:
+def _read_all(
+    plan: list[tuple[Path, str, str]], stats: ReadStats, exchange: FrameParser
+) -> Generator[Trade, None, None]:
     for path, kind, symbol in plan:
         if kind == "frames":
-            yield from _read_frames(path, stats)
+            yield from _read_frames(path, stats, exchange)
         else:
-            yield from _read_csv(path, _LAYOUTS[kind], symbol, stats)
+            yield from _read_csv(path, _LAYOUTS[kind], symbol, stats, exchange.name)
 
 
-def _read_csv(path: Path, layout: _Layout, symbol: str, stats: ReadStats) -> Iterator[Trade]:
+def _read_csv(
+    path: Path, layout: _Layout, symbol: str, stats: ReadStats, exchange: str
+) -> Iterator[Trade]:
     """The hot loop: split each line, look values up, build the Trade; bad rows go slow."""
     state = _FileState(path.name, stats)
     prices, qtys = _Units(), _Units()
     sides = _SIDES
     make = Trade
-    exchange = EXCHANGE
     p_at, q_at, t_at, s_at = layout.price, layout.qty, layout.time, layout.side
     us_from, us_end, max_id = _US_FROM, _US_END, _MAX_ID
     width = 0  # this file's column count, taken from its first line
@@ -629,13 +687,13 @@ def _read_csv(path: Path, layout: _Layout, symbol: str, stats: ReadStats) -> Ite
 
 
 def _read_all_batches(
-    plan: list[tuple[Path, str, str]], stats: ReadStats, size: int
+    plan: list[tuple[Path, str, str]], stats: ReadStats, size: int, exchange: FrameParser
 ) -> Generator[TradeBatch, None, None]:
     for path, kind, symbol in plan:
         if kind == "frames":
-            yield from _frame_batches(path, stats, size)
+            yield from _frame_batches(path, stats, size, exchange)
         else:
-            yield from _csv_batches(path, _LAYOUTS[kind], symbol, stats, size)
+            yield from _csv_batches(path, _LAYOUTS[kind], symbol, stats, size, exchange.name)
 
 
 _Columns: TypeAlias = "tuple[array[int], array[int], array[int], array[int], bytes]"
@@ -643,7 +701,7 @@ _Columns: TypeAlias = "tuple[array[int], array[int], array[int], array[int], byt
 
 
 def _csv_batches(
-    path: Path, layout: _Layout, symbol: str, stats: ReadStats, size: int
+    path: Path, layout: _Layout, symbol: str, stats: ReadStats, size: int, exchange: str
 ) -> Iterator[TradeBatch]:
     """A CSV's trades a block (about 1 MiB of rows) at a time, cut to ``size``."""
     state = _FileState(path.name, stats)
@@ -662,7 +720,7 @@ def _csv_batches(
                 columns = reader.read(block)
                 if columns is None:
                     continue
-                batch = TradeBatch(EXCHANGE, symbol, *columns)
+                batch = TradeBatch(exchange, symbol, *columns)
                 n = len(batch)
                 for start in range(0, n, size):
                     piece = batch if n <= size else batch.slice(start, start + size)
@@ -785,29 +843,6 @@ class _CsvBlocks:
         )
 
 
-def _frame_batches(path: Path, stats: ReadStats, size: int) -> Iterator[TradeBatch]:
-    """Trades of a frame recording, ``size`` frames decoded at a time."""
-    state = _FileState(path.name, stats)
-    parser = BinanceSpot()
-    frames = good = 0
-    stats.files += 1
-    try:
-        lines = read_frame_lines(path)
-        while group := list(itertools.islice(lines, size)):
-            parsed = parser.parse_batch(group)
-            for index, exc in parsed.errors:
-                state.bad(exc.kind, exc.detail, group[index], frames + index + 1)
-            frames += len(group)
-            for batch in parsed.batches:
-                good += len(batch)
-                yield batch
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise ValueError(f"{path}: corrupt or truncated compressed file ({exc})") from exc
-    finally:
-        stats.rows += frames
-        stats.trades += good
-
-
 def _bad_row(
     state: _FileState,
     layout: _Layout,
@@ -858,25 +893,145 @@ def _classify_row(
     return "bad_row", "rejected"  # pragma: no cover - every check above has a kind
 
 
-def _read_frames(path: Path, stats: ReadStats) -> Iterator[Trade]:
-    """Trades of a frame recording; other frames are skipped, malformed ones counted."""
+# -- frame recordings ----------------------------------------------------------------------
+
+
+def _frame_batches(
+    path: Path, stats: ReadStats, size: int, exchange: FrameParser
+) -> Iterator[TradeBatch]:
+    """Trades of a frame recording, as the exchange's parser batches them."""
     state = _FileState(path.name, stats)
-    parse = BinanceSpot().parse
-    frames = good = 0
+    good = 0
     stats.files += 1
     try:
-        for frame in read_frame_lines(path):
-            frames += 1
-            try:
-                result = parse(frame)
-            except MalformedFrame as exc:
-                state.bad(exc.kind, exc.detail, frame, frames)
-                continue
-            if isinstance(result, Trade):
-                good += 1
-                yield result
+        with contextlib.closing(_parsed_frames(path, exchange, state, size)) as batches:
+            for batch in batches:
+                good += len(batch)
+                yield batch
+    finally:
+        stats.trades += good
+
+
+def _read_frames(path: Path, stats: ReadStats, exchange: FrameParser) -> Iterator[Trade]:
+    """The trades of :func:`_frame_batches`, one :class:`Trade` at a time."""
+    state = _FileState(path.name, stats)
+    good = 0
+    stats.files += 1
+    try:
+        with contextlib.closing(_parsed_frames(path, exchange, state, _FRAME_GROUP)) as batches:
+            for batch in batches:
+                for trade in batch.trades():
+                    good += 1
+                    yield trade
+    finally:
+        stats.trades += good
+
+
+class _Origin(NamedTuple):
+    """Where frames waiting to be parsed were read: to name the line of a bad one."""
+
+    first: int  # index of the block's first frame among the file's frames read
+    line: int  # line number of the block's first line
+    lines: list[bytes]  # the block's lines
+    keep: bytes | None  # as given to frames_of_lines
+
+
+def _parsed_frames(
+    path: Path, exchange: FrameParser, state: _FileState, size: int
+) -> Generator[TradeBatch, None, None]:
+    """The trade batches of a recording, its frames parsed ``size`` at a time at most.
+
+    Read a block (1 MiB) at a time: lines split and cleaned in bulk, lines that cannot
+    hold a trade left unparsed, the frames of consecutive blocks parsed together. Bad
+    frames are counted in ``state``; lines that are not blank in its stats' rows.
+    """
+    marks = _MARKS.get(exchange.name)
+    cap = min(size, _FRAME_GROUP)
+    waiting: list[bytes] = []
+    origins: list[_Origin] = []
+    taken = 0  # frames read so far
+    line = 1  # number of the next block's first line
+    rows = 0
+    try:
+        with _open_binary(path) as handle:
+            # Read in this thread: a _ReadAhead thread made whole replays of recordings
+            # slower on two cores (median of 8 alternate runs of the 995,200 frames of
+            # bench_replay.py: 1.98 s with it, 1.74 s without), contending for the GIL.
+            chunks = iter(functools.partial(handle.read, _CHUNK), b"")
+            for lines, events in line_blocks(chunks, marks.event if marks else None):
+                keep = None
+                # A block of trade frames only (the usual recording of @trade streams) is
+                # read without a look at each line; see _judge for what that leaves out.
+                if marks is not None and events < len(lines):
+                    keep = marks.line
+                frames, count = frames_of_lines(lines, keep)
+                rows += count
+                if frames:
+                    origins.append(_Origin(taken, line, lines, keep))
+                    waiting += frames
+                    taken += len(frames)
+                line += len(lines)
+                if len(waiting) * 2 >= cap or len(origins) >= _GROUP_BLOCKS:
+                    yield from _parse_waiting(exchange, state, marks, waiting, origins, cap)
+                    waiting = []
+                    origins = []
+            if waiting:
+                yield from _parse_waiting(exchange, state, marks, waiting, origins, cap)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ValueError(f"{path}: corrupt or truncated compressed file ({exc})") from exc
     finally:
-        stats.rows += frames
-        stats.trades += good
+        state.stats.rows += rows
+
+
+def _parse_waiting(
+    exchange: FrameParser,
+    state: _FileState,
+    marks: _TradeMarks | None,
+    frames: list[bytes],
+    origins: list[_Origin],
+    cap: int,
+) -> Iterator[TradeBatch]:
+    """Parse ``frames`` in groups of at most ``cap`` (of even sizes); count bad frames."""
+    groups = -(-len(frames) // cap)
+    step = -(-len(frames) // groups)
+    first = origins[0].first
+    for start in range(0, len(frames), step):
+        group = frames[start : start + step]
+        parsed = exchange.parse_batch(group)
+        if parsed.errors:
+            _judge(state, marks, parsed, group, origins, first + start)
+        yield from parsed.batches
+
+
+def _judge(
+    state: _FileState,
+    marks: _TradeMarks | None,
+    parsed: ParsedFrames,
+    group: list[bytes],
+    origins: list[_Origin],
+    first: int,
+) -> None:
+    """Count the group's bad frames; log the first of each kind with its line number."""
+    starts = [origin.first for origin in origins]
+    for index, exc in parsed.errors:
+        frame = group[index]
+        origin = origins[bisect.bisect_right(starts, first + index) - 1]
+        if origin.keep is None and marks is not None and marks.line not in frame:
+            # a block of trade frames is parsed whole: a frame in it that another block
+            # would have skipped unparsed is not judged either
+            continue
+        line = None
+        if exc.kind not in state.logged:
+            line = _line_of(origin, first + index - origin.first)
+        state.bad(exc.kind, exc.detail, frame, line)
+
+
+def _line_of(origin: _Origin, nth: int) -> int:
+    """The line number of the ``nth`` frame read from ``origin``'s block."""
+    keep = origin.keep
+    read = [
+        i
+        for i, line in enumerate(origin.lines)
+        if (text := line.strip()) and (keep is None or keep in text)
+    ]
+    return origin.line + read[nth]

@@ -1,16 +1,16 @@
-"""Replay: historical or recorded trades through the same pipeline the live engine uses."""
+"""Replay: historical or recorded trades through the same kernel the live engine drives."""
 
 from __future__ import annotations
 
 import time
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 import msgspec
 
 from spikewatch.core import accel
-from spikewatch.core.model import Signal, Trade, TradeBatch
-from spikewatch.core.pipeline import Pipeline
+from spikewatch.core.kernel import Kernel
+from spikewatch.core.model import GapRecord, Signal, Trade, TradeBatch
 from spikewatch.replay.readers import TradeReader
 
 
@@ -24,6 +24,7 @@ class ReplaySummary(msgspec.Struct, frozen=True):
     first_time_us: int | None  # earliest trade time seen
     last_time_us: int | None  # latest trade time seen
     wall_seconds: float
+    lost_trades: int = 0  # in gaps recorded as lost (the windows warmed up again after)
 
     @property
     def span_hours(self) -> float:
@@ -45,14 +46,16 @@ class ReplaySummary(msgspec.Struct, frozen=True):
 
 def replay(
     trades: Iterable[Trade] | Iterable[TradeBatch] | Iterable[Trade | TradeBatch],
-    pipeline: Pipeline,
+    kernel: Kernel,
     on_signal: Callable[[Signal], None],
     *,
     symbols: frozenset[str] | None = None,
     progress: Callable[[int, int, int], None] | None = None,
     progress_every: int = 65536,
+    on_gap: Callable[[GapRecord], None] | None = None,
 ) -> ReplaySummary:
-    """Run ``trades`` (in time order) through ``pipeline``; ``on_signal`` gets each signal.
+    """Run ``trades`` (in time order) through ``kernel``; ``on_signal`` gets each signal,
+    ``on_gap`` each gap recorded as lost (by the kernel's gap policy, as live would).
 
     ``trades`` may hold :class:`Trade` s, :class:`TradeBatch` es or both; what
     :func:`~spikewatch.replay.readers.read_trades` returns is read a batch at a time
@@ -61,16 +64,14 @@ def replay(
     trades (or at the end of the batch that crosses the mark).
     """
     started = time.perf_counter()
-    count = signals = 0
+    count = signals = lost = 0
     first: int | None = None
     last: int | None = None
-    process = pipeline.process
-    process_batch = pipeline.process_batch
+    feed = kernel.feed
     next_report = progress_every
     items: Iterable[Trade | TradeBatch] = (
         trades.batches() if isinstance(trades, TradeReader) and not trades.started else trades
     )
-    found: Sequence[Signal]
     for item in items:
         if type(item) is TradeBatch:
             if symbols is not None and item.symbol not in symbols:
@@ -80,7 +81,6 @@ def replay(
                 continue
             count += n
             low, high = _time_range(item.times_us)
-            found = process_batch(item)
             moment = item.times_us[-1]
         else:
             assert isinstance(item, Trade)
@@ -88,24 +88,29 @@ def replay(
                 continue
             count += 1
             low = high = moment = item.time_us
-            found = process(item)
+        step = feed((item,))
         if first is None or low < first:
             first = low
         if last is None or high > last:
             last = high
-        if found:
-            signals += len(found)
-            for signal in found:
+        if step.signals:
+            signals += len(step.signals)
+            for signal in step.signals:
                 on_signal(signal)
+        for record in step.lost:
+            lost += record.missing
+            if on_gap is not None:
+                on_gap(record)
         if progress is not None and count >= next_report:
             next_report = (count // progress_every + 1) * progress_every
             progress(count, signals, moment)
-    stats = pipeline.stats()
+    stats = kernel.stats()
     return ReplaySummary(
         trades=sum(s.trades for s in stats),
         signals=signals,
         duplicates=sum(s.duplicates for s in stats),
         gaps=sum(s.gaps for s in stats),
+        lost_trades=lost,
         first_time_us=first,
         last_time_us=last,
         wall_seconds=time.perf_counter() - started,

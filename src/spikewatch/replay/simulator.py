@@ -1,10 +1,13 @@
-"""A local exchange that speaks Binance's spot market-stream protocol, from a tape.
+"""A local exchange that speaks Binance's market-stream protocol, from a tape.
 
-WebSocket: ``/ws/<stream>[/<stream>...]`` (raw events), ``/stream?streams=a/b`` (combined
-wrapper ``{"stream":..,"data":..}``), and ``/ws`` or ``/stream`` followed by ``SUBSCRIBE``
-requests, answered as Binance answers. REST on the same port: ``/api/v3/ping``,
-``/api/v3/time``, ``/api/v3/exchangeInfo``, ``/api/v3/trades`` and
-``/api/v3/historicalTrades``, from the trades played so far.
+The venue's codec (``exchange.simulator_codec()``; spot by default) names the routes,
+paths and frame shapes. For spot, WebSocket: ``/ws/<stream>[/<stream>...]`` (raw
+events), ``/stream?streams=a/b`` (combined wrapper ``{"stream":..,"data":..}``), and
+``/ws`` or ``/stream`` followed by ``SUBSCRIBE`` requests, answered as Binance answers.
+REST on the same port: ``/api/v3/ping``, ``/api/v3/time``, ``/api/v3/exchangeInfo``,
+``/api/v3/trades`` and ``/api/v3/historicalTrades``, from the trades played so far. For
+USD-M futures the same under ``/public/ws`` and ``/public/stream`` and ``/fapi/v1/...``,
+where ``historicalTrades`` answers 401 without the API key header the codec names.
 
 Pace: ``speed=None`` plays as fast as the clients read, and pauses while nobody is
 connected (so a dropped client misses nothing); ``speed=N`` plays at N times the
@@ -39,10 +42,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from spikewatch.core.decimal import SCALE
-from spikewatch.core.model import Side, Trade
+from spikewatch.core.model import Trade
+from spikewatch.exchanges.base import Control, SimulatorCodec
 from spikewatch.exchanges.binance import BinanceSpot
-from spikewatch.replay.tape import TapeEntry, entry_from_trade
+from spikewatch.replay.tape import TapeEntry
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +121,6 @@ class _Client:
         self.stalled = False
 
 
-def _stream_of(symbol: str) -> str:
-    return f"{symbol.lower()}@trade"
-
-
 def _json(status: int, body: object, headers: Sequence[tuple[str, str]] = ()) -> Response:
     payload = msgspec.json.encode(body)
     hdrs = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
@@ -137,11 +136,6 @@ def _fragments(payload: bytes, parts: int) -> list[bytes]:
     return [payload[i * step : (i + 1) * step] for i in range(parts)]
 
 
-def _fmt(units: int) -> str:
-    whole, frac = divmod(units, SCALE)
-    return f"{whole}.{frac:08d}"
-
-
 class Simulator:
     """Serves ``tape`` over WebSocket and REST on 127.0.0.1; see the module docstring."""
 
@@ -149,6 +143,7 @@ class Simulator:
         self,
         tape: Sequence[TapeEntry],
         *,
+        codec: SimulatorCodec | None = None,
         speed: float | None = None,
         faults: Faults | None = None,
         loop: bool = False,
@@ -158,6 +153,7 @@ class Simulator:
         if not tape:
             raise ValueError("the tape holds no trades")
         self.tape = tape
+        self.codec: SimulatorCodec = codec or BinanceSpot().simulator_codec()
         self.speed = speed
         self.loop = loop  # play the tape again and again, ids and times moved on each lap
         #: when set (a dict), the wall-clock ns at which each trade id was first sent
@@ -178,18 +174,26 @@ class Simulator:
         self.done = asyncio.Event()
         self._server: Server | None = None
         self._producer: asyncio.Task[None] | None = None
+        # Binance's spot and futures @trade events decode alike (the venue name is unused)
         parser = BinanceSpot()
         # per symbol: trades in id order, for REST; filled as the tape plays
         self._trades: dict[str, list[Trade]] = {}
-        self._parsed: list[Trade] = []
+        # None: a recorded fill that is no market trade (a futures insurance fund or ADL
+        # fill): streamed as recorded, but not in REST replies (Binance leaves them out)
+        self._parsed: list[Trade | None] = []
         self._by_symbol: dict[str, list[Trade]] = {}
         for entry in tape:
             trade = parser.parse(entry.payload)
+            if trade is Control.IGNORED:
+                self._parsed.append(None)
+                continue
             if not isinstance(trade, Trade):
                 raise ValueError(f"tape entry is not a trade: {entry.payload[:80]!r}")
             self._parsed.append(trade)
             self._by_symbol.setdefault(entry.symbol, []).append(trade)
             self._trades.setdefault(entry.symbol, [])
+        if not self._by_symbol:
+            raise ValueError("the tape holds no trades")
         self.port = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -238,8 +242,9 @@ class Simulator:
 
     # -- playing the tape ------------------------------------------------------------
 
-    def _lap(self, lap: int) -> Iterator[tuple[TapeEntry, Trade]]:
-        """The tape's entries for one lap; later laps shift ids and times past the first."""
+    def _lap(self, lap: int) -> Iterator[tuple[TapeEntry, Trade | None]]:
+        """The tape's entries for one lap; later laps shift ids and times past the first
+        (and leave out fills that are no market trades)."""
         if lap == 0:
             yield from zip(self.tape, self._parsed, strict=True)
             return
@@ -249,12 +254,18 @@ class Simulator:
             for symbol, trades in self._by_symbol.items()
         }
         for trade in self._parsed:
+            if trade is None:
+                continue
             shifted = msgspec.structs.replace(
                 trade,
                 trade_id=trade.trade_id + lap * id_span[trade.symbol],
                 time_us=trade.time_us + lap * time_span_us,
             )
-            yield entry_from_trade(shifted), shifted
+            payload = self.codec.trade_frame(shifted)
+            yield (
+                TapeEntry(shifted.symbol, shifted.trade_id, shifted.time_us // 1000, payload),
+                shifted,
+            )
 
     async def _produce(self) -> None:
         loop = asyncio.get_running_loop()
@@ -262,7 +273,7 @@ class Simulator:
         start = loop.time()
         first_ms = self.tape[0].time_ms
         lap = 0
-        group: list[tuple[TapeEntry, Trade]] = []  # due now: sent together
+        group: list[tuple[TapeEntry, Trade | None]] = []  # due now: sent together
         while True:
             for entry, trade in self._lap(lap):
                 if self.speed is None:
@@ -286,13 +297,14 @@ class Simulator:
             lap += 1
         self.done.set()
 
-    async def _play(self, group: list[tuple[TapeEntry, Trade]]) -> None:
+    async def _play(self, group: list[tuple[TapeEntry, Trade | None]]) -> None:
         """Send trades that are due together (a burst) to every client of their stream."""
         for entry, trade in group:
-            played = self._trades[entry.symbol]
-            played.append(trade)
-            if len(played) > 2 * REST_HISTORY:  # bounded, however long it loops
-                del played[:-REST_HISTORY]
+            if trade is not None:
+                played = self._trades[entry.symbol]
+                played.append(trade)
+                if len(played) > 2 * REST_HISTORY:  # bounded, however long it loops
+                    del played[:-REST_HISTORY]
             self._played += 1
             self._recent.append(entry)
         f = self.faults
@@ -302,7 +314,7 @@ class Simulator:
             mine = [
                 (entry, stream)
                 for entry, _ in group
-                if (stream := _stream_of(entry.symbol)) in client.streams
+                if (stream := self.codec.stream_name(entry.symbol)) in client.streams
             ]
             if one_by_one:
                 for entry, stream in mine:
@@ -373,10 +385,11 @@ class Simulator:
             client.ws.transport.abort()
 
     async def _announce_shutdown(self, client: _Client) -> None:
-        now_ms = int(time.time() * 1000)
-        with contextlib.suppress(ConnectionClosed):
-            await client.ws.send(f'{{"e":"serverShutdown","E":{now_ms}}}', text=True)
-        self._shutdowns += 1
+        notice = self.codec.shutdown_frame()
+        if notice is not None:  # a venue without a notice just closes after the grace
+            with contextlib.suppress(ConnectionClosed):
+                await client.ws.send(notice, text=True)
+            self._shutdowns += 1
 
         async def close_later() -> None:
             await asyncio.sleep(self.faults.shutdown_grace)
@@ -402,23 +415,21 @@ class Simulator:
 
     async def _handle(self, ws: ServerConnection) -> None:
         url = urlsplit(ws.request.path if ws.request else "/")
-        path = url.path.rstrip("/")
-        if path.startswith("/stream"):
-            names = parse_qs(url.query).get("streams", [""])[0]
-            combined = True
-        elif path.startswith("/ws"):
-            names = path[len("/ws/") :] if path.startswith("/ws/") else ""
-            combined = False
-        else:
+        route = self._route(url.path.rstrip("/"))
+        if route is None:
             await ws.close(1008, "unknown path")
             return
+        prefix, rest = route
+        combined = prefix.endswith("/stream")  # else a raw /ws route: streams in the path
+        names = parse_qs(url.query).get("streams", [""])[0] if combined else rest
         streams = {s.lower() for s in names.split("/") if s}
         client = _Client(ws, streams, combined)
         self._connections += 1
+        stream_of = self.codec.stream_name
         for entry in list(self._recent)[-self.faults.resend_on_connect or len(self._recent) :]:
-            if self.faults.resend_on_connect and _stream_of(entry.symbol) in streams:
+            if self.faults.resend_on_connect and stream_of(entry.symbol) in streams:
                 with contextlib.suppress(ConnectionClosed):
-                    await ws.send(self._frame(client, entry, _stream_of(entry.symbol)), text=True)
+                    await ws.send(self._frame(client, entry, stream_of(entry.symbol)), text=True)
         self._clients.add(client)
         self._update_listening()
         try:
@@ -430,6 +441,13 @@ class Simulator:
             pass
         finally:
             self._forget(client)
+
+    def _route(self, path: str) -> tuple[str, str] | None:
+        """The codec's WebSocket route ``path`` is under, and what follows it, or None."""
+        for prefix in self.codec.ws_routes:
+            if path == prefix or path.startswith(prefix + "/"):
+                return prefix, path[len(prefix) + 1 :]
+        return None
 
     def _control(self, client: _Client, message: str | bytes) -> dict[str, object] | None:
         try:
@@ -466,7 +484,13 @@ class Simulator:
             return None
         self._rest_calls += 1
         url = urlsplit(request.path)
-        if self._rest_failures and url.path == "/api/v3/historicalTrades":
+        codec = self.codec
+        historical = url.path == codec.historical_trades_path
+        if historical and codec.api_key_header and not request.headers.get(codec.api_key_header):
+            # Binance's reply to a MARKET_DATA call without a key (error code -2014)
+            # https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code
+            return _json(401, {"code": -2014, "msg": "API-key format invalid."})
+        if self._rest_failures and historical:
             status = self._rest_failures.popleft()
             headers = (
                 [("Retry-After", str(self.faults.retry_after))] if status in (418, 429) else []
@@ -474,36 +498,31 @@ class Simulator:
             return _json(status, {"code": -1003, "msg": "Simulated failure."}, headers)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         weight = [("X-MBX-USED-WEIGHT-1M", str(self._rest_calls))]
-        if url.path == "/api/v3/ping":
+        if url.path == codec.ping_path:
             return _json(200, {}, weight)
-        if url.path == "/api/v3/time":
+        if url.path == codec.time_path:
             return _json(200, {"serverTime": int(time.time() * 1000)}, weight)
-        if url.path == "/api/v3/exchangeInfo":
+        if url.path == codec.exchange_info_path:
             return _json(200, self._exchange_info(), weight)
-        if url.path in ("/api/v3/trades", "/api/v3/historicalTrades"):
-            return self._rest_trades(url.path, query, weight)
+        if historical or url.path == codec.recent_trades_path:
+            return self._rest_trades(historical, query, weight)
         return _json(404, {"code": -1000, "msg": "Unknown endpoint."})
 
     def _exchange_info(self) -> dict[str, object]:
+        now_ms = int(time.time() * 1000)
+        symbols = sorted(self._trades)
+        # a codec may describe its venue's reply (the Binance codecs do); else a minimal one
+        describe = getattr(self.codec, "exchange_info", None)
+        if describe is not None:
+            info: dict[str, object] = describe(symbols, now_ms)
+            return info
         return {
-            "timezone": "UTC",
-            "serverTime": int(time.time() * 1000),
-            "rateLimits": [
-                {
-                    "rateLimitType": "REQUEST_WEIGHT",
-                    "interval": "MINUTE",
-                    "intervalNum": 1,
-                    "limit": 6000,
-                },
-            ],
-            "symbols": [
-                {"symbol": symbol, "status": "TRADING", "isSpotTradingAllowed": True}
-                for symbol in sorted(self._trades)
-            ],
+            "serverTime": now_ms,
+            "symbols": [{"symbol": s, "status": "TRADING"} for s in symbols],
         }
 
     def _rest_trades(
-        self, path: str, query: dict[str, str], weight: Sequence[tuple[str, str]]
+        self, historical: bool, query: dict[str, str], weight: Sequence[tuple[str, str]]
     ) -> Response:
         symbol = query.get("symbol", "").upper()
         if symbol not in self._trades:
@@ -516,24 +535,12 @@ class Simulator:
         if not 1 <= limit <= 1000:
             return _json(400, {"code": -1100, "msg": "limit must be between 1 and 1000."})
         played = self._trades[symbol]
-        if path.endswith("historicalTrades") and from_id is not None:
+        if historical and from_id is not None:
             start = _first_at_or_after(played, from_id)
             chosen = played[start : start + limit]
         else:
             chosen = played[-limit:]
-        body = [
-            {
-                "id": t.trade_id,
-                "price": _fmt(t.price),
-                "qty": _fmt(t.qty),
-                "quoteQty": _fmt(t.price * t.qty // SCALE),
-                "time": t.time_us // 1000,
-                "isBuyerMaker": t.side is Side.SELL,
-                "isBestMatch": True,
-            }
-            for t in chosen
-        ]
-        return _json(200, body, weight)
+        return _json(200, list(map(self.codec.rest_trade, chosen)), weight)
 
 
 def entry_id(entry: TapeEntry) -> int:

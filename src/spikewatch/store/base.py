@@ -9,7 +9,9 @@ from typing import Any, Protocol
 
 import msgspec
 
-from spikewatch.core.model import Signal
+from spikewatch.core.model import GapRecord, Signal
+
+__all__ = ["Checkpoint", "Cursor", "GapRecord", "SignalPage", "SignalStore"]
 
 
 class Cursor(msgspec.Struct, frozen=True, array_like=True):
@@ -33,20 +35,6 @@ class Cursor(msgspec.Struct, frozen=True, array_like=True):
         if not 0 <= cursor.time_us < 2**63 or len(cursor.id) > 400:
             raise ValueError("cursor is not one this server issued")
         return cursor
-
-
-class GapRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """Trades that were missed and could not be fetched: the detectors warmed up again
-    after it, so it can neither fake nor hide a spike."""
-
-    exchange: str
-    symbol: str
-    first_id: int  # first missing trade id
-    last_id: int  # last missing trade id (inclusive)
-    missing: int
-    time_us: int  # exchange time of the first trade after the gap
-    timestamp: str  # the same, ISO 8601
-    reason: str
 
 
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import msgspec
 
-from spikewatch.core.model import Signal
+from spikewatch.core.model import Signal, decode_signal
 from spikewatch.store.base import Checkpoint, Cursor, GapRecord, SignalPage
 
 #: Each entry moves the schema from version i to i + 1; append, never edit.
@@ -61,7 +61,7 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(Signal).decode
+_decode = decode_signal
 _decode_gap = msgspec.json.Decoder(GapRecord).decode
 _decode_checkpoint = msgspec.json.Decoder(Checkpoint).decode
 

@@ -7,7 +7,7 @@ import threading
 
 from flask import Blueprint, Response, current_app, request
 
-from spikewatch.engine import Engine
+from spikewatch.status import EngineView
 from spikewatch.store.base import Cursor
 from spikewatch.web import params
 from spikewatch.web.responses import BarList, GapList, encode_json, json_response
@@ -20,8 +20,8 @@ DEFAULT_PAGE, MAX_PAGE = 100, 1000
 DEFAULT_BARS, MAX_BARS = 600, 3600
 
 
-def _engine() -> Engine:
-    engine: Engine = current_app.extensions["spikewatch.engine"]
+def _engine() -> EngineView:
+    engine: EngineView = current_app.extensions["spikewatch.engine"]
     return engine
 
 

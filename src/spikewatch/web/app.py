@@ -6,7 +6,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from spikewatch.config import Settings
-from spikewatch.engine import Engine
+from spikewatch.status import EngineView
 from spikewatch.web.api import api
 from spikewatch.web.dashboard import dashboard
 from spikewatch.web.fastpath import LatestSignalFastPath
@@ -17,7 +17,7 @@ from spikewatch.web.responses import json_response
 from spikewatch.web.stream import stream
 
 
-def create_app(settings: Settings, engine: Engine) -> Flask:
+def create_app(settings: Settings, engine: EngineView) -> Flask:
     """Build the web app around an engine; it does not start the engine."""
     app = Flask("spikewatch")
     app.extensions["spikewatch.settings"] = settings

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from spikewatch.engine import Engine
+from spikewatch.status import EngineView
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -17,7 +17,7 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 class LatestSignalFastPath:
     """Wraps a WSGI app; see the module docstring."""
 
-    def __init__(self, app: WSGIApp, engine: Engine) -> None:
+    def __init__(self, app: WSGIApp, engine: EngineView) -> None:
         self.app = app
         self.engine = engine
 

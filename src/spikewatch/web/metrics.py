@@ -22,7 +22,13 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 
-from spikewatch.engine import LAG_BUCKETS_MS, WRITE_BUCKETS_MS, Engine, EngineStatus, LagHistogram
+from spikewatch.status import (
+    LAG_BUCKETS_MS,
+    WRITE_BUCKETS_MS,
+    EngineStatus,
+    EngineView,
+    LagHistogram,
+)
 from spikewatch.web.responses import Readiness, json_response
 
 metrics = Blueprint("metrics", __name__)
@@ -30,8 +36,8 @@ metrics = Blueprint("metrics", __name__)
 _REGISTRY = "spikewatch.metrics"
 
 
-def _engine() -> Engine:
-    engine: Engine = current_app.extensions["spikewatch.engine"]
+def _engine() -> EngineView:
+    engine: EngineView = current_app.extensions["spikewatch.engine"]
     return engine
 
 
@@ -49,7 +55,7 @@ def _cumulative(histogram: LagHistogram, bounds_ms: Sequence[float]) -> list[tup
 class EngineCollector(Collector):
     """Reads one engine's counters at every scrape."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EngineView) -> None:
         self._engine = engine
 
     def collect(self) -> Iterable[Metric]:
@@ -230,7 +236,7 @@ def _stream(status: EngineStatus) -> Iterator[Metric]:
     )
 
 
-def not_ready_reasons(engine: Engine) -> list[str]:
+def not_ready_reasons(engine: EngineView) -> list[str]:
     """Why the engine is not ready, one reason per unmet condition (empty when ready)."""
     status = engine.status()
     reasons = []

@@ -17,8 +17,8 @@ from flask.blueprints import BlueprintSetupState
 
 import spikewatch
 from spikewatch.core.bars import Bar
-from spikewatch.core.model import Signal
-from spikewatch.engine import LAG_BUCKETS_MS, EngineStatus, LiveSymbol
+from spikewatch.core.model import Signal, signal_types
+from spikewatch.status import LAG_BUCKETS_MS, EngineStatus, LiveSymbol
 from spikewatch.web import params
 from spikewatch.web.api import DEFAULT_BARS, DEFAULT_PAGE, MAX_BARS, MAX_PAGE
 from spikewatch.web.responses import BarList, ErrorBody, GapList, Readiness, SignalList
@@ -132,10 +132,37 @@ disconnected (counted as a dropped slow client) and resumes the same way.
 
 def build_document() -> Json:
     """The OpenAPI 3.1 document, as a JSON-ready dict."""
+    kinds = [kind for kind in signal_types() if kind is not Signal]
     (signal_ref, *_), components = msgspec.json.schema_components(
-        [Signal, EngineStatus, Bar, LiveSymbol, SignalList, BarList, GapList, ErrorBody, Readiness],
+        [
+            Signal,
+            *kinds,
+            EngineStatus,
+            Bar,
+            LiveSymbol,
+            SignalList,
+            BarList,
+            GapList,
+            ErrorBody,
+            Readiness,
+        ],
         ref_template=_REF,
     )
+    # "Signal" is any detector's signal type: each has the common fields and its own
+    # details (the base struct itself is never sent)
+    components["Signal"] = {
+        "title": "Signal",
+        "description": "A detector's finding about one trade; `signal_type` tells which "
+        "detector's, and so which details follow the common fields.",
+        "oneOf": [_ref(kind.__name__) for kind in kinds],
+        "discriminator": {
+            "propertyName": "signal_type",
+            "mapping": {
+                str(kind.__struct_config__.tag): f"#/components/schemas/{kind.__name__}"
+                for kind in kinds
+            },
+        },
+    }
     components["Awaiting"] = {
         "title": "Awaiting",
         "description": "What /api/get_signal says before the first signal.",

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, request
 
-from spikewatch.engine import Engine
 from spikewatch.hub import DROPPED, Event
+from spikewatch.status import EngineView
 from spikewatch.web import params
 from spikewatch.web.responses import json_response
 
@@ -40,7 +40,7 @@ def live() -> Response:
     params.reject_unknown(request.args, ("symbol", "last_event_id"))
     symbol = params.symbol(request.args)
     last_id = _last_event_id()
-    engine: Engine = current_app.extensions["spikewatch.engine"]
+    engine: EngineView = current_app.extensions["spikewatch.engine"]
     keepalive: float = current_app.config.get("SPIKEWATCH_KEEPALIVE_S", KEEPALIVE_S)
     sub = engine.hub.subscribe()  # before reading the store, so nothing falls in between
     subscribed_at = engine.last_seq()

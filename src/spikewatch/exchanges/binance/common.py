@@ -1,9 +1,10 @@
-"""Binance spot market streams: the ``<symbol>@trade`` stream, raw or combined.
+"""What Binance spot and USD-M futures share: the ``<symbol>@trade`` stream, raw or combined.
 
-Docs: https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams
 Frames: ``{"e":"trade","E":..,"s":"BTCUSDT","t":id,"p":"price","q":"qty","T":ms,"m":bool,..}``
 or the same wrapped as ``{"stream":"btcusdt@trade","data":{..}}``. Unknown fields are
-ignored: older spot frames carry ``b``/``a``, futures frames carry ``X`` and no ``M``.
+ignored: older spot frames carry ``b``/``a``, spot frames ``M``, futures frames ``X`` and no
+``M``. Subscriptions, the decoder, the batch column conversion and the REST trade rows are
+the same on both markets; :mod:`.spot` and :mod:`.usdm` add URLs, routes and limits.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ from spikewatch.core.model import Side, Trade, TradeBatch
 from spikewatch.core.npparse import parse_decimals
 from spikewatch.exchanges.base import Control, MalformedFrame, ParsedFrames
 
-DEFAULT_WS_URL = "wss://stream.binance.com:9443"
-DEFAULT_REST_URL = "https://api.binance.com"
-#: A connection is cut by the server after 24 h; rotate a little before that.
-MAX_CONNECTION_AGE_S = 23.5 * 3600
-#: Binance accepts at most 1024 streams on one connection.
+#: Binance accepts at most 1024 streams on one connection (spot and USD-M futures alike).
 MAX_STREAMS_PER_CONNECTION = 1024
+#: The header that carries an API key (MARKET_DATA endpoints need the key, no signature).
+API_KEY_HEADER = "X-MBX-APIKEY"
 _YEAR_10000_MS = 253_402_300_800_000
 
 
@@ -38,7 +37,7 @@ class _TradeMsg(msgspec.Struct):
     qty: str = msgspec.field(name="q")
     time_ms: int = msgspec.field(name="T")
     buyer_is_maker: bool = msgspec.field(name="m")
-    # USD-M futures only: MARKET, or INSURANCE_FUND / ADL liquidation fills.
+    # USD-M futures only: MARKET, or INSURANCE_FUND / ADL liquidation fills (NA: none).
     kind: str | None = msgspec.field(default=None, name="X")
 
 
@@ -141,6 +140,7 @@ def _slow_parse(frame: bytes | str, exchange: str, units: UnitsCache) -> Trade |
 
 
 class _RestTrade(msgspec.Struct):
+    # spot rows add isBestMatch, futures rows isRPITrade: both ignored
     id: int
     price: str
     qty: str
@@ -150,29 +150,46 @@ class _RestTrade(msgspec.Struct):
 
 _decode_rest_trades = msgspec.json.Decoder(list[_RestTrade]).decode
 
-#: REST trade look-ups return at most this many trades per call.
-REST_PAGE = 1000
-#: Request weight of /api/v3/trades and /api/v3/historicalTrades (Binance REST docs).
-TRADES_WEIGHT = 25
+
+#: Reads of fewer frames are parsed frame by frame (measured: bench/bench_detect.py).
+SMALL_READ = 8
 
 
-class BinanceSpot:
-    """Binance spot: stream URLs, a pure frame parser, and REST trade look-ups."""
+def trade_stream(symbol: str) -> str:
+    """The stream of ``symbol``'s trades: ``btcusdt@trade`` (stream names are lower-case)."""
+    return f"{symbol.lower()}@trade"
 
-    name = "binance"
+
+class BinanceTrades:
+    """The ``@trade`` stream protocol both Binance markets speak; subclasses name the venue."""
+
+    #: the exchange name the parsed trades carry
+    name: str
 
     def __init__(self) -> None:
         # price/qty string -> exact units; one per parser, so no state is shared
         self._units = UnitsCache()
 
-    def stream_url(self, base_url: str, symbols: Sequence[str]) -> str:
-        """Combined-stream URL: ``<base>/stream?streams=btcusdt@trade/ethusdt@trade``."""
+    def _combined_url(self, base_url: str, symbols: Sequence[str]) -> str:
+        """``<base>/stream?streams=btcusdt@trade/ethusdt@trade``: ``base`` ends in any route."""
         if not symbols:
             raise ValueError("at least one symbol is needed")
         if len(symbols) > MAX_STREAMS_PER_CONNECTION:
             raise ValueError(f"at most {MAX_STREAMS_PER_CONNECTION} streams per connection")
-        streams = "/".join(f"{s.lower()}@trade" for s in symbols)
+        streams = "/".join(map(trade_stream, symbols))
         return f"{base_url.rstrip('/')}/stream?streams={streams}"
+
+    def subscribe(self, symbols: Sequence[str], request_id: int) -> bytes:
+        """``{"method":"SUBSCRIBE","params":["btcusdt@trade",..],"id":n}``."""
+        return _request("SUBSCRIBE", symbols, request_id)
+
+    def unsubscribe(self, symbols: Sequence[str], request_id: int) -> bytes:
+        """``{"method":"UNSUBSCRIBE","params":["btcusdt@trade",..],"id":n}``."""
+        return _request("UNSUBSCRIBE", symbols, request_id)
+
+    def heartbeat(self) -> bytes | None:
+        """None: Binance keeps connections alive with WebSocket pings, no app messages."""
+        return None
 
     def parse_batch(self, frames: Sequence[bytes]) -> ParsedFrames:
         """What :meth:`parse` makes of each of ``frames``, in far less time per frame.
@@ -185,12 +202,24 @@ class BinanceSpot:
         """
         if not frames:
             return ParsedFrames([], [], [])
+        if len(frames) < SMALL_READ:  # a quiet market's read: the bulk set-up costs more
+            return self._parse_few(frames)
         msgs = _decode_each(frames)
         if None not in msgs:
             fast = self._columns(msgs)  # type: ignore[arg-type]  # no None in it
             if fast is not None:
                 return fast
         return self._convert_each(frames, msgs)
+
+    def _parse_few(self, frames: Sequence[bytes]) -> ParsedFrames:
+        """A few frames, each through :meth:`parse` (the same results as the bulk path)."""
+        results: list[Trade | Control | MalformedFrame] = []
+        for frame in frames:
+            try:
+                results.append(self.parse(frame))
+            except MalformedFrame as exc:
+                results.append(exc)
+        return _collect(results)
 
     def _columns(self, msgs: list[_BatchTradeMsg]) -> ParsedFrames | None:
         """The usual case in bulk: every frame a market trade with valid values (the
@@ -289,20 +318,8 @@ class BinanceSpot:
             # ValidationError is a DecodeError: a wrapper first, other spacing, a control
             return _slow_parse(frame, self.name, self._units)
 
-    def recent_trades_path(self, symbol: str, limit: int) -> str:
-        """REST path of the latest ``limit`` (<= 1000) trades: ``GET /api/v3/trades``."""
-        return f"/api/v3/trades?symbol={symbol}&limit={min(limit, REST_PAGE)}"
-
-    def historical_trades_path(self, symbol: str, from_id: int, limit: int = REST_PAGE) -> str:
-        """REST path of up to ``limit`` trades from id ``from_id`` on:
-        ``GET /api/v3/historicalTrades``."""
-        return (
-            f"/api/v3/historicalTrades?symbol={symbol}&fromId={from_id}"
-            f"&limit={min(limit, REST_PAGE)}"
-        )
-
     def parse_rest_trades(self, body: bytes, symbol: str) -> list[Trade]:
-        """Trades of a ``/api/v3/trades`` or ``historicalTrades`` reply (oldest first).
+        """Trades of a REST ``trades`` or ``historicalTrades`` reply (oldest first).
 
         Raises :class:`MalformedFrame` when the reply is not a list of valid trades.
         """
@@ -324,13 +341,25 @@ class BinanceSpot:
         return trades
 
 
+class _Request(msgspec.Struct):
+    method: str
+    params: list[str]
+    id: int
+
+
+def _request(method: str, symbols: Sequence[str], request_id: int) -> bytes:
+    if not symbols:
+        raise ValueError("at least one symbol is needed")
+    return msgspec.json.encode(_Request(method, list(map(trade_stream, symbols)), request_id))
+
+
 def _decode_each(frames: Sequence[bytes]) -> list[_BatchTradeMsg | None]:
     """The market trade message of each frame, decoded on its own, or None for a frame
     that does not decode as one (a control, another event, a malformed frame...), which
-    :meth:`BinanceSpot.parse` must then judge.
+    :meth:`BinanceTrades.parse` must then judge.
 
     Combined frames are decoded by a wrapper that takes no keys but ``stream`` and
-    ``data``: :meth:`BinanceSpot.parse` finds the same trade message in such a frame
+    ``data``: :meth:`BinanceTrades.parse` finds the same trade message in such a frame
     whether or not it starts with ``{"stream":`` (its slow path looks under ``data``).
     Raw frames are decoded as parse decodes them, unless one of them starts like a
     combined frame (parse would decode that one as combined).

@@ -1,0 +1,208 @@
+"""The sink port: where what the kernel produced goes, off the ingest thread.
+
+A :class:`Sink` is anything that takes items in batches (the SQLite writer, the frame
+recorder, replay outputs, alert senders). A :class:`SinkWorker` runs one sink on its own
+thread behind a bounded queue, with an explicit :class:`Overflow` policy and counters
+that ``/api/status`` and ``/metrics`` show. The ingest thread only ever puts items in a
+queue: nothing slow (disk, network) runs on it.
+
+Two consumers of signals stay inline on the ingest thread because they are in memory and
+never block: the live-push hub (bounded per-client queues of its own) and the recent
+signals cache.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from typing import Generic, Protocol, TypeVar
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
+
+#: Items handed to a sink in one call, at most.
+BATCH = 512
+
+
+class Overflow(enum.Enum):
+    """What a full queue does to the next item."""
+
+    BLOCK = "block"  # the producer waits for room (counted): nothing is ever lost
+    DROP_NEWEST = "drop_newest"  # the new item is dropped (counted): the producer never waits
+
+
+class Sink(Protocol[T_contra]):
+    """Takes items in order, in batches, on a worker's thread."""
+
+    def write(self, items: Sequence[T_contra]) -> None:
+        """Handle ``items``. Raising counts a failure; with ``retry`` the same list is
+        offered again (with backoff) until it succeeds or the worker is closed, so a sink
+        deletes from it what it already finished before it raises."""
+        ...
+
+    def close(self) -> None:
+        """Release what the sink holds (files, connections); called once, on its thread."""
+        ...
+
+
+class SinkStats(msgspec.Struct, frozen=True):
+    """Counters of one sink worker."""
+
+    name: str
+    queued: int  # items waiting now
+    capacity: int
+    overflow: str
+    delivered: int  # items handed to the sink successfully
+    dropped: int  # items dropped by the overflow policy
+    full_waits: int  # times the producer waited for room
+    failures: int  # sink calls that raised
+    last_batch_ms: float | None  # how long the last successful write took
+
+
+class SinkWorker(Generic[T]):
+    """One sink on its own thread behind a queue of at most ``maxsize`` items.
+
+    ``retry=True`` keeps offering a failed batch (backoff up to 5 s) until it succeeds or
+    the worker closes, for sinks that must not lose anything (the store); otherwise a
+    failed batch is counted, logged and let go. ``on_written(seconds)`` is called on the
+    worker's thread after each successful write.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        sink: Sink[T],
+        *,
+        maxsize: int = 10_000,
+        overflow: Overflow = Overflow.BLOCK,
+        retry: bool = False,
+        batch: int = BATCH,
+    ) -> None:
+        if maxsize < 1 or batch < 1:
+            raise ValueError("maxsize and batch must be >= 1")
+        self.name = name
+        self._sink = sink
+        self._maxsize = maxsize
+        self._overflow = overflow
+        self._retry = retry
+        self._batch = batch
+        self._queue: queue.Queue[T | None] = queue.Queue(maxsize=maxsize)
+        self._lock = threading.Lock()
+        self._delivered = self._dropped = self._full_waits = self._failures = 0
+        self._last_ms: float | None = None
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"spikewatch-{name}", daemon=True)
+        self._thread.start()
+
+    def put(self, item: T) -> bool:
+        """Queue ``item``; False when the overflow policy dropped it."""
+        try:
+            self._queue.put_nowait(item)
+            return True
+        except queue.Full:
+            pass
+        with self._lock:
+            if self._overflow is Overflow.DROP_NEWEST:
+                self._dropped += 1
+                return False
+            self._full_waits += 1
+        self._queue.put(item)
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far was handled; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Handle what is queued, close the sink, stop the thread; gives up after
+        ``timeout`` seconds (a sink that keeps failing must not hang shutdown)."""
+        self._closing.set()
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            log.warning("sink %s did not drain in %.1fs; closing anyway", self.name, timeout)
+        self._thread.join(timeout)
+
+    def stats(self) -> SinkStats:
+        """A copy of the counters."""
+        with self._lock:
+            return SinkStats(
+                name=self.name,
+                queued=self._queue.qsize(),
+                capacity=self._maxsize,
+                overflow=self._overflow.value,
+                delivered=self._delivered,
+                dropped=self._dropped,
+                full_waits=self._full_waits,
+                failures=self._failures,
+                last_batch_ms=self._last_ms,
+            )
+
+    def _run(self) -> None:
+        stopping = False
+        try:
+            while not stopping:
+                items: list[T] = []
+                taken = 1
+                first = self._queue.get()
+                if first is None:
+                    stopping = True
+                else:
+                    items.append(first)
+                while taken < self._batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    taken += 1
+                    if item is None:
+                        stopping = True
+                    else:
+                        items.append(item)
+                if items:
+                    self._write(items)
+                for _ in range(taken):
+                    self._queue.task_done()
+        finally:
+            try:
+                self._sink.close()
+            except Exception:
+                log.exception("closing sink %s failed", self.name)
+
+    def _write(self, items: list[T]) -> None:
+        delay = 0.05
+        count = len(items)  # a sink may remove what it finished before raising
+        while True:
+            started = time.perf_counter()
+            try:
+                self._sink.write(items)
+            except Exception:
+                with self._lock:
+                    self._failures += 1
+                if not self._retry or self._closing.is_set():
+                    log.exception(
+                        "sink %s failed on %d items; they are skipped", self.name, len(items)
+                    )
+                    return
+                log.exception("sink %s failed on %d items; retrying", self.name, len(items))
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            elapsed = time.perf_counter() - started
+            with self._lock:
+                self._delivered += count
+                self._last_ms = elapsed * 1000
+            return

@@ -1,0 +1,144 @@
+"""What the web layer may see of a runtime: immutable status snapshots, and
+:class:`EngineView`, the small read-only protocol it depends on (never the engine class).
+
+Any runtime (the live engine today, a message-bus consumer next) that offers this view can
+be served by ``create_app``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+from spikewatch.config import Settings
+from spikewatch.core.bars import Bar
+from spikewatch.core.kernel import LAG_BUCKETS_MS, LagHistogram
+from spikewatch.core.model import GapRecord, Signal
+from spikewatch.hub import Hub, HubStats
+from spikewatch.ingest.client import ClientStatus
+from spikewatch.ingest.rest import RestStats
+from spikewatch.sinks import SinkStats
+from spikewatch.store.base import SignalStore
+from spikewatch.store.recent import RecentSignals
+from spikewatch.store.writer import WriterStats
+
+__all__ = [
+    "LAG_BUCKETS_MS",
+    "WRITE_BUCKETS_MS",
+    "EngineStatus",
+    "EngineView",
+    "LagHistogram",
+    "LiveSymbol",
+    "SymbolStatus",
+]
+
+
+class SymbolStatus(msgspec.Struct, frozen=True):
+    """What ``/api/status`` says about one symbol."""
+
+    exchange: str
+    symbol: str
+    connection: str
+    trades: int
+    signals: int
+    warmed_up: bool
+    last_trade_id: int | None
+    last_trade_time: str | None
+    last_price: float | None
+    duplicates_dropped: int
+    gaps: int
+    missing_trades: int
+    reconnects: int
+    malformed_frames: int
+    backfilling: bool  # a gap is being fetched; live trades are held meanwhile
+    backfills: int  # gaps filled over REST
+    backfilled_trades: int
+    gap_records: int  # gaps that could not be filled (detectors warmed up again)
+    watchdog_resubscribes: int
+
+
+class EngineStatus(msgspec.Struct, frozen=True):
+    """What ``/api/status`` says about the engine as a whole."""
+
+    running: bool
+    exchange: str
+    url: str
+    connection: ClientStatus
+    frames: int
+    malformed_frames: dict[str, int]
+    ignored_frames: int
+    symbols: dict[str, SymbolStatus]
+    store: WriterStats
+    signals_by_detector: dict[str, int]
+    stream: HubStats
+    rest: RestStats
+    recent_gaps: list[GapRecord]
+    restored_from_checkpoint: list[str]
+    sinks: list[SinkStats] = []
+
+
+#: Upper bounds (ms) of the store's batch-write latency histogram.
+WRITE_BUCKETS_MS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+
+
+class LiveSymbol(msgspec.Struct, frozen=True):
+    """One symbol in the periodic ``status`` event of the live stream."""
+
+    symbol: str
+    connection: str
+    last_price: float | None
+    trades: int
+    trades_per_s: float
+    signals: int
+    bar: Bar | None
+    exchange: str = ""
+
+
+class EngineView(Protocol):
+    """What the web layer reads of a runtime; every method is safe from any thread."""
+
+    settings: Settings
+    store: SignalStore
+    hub: Hub
+    recent: RecentSignals
+
+    def status(self) -> EngineStatus:
+        """An immutable snapshot of every counter."""
+        ...
+
+    def ready(self) -> bool:
+        """Connected, and every symbol's window is full."""
+        ...
+
+    def latest_signal(self, symbol: str | None = None) -> Signal | None:
+        """The latest signal (by trade time) of ``symbol``, or of all symbols."""
+        ...
+
+    def latest_signal_json(self) -> bytes | None:
+        """The latest signal over all symbols, encoded as the API sends it."""
+        ...
+
+    def bars(self, symbol: str, limit: int | None = None) -> list[Bar]:
+        """Recent one-second bars of ``symbol``, oldest first."""
+        ...
+
+    def lag_histograms(self) -> dict[str, LagHistogram]:
+        """Ingest lag per symbol."""
+        ...
+
+    def write_latency(self) -> LagHistogram:
+        """Store batch-write latency since start."""
+        ...
+
+    def last_seq(self) -> int:
+        """The delivery number of the latest signal."""
+        ...
+
+    def signals_after(self, seq: int, limit: int = 1000) -> list[tuple[int, Signal]]:
+        """Signals delivered after number ``seq``."""
+        ...
+
+    def request_reconnect(self) -> bool:
+        """Ask for a fresh exchange connection; False when not running."""
+        ...
