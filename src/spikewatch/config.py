@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from spikewatch.core.detectors import DETECTORS
 from spikewatch.exchanges import EXCHANGES
 
 ENV_PREFIX = "SPIKEWATCH_"
@@ -27,6 +28,42 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 class ConfigError(ValueError):
     """A configuration key is unknown or has a bad value."""
+
+
+class ExchangeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An ``[exchanges.<name>]`` table: for the exchange that runs, each key given here
+    overrides the flat setting of the same name (flags still win)."""
+
+    symbols: list[str] | None = None
+    ws_url: str | None = None
+    rest_url: str | None = None
+    api_key: str | None = None
+    max_backfill: int | None = None
+    reconnect_max_delay: float | None = None
+    rotate_after: float | None = None
+    watchdog_silence: float | None = None
+
+    def __repr__(self) -> str:
+        # never show a secret in a log line or a traceback
+        shown = {k: getattr(self, k) for k in self.__struct_fields__ if getattr(self, k)}
+        if shown.get("api_key"):
+            shown["api_key"] = "***"
+        return "ExchangeConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+
+#: The settings an [exchanges.<name>] table may hold.
+EXCHANGE_KEYS: tuple[str, ...] = ExchangeConfig.__struct_fields__
+
+
+class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A ``[detectors.<name>]`` table: one detector, of ``kind`` (default: the table's
+    name), with its own window and threshold (default: the flat ``window`` and
+    ``threshold``)."""
+
+    name: str
+    kind: str = ""
+    window: int | None = None
+    threshold: Decimal | None = None
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -55,6 +92,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     checkpoint_interval: float = 5.0  # seconds between saves of detector state
     watchdog_silence: float = 10.0  # seconds; a symbol silent for long (scaled) is resubscribed
     api_token: str = ""  # needed by state-changing endpoints (always, when not on loopback)
+    # [exchanges.<name>] tables, by exchange name (TOML only)
+    exchanges: dict[str, ExchangeConfig] = {}
+    # [detectors.<name>] tables (TOML only); none: one volume_spike of window/threshold
+    detectors: tuple[DetectorConfig, ...] = ()
 
     def __repr__(self) -> str:
         # never show a secret in a log line or a traceback
@@ -71,6 +112,40 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             f"must be one of {', '.join(sorted(EXCHANGES))}, got {self.exchange!r}",
         )
         venue = EXCHANGES[self.exchange]
+        for name in self.exchanges:
+            _check(
+                name in EXCHANGES,
+                "exchanges",
+                f"[exchanges.{name}]: no such exchange (one of {', '.join(sorted(EXCHANGES))})",
+            )
+        seen = set()
+        for detector in self.detectors:
+            kind = detector.kind or detector.name
+            _check(
+                kind in DETECTORS,
+                "detectors",
+                f"[detectors.{detector.name}]: no detector kind {kind!r} "
+                f"(one of {', '.join(sorted(DETECTORS))})",
+            )
+            window = detector.window if detector.window is not None else self.window
+            threshold = detector.threshold if detector.threshold is not None else self.threshold
+            _check(
+                2 <= window <= 1_000_000,
+                "detectors",
+                f"[detectors.{detector.name}] window: must be between 2 and 1000000",
+            )
+            _check(
+                threshold.is_finite() and threshold > 0,
+                "detectors",
+                f"[detectors.{detector.name}] threshold: must be a number > 0",
+            )
+            signature = (kind, window, threshold)
+            _check(
+                signature not in seen,
+                "detectors",
+                f"[detectors.{detector.name}] repeats another detector's kind and parameters",
+            )
+            seen.add(signature)
         if not self.ws_url:
             msgspec.structs.force_setattr(self, "ws_url", venue.default_ws_url)
         if not self.rest_url:
@@ -143,19 +218,45 @@ def _from_toml(path: Path) -> dict[str, tuple[Any, str]]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     if isinstance(doc.get("spikewatch"), dict):
-        others = sorted(k for k in doc if k != "spikewatch")
+        others = sorted(k for k in doc if k not in ("spikewatch", *_TABLES))
         if others:
             raise ConfigError(
                 f"config file {path}: {others[0]!r} is outside the [spikewatch] table; "
                 "put every setting inside it (or use no table at all)"
             )
-        doc = doc["spikewatch"]
+        tables = {k: v for k, v in doc.items() if k in _TABLES}
+        doc = {**doc["spikewatch"], **tables}
     out: dict[str, tuple[Any, str]] = {}
     for key, value in doc.items():
         if key not in FIELDS:
             raise ConfigError(f"unknown setting {key!r} in config file {path}")
+        if key in _TABLES:
+            value = _tables(key, value, path)
         out[key] = (value, f"config file {path}")
     return out
+
+
+#: Settings given as TOML tables of tables: [exchanges.<name>], [detectors.<name>].
+_TABLES = ("exchanges", "detectors")
+
+
+def _tables(key: str, value: Any, path: Path) -> Any:
+    """``[exchanges.<name>]`` tables as a dict, ``[detectors.<name>]`` as a list with each
+    table's name inside it; anything else is a clear error."""
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ConfigError(
+            f"config file {path}: {key} must be tables like [{key}.<name>], got {value!r}"
+        )
+    if key == "detectors":
+        return [{"name": name, **table} for name, table in value.items()]
+    for name, table in value.items():
+        unknown = sorted(set(table) - set(EXCHANGE_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"unknown setting {unknown[0]!r} in [exchanges.{name}] of config file {path} "
+                f"(it takes {', '.join(EXCHANGE_KEYS)})"
+            )
+    return value
 
 
 def load_settings(
@@ -176,11 +277,28 @@ def load_settings(
         if key not in FIELDS:
             raise ConfigError(f"unknown setting {key!r}")
         layers[key] = (value, f"--{key.replace('_', '-')}")
+    _apply_exchange_table(layers)
     raw = {key: _normalise(key, value) for key, (value, _) in layers.items()}
     try:
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(_explain(str(exc), layers)) from None
+
+
+def _apply_exchange_table(layers: dict[str, tuple[Any, str]]) -> None:
+    """The running exchange's [exchanges.<name>] table overrides the flat settings it
+    names, unless a flag set them."""
+    exchange = str(layers.get("exchange", ("binance", ""))[0]).strip().lower()
+    tables = layers.get("exchanges")
+    if tables is None or not isinstance(tables[0], dict):
+        return
+    table = tables[0].get(exchange)
+    if not isinstance(table, dict):
+        return
+    for key, value in table.items():
+        if key in layers and layers[key][1].startswith("--"):
+            continue
+        layers[key] = (value, f"{tables[1]} [exchanges.{exchange}]")
 
 
 def _explain(message: str, layers: Mapping[str, tuple[Any, str]]) -> str:

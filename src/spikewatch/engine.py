@@ -109,7 +109,8 @@ class Engine:
         self._lock = threading.Lock()
         self._listeners: tuple[SignalListener, ...] = ()
         self._ratelog = RateLimitedLog(log)
-        self._latest: dict[str, Signal] = {}
+        # the latest signal per (exchange, symbol), and over all of them
+        self._latest: dict[tuple[str, str], Signal] = {}
         self._latest_any: Signal | None = None
         self._latest_any_json: bytes | None = None  # its encoding, for the web fast path
         self.hub = Hub()
@@ -139,13 +140,20 @@ class Engine:
         self._stopped = threading.Event()
         self._writer: StoreWriter | None = None
         self._recorder: SinkWorker[tuple[bytes, int]] | None = None
+        # The latest stored signals of this engine's own exchange only: a database shared
+        # with a run on another venue must not make its signal this engine's latest.
+        name = self.exchange.name
         for symbol in settings.symbols:
-            stored = store.latest(symbol)
+            stored = store.latest(symbol, exchange=name)
             if stored is not None:
                 self._remember(stored)
+        own_stored = store.latest(exchange=name)
+        if own_stored is not None:
+            self._remember(own_stored)
+        # The floor is the newest stored signal of any exchange: at or below it, pages
+        # come from the store (a lower one would do for this exchange; this one is also
+        # right for a page over every exchange).
         any_stored = store.latest()
-        if any_stored is not None:
-            self._remember(any_stored)
         #: the latest signals in memory, for history pages (those before start-up are in
         #: the store only)
         self.recent = RecentSignals(
@@ -234,6 +242,9 @@ class Engine:
             backoff=self._backoff,
             stable_after=self._stable_after,
             on_connect=self._on_connect,
+            greeting=self.exchange.greeting(self.settings.symbols),
+            heartbeat=self.exchange.heartbeat(),
+            heartbeat_interval=self.exchange.capabilities.heartbeat_interval_s,
         )
         ready.set()
         ticker = asyncio.create_task(self._publish_status())
@@ -377,6 +388,9 @@ class Engine:
         first live trade; without REST the window fills from the stream instead."""
         need = self.settings.window
         name = self.exchange.name
+        if not self.exchange.capabilities.recent_trades:
+            log.info("%s has no recent-trades look-up: warming up from the stream", name)
+            return
         for symbol in self.settings.symbols:
             if symbol in self._restored or need == 0:
                 continue
@@ -499,9 +513,10 @@ class Engine:
     # -- fan-out ---------------------------------------------------------------------
 
     def _remember(self, signal: Signal) -> None:
-        current = self._latest.get(signal.symbol)
+        key = (signal.exchange, signal.symbol)
+        current = self._latest.get(key)
         if current is None or (signal.time_us, signal.id) >= (current.time_us, current.id):
-            self._latest[signal.symbol] = signal
+            self._latest[key] = signal
         best = self._latest_any
         if best is None or (signal.time_us, signal.id) >= (best.time_us, best.id):
             self._latest_any = signal
@@ -556,9 +571,16 @@ class Engine:
         """The latest signal over all symbols, already encoded as the API sends it."""
         return self._latest_any_json  # one reference read: an immutable bytes object
 
-    def latest_signal(self, symbol: str | None = None) -> Signal | None:
-        """The latest signal (by trade time) of ``symbol``, or of all symbols."""
-        return self._latest_any if symbol is None else self._latest.get(symbol)
+    def latest_signal(
+        self, symbol: str | None = None, exchange: str | None = None
+    ) -> Signal | None:
+        """The latest signal (by trade time) of ``symbol``, or of all symbols, on
+        ``exchange`` (default: this engine's)."""
+        if exchange is not None and exchange != self.exchange.name:
+            return None  # this engine serves one exchange
+        if symbol is not None:
+            return self._latest.get((self.exchange.name, symbol))
+        return self._latest_any
 
     def _running(self) -> bool:
         thread = self._thread
@@ -639,10 +661,13 @@ class Engine:
             and all(s.warmed_up for s in status.symbols.values())
         )
 
-    def bars(self, symbol: str, limit: int | None = None) -> list[Bar]:
-        """Recent one-second bars of ``symbol`` (oldest first); empty for an unknown one."""
+    def bars(
+        self, symbol: str, limit: int | None = None, exchange: str | None = None
+    ) -> list[Bar]:
+        """Recent one-second bars of ``symbol`` on ``exchange`` (default: this engine's),
+        oldest first; empty for an unknown one."""
         with self._lock:
-            return self.kernel.bars(self.exchange.name, symbol, limit)
+            return self.kernel.bars(exchange or self.exchange.name, symbol, limit)
 
     def lag_histograms(self) -> dict[str, LagHistogram]:
         """Ingest lag (receive time minus exchange time) per symbol."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from spikewatch.config import Settings
-from spikewatch.core.detectors import Detector, VolumeSpikeDetector
+from spikewatch.core.detectors import DETECTORS, Detector, VolumeSpikeDetector
 from spikewatch.core.kernel import GapPolicy, Kernel, Venue
 from spikewatch.exchanges import EXCHANGES
 from spikewatch.exchanges.base import Exchange
@@ -21,8 +21,23 @@ def build_exchange(settings: Settings, name: str | None = None) -> Exchange:
 def detector_factory(settings: Settings) -> Callable[[str, str], Sequence[Detector]]:
     """The detectors for one ``(exchange, symbol)``, as configured."""
 
+    if not settings.detectors:
+
+        def default(exchange: str, symbol: str) -> Sequence[Detector]:
+            return (VolumeSpikeDetector(settings.window, settings.threshold),)
+
+        return default
+    chosen = [
+        (
+            DETECTORS[d.kind or d.name],
+            d.window if d.window is not None else settings.window,
+            d.threshold if d.threshold is not None else settings.threshold,
+        )
+        for d in settings.detectors
+    ]
+
     def factory(exchange: str, symbol: str) -> Sequence[Detector]:
-        return (VolumeSpikeDetector(settings.window, settings.threshold),)
+        return tuple(build(window, threshold) for build, window, threshold in chosen)
 
     return factory
 

@@ -215,3 +215,88 @@ def test_settings_are_frozen() -> None:
     settings = load_settings(env={})
     with pytest.raises(AttributeError):
         settings.window = 5  # type: ignore[misc]
+
+
+# -- [exchanges.<name>] and [detectors.<name>] tables ------------------------------------
+
+
+def test_exchange_defaults_follow_the_exchange() -> None:
+    spot = load_settings(env={})
+    futures = load_settings({"exchange": "binance-usdm"}, env={})
+    assert (spot.ws_url, spot.rest_url) == (
+        "wss://stream.binance.com:9443",
+        "https://api.binance.com",
+    )
+    assert (futures.ws_url, futures.rest_url) == (
+        "wss://fstream.binance.com",
+        "https://fapi.binance.com",
+    )
+
+
+def test_unknown_exchange_names_the_key_and_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"exchange.*binance, binance-usdm.*'kraken'"):
+        load_settings({"exchange": "kraken"}, env={})
+
+
+def test_the_running_exchange_table_overrides_flat_settings(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        'exchange = "binance-usdm"\nsymbols = ["BTCUSDT"]\n'
+        '[exchanges.binance-usdm]\nsymbols = ["ethusdt", "btcusdt"]\n'
+        'rest_url = "http://127.0.0.1:9000"\napi_key = "k3y"\n'
+        '[exchanges.binance]\nsymbols = ["XRPUSDT"]\n',
+    )
+    settings = load_settings(env={}, config_path=path)
+    assert settings.symbols == ("ETHUSDT", "BTCUSDT")
+    assert settings.rest_url == "http://127.0.0.1:9000"
+    assert settings.ws_url == "wss://fstream.binance.com"  # not in the table: the default
+    assert settings.api_key == "k3y"
+    assert "k3y" not in repr(settings)
+    flagged = load_settings({"symbols": "SOLUSDT"}, env={}, config_path=path)
+    assert flagged.symbols == ("SOLUSDT",)  # a flag still wins over the table
+
+
+def test_exchange_tables_may_sit_beside_a_spikewatch_table(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        '[spikewatch]\nexchange = "binance"\n[exchanges.binance]\nsymbols = ["ETHUSDT"]\n',
+    )
+    assert load_settings(env={}, config_path=path).symbols == ("ETHUSDT",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[exchanges.kraken]\nsymbols = ['X']\n", r"\[exchanges.kraken\]: no such exchange"),
+        ("[exchanges.binance]\nsymbolz = ['X']\n", r"'symbolz' in \[exchanges.binance\]"),
+        ("exchanges = 3\n", r"exchanges must be tables like \[exchanges.<name>\]"),
+        ("[exchanges.binance]\nsymbols = ['B!D']\n", r"symbols.*'B!D' is not a symbol"),
+        ("[detectors.wild]\nwindow = 5\n", r"\[detectors.wild\]: no detector kind 'wild'"),
+        ("[detectors.volume_spike]\nwindow = 1\n", r"\[detectors.volume_spike\] window"),
+        ("[detectors.volume_spike]\nspeed = 1\n", r"speed"),
+        (
+            "[detectors.a]\nkind = 'volume_spike'\n[detectors.b]\nkind = 'volume_spike'\n",
+            r"\[detectors.b\] repeats another detector",
+        ),
+    ],
+)
+def test_bad_tables_stop_start_up_naming_them(tmp_path: Path, text: str, message: str) -> None:
+    path = write_toml(tmp_path, text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env={}, config_path=path)
+
+
+def test_detector_tables_configure_several_detectors(tmp_path: Path) -> None:
+    from spikewatch.wiring import detector_factory
+
+    path = write_toml(
+        tmp_path,
+        "window = 300\n"
+        "[detectors.volume_spike]\nthreshold = 8\n"
+        "[detectors.fast]\nkind = 'volume_spike'\nwindow = 50\nthreshold = 4.5\n",
+    )
+    settings = load_settings(env={}, config_path=path)
+    detectors = detector_factory(settings)("binance", "BTCUSDT")
+    assert [d.key for d in detectors] == ["volume_spike-w300-x8", "volume_spike-w50-x4.5"]
+    plain = detector_factory(load_settings(env={}))("binance", "BTCUSDT")
+    assert [d.key for d in plain] == ["volume_spike-w200-x10"]

@@ -9,7 +9,7 @@ pipeline then uses for a :class:`~spikewatch.core.model.TradeBatch`.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from itertools import count, islice
 from typing import Any, Protocol, runtime_checkable
@@ -248,6 +248,14 @@ class VolumeSpikeDetector:
         self._filled = 0
         self._pos = 0
         self._sum = 0
+
+
+DetectorBuilder = Callable[[int, Decimal], Detector]
+"""Makes a detector from a window (trades) and a threshold."""
+
+#: Detector kinds a ``[detectors.<name>]`` config table may name (``kind``); a new
+#: detector is one more entry.
+DETECTORS: dict[str, DetectorBuilder] = {"volume_spike": VolumeSpikeDetector}
 
 
 #: Below this, price * qty has at most 28 digits: Decimal's default precision holds it

@@ -68,3 +68,5 @@ class Capabilities:
     rest_page: int = 1000
     #: request weight allowed per minute and IP
     rest_weight_limit: int = 6000
+    #: seconds between application-level heartbeats (``Exchange.heartbeat()``); 0: none
+    heartbeat_interval_s: float = 0.0

@@ -91,6 +91,11 @@ class Exchange(Protocol):
         """The message that removes them."""
         ...
 
+    def greeting(self, symbols: Sequence[str]) -> list[bytes]:
+        """Messages to send on every new connection before any data comes (subscribe
+        requests, for venues whose URL cannot name the streams); empty for Binance."""
+        ...
+
     def heartbeat(self) -> bytes | None:
         """An application-level keep-alive message to send periodically, or None when the
         WebSocket protocol's own pings are enough."""

@@ -19,11 +19,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import msgspec
-from picows import WSInvalidURL, WSTransport
+from picows import WSInvalidURL, WSMsgType, WSTransport
 
 from spikewatch.ingest.backoff import Backoff
 from spikewatch.ingest.feed import Feed, close, open_feed, wait_closed
@@ -94,8 +94,17 @@ class StreamClient:
         open_timeout: float = 10.0,
         ping_interval: float = 20.0,
         on_connect: Callable[[bool], None] | None = None,
+        greeting: Sequence[bytes] = (),
+        heartbeat: bytes | None = None,
+        heartbeat_interval: float = 0.0,
     ) -> None:
         self.url = url
+        # sent on every new connection (subscribe requests, for venues whose URL cannot
+        # name the streams), and every heartbeat_interval seconds while it is open
+        self._greeting = tuple(greeting)
+        self._heartbeat = heartbeat if heartbeat_interval > 0 else None
+        self._heartbeat_interval = heartbeat_interval
+        self._beats: set[asyncio.Task[None]] = set()
         self._handler = handler
         # called on the loop when a connection opens; True after a lost one (not rotations)
         self._on_connect = on_connect
@@ -141,12 +150,28 @@ class StreamClient:
         self._set(state="stopped", connected_since=None, next_attempt_in=None)
 
     async def _open(self) -> Conn:
-        return await open_feed(
+        conn = await open_feed(
             self.url,
             max_message=MAX_FRAME_BYTES,
             open_timeout=self._open_timeout,
             ping_interval=self._ping_interval,
         )
+        transport = conn[0]
+        for message in self._greeting:
+            transport.send(WSMsgType.TEXT, message)
+        if self._heartbeat is not None:
+            beat = asyncio.create_task(self._beat(transport, self._heartbeat))
+            self._beats.add(beat)
+            beat.add_done_callback(self._beats.discard)
+        return conn
+
+    async def _beat(self, transport: WSTransport, message: bytes) -> None:
+        """The venue's application-level keep-alive, until the connection ends."""
+        while True:
+            await asyncio.sleep(self._heartbeat_interval)
+            if transport.is_disconnected or self._stopping:
+                return
+            transport.send(WSMsgType.TEXT, message)
 
     async def _connect_with_backoff(self, reconnect: bool) -> Conn | None:
         while not self._stopping:

@@ -187,6 +187,10 @@ class BinanceTrades:
         """``{"method":"UNSUBSCRIBE","params":["btcusdt@trade",..],"id":n}``."""
         return _request("UNSUBSCRIBE", symbols, request_id)
 
+    def greeting(self, symbols: Sequence[str]) -> list[bytes]:
+        """Nothing: the combined-stream URL names the streams."""
+        return []
+
     def heartbeat(self) -> bytes | None:
         """None: Binance keeps connections alive with WebSocket pings, no app messages."""
         return None
