@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 VENDOR := src/spikewatch/web/static/vendor
 CHART_JS := $(VENDOR)/lightweight-charts.standalone.production.js
 
-.PHONY: install assets run demo test lint typecheck unit clean
+.PHONY: install assets run demo test check lint typecheck unit fast clean
 
 # Order-only: the chart library is installed with the package, without reinstalling the
 # package whenever the library is refreshed.
@@ -49,6 +49,13 @@ unit: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# The developer loop: lint, types and the fast tests (no `slow` or `browser` marker), on
+# every core; under a minute on 2 cores. `make test` (CI) runs everything.
+fast: $(STAMP)
+	$(PY) -m pytest -q -n auto -m "not slow and not browser and not soak" $(PYTEST_ARGS)
+
+check: lint typecheck fast
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache node_modules $(VENDOR)

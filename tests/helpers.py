@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 
+from spikewatch.core.kernel import GapPolicy, Kernel
+from spikewatch.core.model import Signal, Trade, TradeBatch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -122,15 +125,12 @@ class Served:
     port: int
 
 
-def detection(factory: Any) -> Any:
+def detection(factory: Any) -> Kernel:
     """A kernel that only detects: every jump in trade ids counted, the windows kept (the
     ``continue`` gap policy), as the per-trade reference runs."""
-    from spikewatch.core.kernel import GapPolicy, Kernel
-
     return Kernel(factory, gap_policy=GapPolicy.CONTINUE, bars=False)
 
 
-def run(kernel: Any, item: Any) -> list[Any]:
+def run(kernel: Kernel, item: Trade | TradeBatch) -> list[Signal]:
     """The signals of one trade or batch fed to ``kernel``."""
-    signals: list[Any] = kernel.feed((item,)).signals
-    return signals
+    return kernel.feed((item,)).signals

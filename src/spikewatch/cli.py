@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="stream live trades, detect spikes, serve the API (default)")
+    run.add_argument("--exchange", help="binance (spot, default) or binance-usdm (USD-M futures)")
     run.add_argument("--symbols", help="comma-separated, e.g. BTCUSDT,ETHUSDT")
     _detector_flags(run)
     _server_flags(run)
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _detector_flags(rep)
 
     rec = sub.add_parser("record", help="record raw frames from the live stream to gzip files")
+    rec.add_argument("--exchange", help="binance (spot, default) or binance-usdm (futures)")
     rec.add_argument("--symbols", help="comma-separated, e.g. BTCUSDT,ETHUSDT")
     rec.add_argument("--ws-url", dest="ws_url", help="stream base URL (default Binance)")
     rec.add_argument("--out-dir", default="recordings", help="folder (default ./recordings)")
@@ -469,6 +471,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 # -- entry point -------------------------------------------------------------------------
 
 _RUN_KEYS = (
+    "exchange",
     "symbols",
     "window",
     "threshold",
@@ -503,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_replay(ns, settings)
         if ns.command == "record":
             settings = load_settings(
-                _flags(ns, "symbols", "ws_url", "log_level"), config_path=ns.config
+                _flags(ns, "exchange", "symbols", "ws_url", "log_level"), config_path=ns.config
             )
             setup_logging(settings.log_level)
             return cmd_record(ns, settings)

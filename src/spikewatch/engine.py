@@ -486,7 +486,9 @@ class Engine:
             self._writer.put_job(lambda store: store.add_gap(record))
         else:
             self.store.add_gap(record)
-        self.hub.publish(Event("gap", _encode(record), symbol=record.symbol))
+        self.hub.publish(
+            Event("gap", _encode(record), symbol=record.symbol, exchange=record.exchange)
+        )
 
     def _check_silence(self) -> None:
         """Resubscribe when a symbol has been silent far longer than its usual interval."""
@@ -661,9 +663,7 @@ class Engine:
             and all(s.warmed_up for s in status.symbols.values())
         )
 
-    def bars(
-        self, symbol: str, limit: int | None = None, exchange: str | None = None
-    ) -> list[Bar]:
+    def bars(self, symbol: str, limit: int | None = None, exchange: str | None = None) -> list[Bar]:
         """Recent one-second bars of ``symbol`` on ``exchange`` (default: this engine's),
         oldest first; empty for an unknown one."""
         with self._lock:

@@ -26,13 +26,21 @@ class Event(msgspec.Struct, frozen=True):
     kind: str  # the SSE "event:" field
     data: bytes  # JSON
     id: int | None = None  # the SSE "id:" field (signal sequence number)
-    symbol: str | None = None  # for per-symbol streams; None goes to every client
+    # for streams of one symbol or exchange: None goes to every client
+    symbol: str | None = None
+    exchange: str | None = None
 
     @classmethod
     def signal(cls, signal: Signal, seq: int, payload: bytes | None = None) -> Event:
         """The ``signal`` event of a signal with delivery number ``seq`` (``payload``: its
         JSON, when already encoded)."""
-        return cls("signal", payload or _encode(signal), seq, signal.symbol)
+        return cls("signal", payload or _encode(signal), seq, signal.symbol, signal.exchange)
+
+    def wanted(self, symbol: str | None, exchange: str | None) -> bool:
+        """Whether a stream of ``symbol`` on ``exchange`` (None: any) gets this event."""
+        return (symbol is None or self.symbol is None or self.symbol == symbol) and (
+            exchange is None or self.exchange is None or self.exchange == exchange
+        )
 
     def encode(self) -> bytes:
         """The event in text/event-stream framing."""

@@ -30,6 +30,7 @@ __all__ = [
     "EngineView",
     "LagHistogram",
     "LiveSymbol",
+    "ServedExchange",
     "SymbolStatus",
 ]
 
@@ -95,13 +96,31 @@ class LiveSymbol(msgspec.Struct, frozen=True):
     exchange: str = ""
 
 
+class ServedExchange(Protocol):
+    """All the web layer needs of the exchange a runtime serves: its name."""
+
+    @property
+    def name(self) -> str:
+        """The name in settings, signals, the store and the API, e.g. ``binance-usdm``."""
+        ...
+
+
 class EngineView(Protocol):
-    """What the web layer reads of a runtime; every method is safe from any thread."""
+    """What the web layer reads of a runtime; every method is safe from any thread.
+
+    ``(exchange, symbol)`` is the key: a symbol alone (``BTCUSDT``) names a series only
+    together with an exchange, and an ``exchange`` of None means the runtime's own.
+    """
 
     settings: Settings
     store: SignalStore
     hub: Hub
     recent: RecentSignals
+
+    @property
+    def exchange(self) -> ServedExchange:
+        """The exchange this runtime serves (its signals, bars and status)."""
+        ...
 
     def status(self) -> EngineStatus:
         """An immutable snapshot of every counter."""
@@ -111,20 +130,25 @@ class EngineView(Protocol):
         """Connected, and every symbol's window is full."""
         ...
 
-    def latest_signal(self, symbol: str | None = None) -> Signal | None:
-        """The latest signal (by trade time) of ``symbol``, or of all symbols."""
+    def latest_signal(
+        self, symbol: str | None = None, exchange: str | None = None
+    ) -> Signal | None:
+        """The latest signal (by trade time) of ``symbol``, or of all symbols, on
+        ``exchange`` (None: the runtime's own); None for an exchange it does not serve."""
         ...
 
     def latest_signal_json(self) -> bytes | None:
-        """The latest signal over all symbols, encoded as the API sends it."""
+        """The latest signal over all symbols of the runtime's exchange, encoded as the
+        API sends it."""
         ...
 
-    def bars(self, symbol: str, limit: int | None = None) -> list[Bar]:
-        """Recent one-second bars of ``symbol``, oldest first."""
+    def bars(self, symbol: str, limit: int | None = None, exchange: str | None = None) -> list[Bar]:
+        """Recent one-second bars of ``symbol`` on ``exchange`` (None: the runtime's own),
+        oldest first."""
         ...
 
     def lag_histograms(self) -> dict[str, LagHistogram]:
-        """Ingest lag per symbol."""
+        """Ingest lag per symbol of the runtime's exchange."""
         ...
 
     def write_latency(self) -> LagHistogram:

@@ -19,7 +19,7 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
 
-from spikewatch.core.model import Signal
+from spikewatch.core.model import Signal, VolumeSpikeSignal
 from spikewatch.engine import Engine
 from spikewatch.web.dashboard import CHART_LIBRARY, STATIC_DIR
 
@@ -43,6 +43,7 @@ CHROMIUM_ARGS = [
 #: The issue: a signal pushed through the engine is in the table and on the chart within 1 s.
 LATENCY_LIMIT_S = 1.0
 SYMBOL = "BTCUSDT"
+EXCHANGE = "binance"
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Dashboard:
     problems: list[str] = field(default_factory=list)  # console errors and warnings
     crashes: list[str] = field(default_factory=list)  # uncaught exceptions
     foreign: list[str] = field(default_factory=list)  # requests that leave 127.0.0.1
+    api: list[str] = field(default_factory=list)  # paths and queries of its /api/ requests
 
     def open(self, url: str) -> None:
         """Open the page and wait until it has loaded its history."""
@@ -128,8 +130,11 @@ def dashboard(chromium: Browser) -> Iterator[Dashboard]:
             board.problems.append(f"{message.type}: {message.text} ({message.location})")
 
     def on_request(request: Request) -> None:
-        if urlsplit(request.url).hostname not in ("127.0.0.1", None):
+        url = urlsplit(request.url)
+        if url.hostname not in ("127.0.0.1", None):
             board.foreign.append(request.url)
+        elif url.path.startswith("/api/"):
+            board.api.append(f"{url.path}?{url.query}")
 
     board.page.on("console", on_console)
     board.page.on("pageerror", lambda exc: board.crashes.append(str(exc)))
@@ -180,12 +185,23 @@ def test_a_signal_is_in_the_table_and_on_the_chart_within_a_second_of_the_engine
     expect(page.locator("#banner")).to_be_hidden()
     assert page.locator("#chart canvas").count() > 0, "the chart draws on canvases"
     expect(page.locator("#chart-note")).to_be_hidden()
-    expect(page.locator("#symbol")).to_have_value(SYMBOL)
+    # the series is named with its exchange: BTCUSDT spot is not BTCUSDT futures
+    expect(page.locator("#symbol")).to_have_value(f"{EXCHANGE}:{SYMBOL}")
+    expect(page.locator("#symbol option:checked")).to_have_text(f"{SYMBOL} · {EXCHANGE}")
+    expect(page.locator("#chart-title")).to_have_text(f"{SYMBOL} · {EXCHANGE} · price and volume")
+    # every request for signals, bars or the stream names the exchange
+    named = [
+        u for u in dashboard.api if u.split("?")[0] in ("/api/signals", "/api/bars", "/api/stream")
+    ]
+    assert {u.split("?")[0] for u in named} == {"/api/signals", "/api/bars", "/api/stream"}
+    assert all(f"exchange={EXCHANGE}" in u for u in named), named
     expect(page.locator("#signals-empty")).to_be_visible()  # nothing yet
 
     live.engine.start()
     card = page.locator(f'#symbols li[data-symbol="{SYMBOL}"]')
     expect(card).to_have_attribute("data-connection", "connected")
+    expect(card).to_have_attribute("data-exchange", EXCHANGE)
+    expect(card.locator(".name")).to_have_text(f"{SYMBOL} {EXCHANGE}")
 
     latencies = []
     for _ in range(10):
@@ -203,9 +219,11 @@ def test_a_signal_is_in_the_table_and_on_the_chart_within_a_second_of_the_engine
         )
         latencies.append(shown_ms / 1000 - emitted.at)
         cells = row.locator("td")
-        expect(cells.nth(1)).to_have_text(SYMBOL)
+        expect(cells.nth(1)).to_have_text(f"{SYMBOL} · {EXCHANGE}")
         expect(cells.nth(2)).to_have_text(emitted.signal.side)
-        expect(cells.nth(5)).to_have_text(f"{emitted.signal.ratio:.1f}\N{MULTIPLICATION SIGN}")
+        spike = emitted.signal
+        assert isinstance(spike, VolumeSpikeSignal)
+        expect(cells.nth(5)).to_have_text(f"{spike.ratio:.1f}\N{MULTIPLICATION SIGN}")
 
     worst = max(latencies)
     print(

@@ -26,8 +26,10 @@ from flask.testing import FlaskClient
 from waitress.server import create_server
 
 from spikewatch.config import Settings, load_settings
-from spikewatch.core.model import Signal
+from spikewatch.core.model import GapRecord, Signal
 from spikewatch.engine import Engine
+from spikewatch.exchanges.binance import BinanceUsdm
+from spikewatch.replay.readers import read_trades
 from spikewatch.store import Cursor, SQLiteSignalStore, StoreWriter
 from spikewatch.web import create_app
 
@@ -43,6 +45,12 @@ LAST_TRADE_TIME = "2024-08-09T00:05:05.800Z"
 MIDNIGHT_ISO = "2024-08-09T00:00:00Z"
 MIDNIGHT_MS = 1_723_161_600_000
 ETH_TRADES = 14_515
+#: The USD-M futures BTCUSDT trades of tests/fixtures/binance-usdm-BTCUSDT-trades-
+#: 2024-08-08T2354Z_2400Z.csv.gz (a data.binance.vision file), and their signals.
+FUTURES_CSV = "binance-usdm-BTCUSDT-trades-2024-08-08T2354Z_2400Z.csv.gz"
+FUTURES_TRADES = 21_313
+FUTURES_SIGNALS = 316
+SPOT, FUTURES = "binance", "binance-usdm"
 AWAITING = {"status": "Awaiting first signal..."}
 
 
@@ -79,6 +87,17 @@ def two_symbol_frames(fixtures_dir: Path, btc_frames: list[bytes]) -> list[bytes
     timed += [(json.loads(frame)["data"]["T"], frame) for frame in btc_frames]
     timed.sort(key=lambda item: item[0])  # stable: each symbol keeps its own order
     return [frame for _, frame in timed]
+
+
+@pytest.fixture(scope="module")
+def futures_frames(fixtures_dir: Path) -> list[bytes]:
+    """The real futures trades of the same minutes as the spot recording, as the ``@trade``
+    events Binance USD-M futures streams for them."""
+    usdm = BinanceUsdm()
+    codec = usdm.simulator_codec()
+    trades = list(read_trades([fixtures_dir / FUTURES_CSV], exchange=usdm))
+    assert len(trades) == FUTURES_TRADES
+    return [codec.trade_frame(t) for t in trades]
 
 
 @dataclass
@@ -119,9 +138,10 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Spikewatch]]:
     """Start spikewatch on this test's database file; call again to "restart" on it."""
     launched: list[Spikewatch] = []
 
-    def launch(symbols: str = "BTCUSDT,ETHUSDT") -> Spikewatch:
+    def launch(symbols: str = "BTCUSDT,ETHUSDT", exchange: str = "binance") -> Spikewatch:
         settings = load_settings(
-            {"db": str(tmp_path / "spikewatch.db"), "symbols": symbols}, env={}
+            {"db": str(tmp_path / "spikewatch.db"), "symbols": symbols, "exchange": exchange},
+            env={},
         )
         store = SQLiteSignalStore(settings.db)
         engine = Engine(settings, store)
@@ -155,9 +175,9 @@ def replayed(spikewatch: Spikewatch, frames: list[bytes]) -> Spikewatch:
     return spikewatch
 
 
-def as_json(signal: Signal) -> Any:
-    """The signal as the API's JSON decodes."""
-    return json.loads(msgspec.json.encode(signal))
+def as_json(value: object) -> Any:
+    """A signal (or any struct the API sends) as the API's JSON decodes."""
+    return json.loads(msgspec.json.encode(value))
 
 
 def newest_first(signals: Iterable[Signal]) -> list[str]:
@@ -466,6 +486,128 @@ def test_a_time_written_in_non_ascii_digits_is_a_bad_request_not_a_server_error(
 
     assert status == 400, body
     assert body["param"] == "since"
+
+
+# -- (exchange, symbol) is the key ----------------------------------------------------
+
+
+def error(exchange: str, served: str) -> dict[str, str]:
+    return {"error": f"exchange: {exchange} is not served here ({served})", "param": "exchange"}
+
+
+def test_btcusdt_spot_and_btcusdt_futures_in_one_database_never_merge(
+    launch: Callable[..., Spikewatch], frames: list[bytes], futures_frames: list[bytes]
+) -> None:
+    spot = launch("BTCUSDT")
+    spot.feed(frames)
+    spot_signals = list(spot.emitted)
+    spot.stop()
+    futures = launch("BTCUSDT", FUTURES)  # a futures run on the same database file
+    futures.feed(futures_frames)
+    futures_signals = list(futures.emitted)
+    assert len(futures_signals) == FUTURES_SIGNALS
+    assert futures.store.count("BTCUSDT") == RECORDED_SIGNALS + FUTURES_SIGNALS
+    # the spot recording goes on 5 minutes longer: its latest spike is the newer one
+    assert spot_signals[-1].time_us > futures_signals[-1].time_us
+
+    # the futures server lists futures signals only, asked by name or by default
+    for query in ({"exchange": FUTURES}, {"exchange": "Binance-USDM"}, {}):
+        pages = walk(futures, symbol="BTCUSDT", limit=100, **query)
+        assert [i for page in pages for i in page] == newest_first(futures_signals)
+    status, body = futures.get("/api/signals", exchange=FUTURES, limit=1000)
+    assert status == 200
+    assert {s["exchange"] for s in body["signals"]} == {FUTURES}
+    assert futures.get("/api/get_signal") == (200, as_json(futures_signals[-1]))
+    assert futures.get("/api/get_signal", symbol="btcusdt", exchange=FUTURES) == (
+        200,
+        as_json(futures_signals[-1]),
+    )
+    # it does not serve the spot signals of its database
+    for path in ("/api/get_signal", "/api/signals", "/api/bars", "/api/gaps"):
+        assert futures.get(path, exchange=SPOT) == (400, error(SPOT, FUTURES)), path
+    futures.stop()
+
+    # started again on that database, each serves its own exchange's latest signal
+    futures = launch("BTCUSDT", FUTURES)
+    assert futures.engine.latest_signal() == futures_signals[-1]
+    assert futures.engine.latest_signal("BTCUSDT") == futures_signals[-1]
+    assert futures.get("/api/get_signal") == (200, as_json(futures_signals[-1]))
+    futures.stop()
+    spot = launch("BTCUSDT")
+    assert spot.get("/api/get_signal", exchange=SPOT) == (200, as_json(spot_signals[-1]))
+    pages = walk(spot, exchange=SPOT, limit=1000)
+    assert pages == [newest_first(spot_signals)]
+    assert spot.get("/api/signals", exchange=FUTURES) == (400, error(FUTURES, SPOT))
+
+
+def test_a_spot_engine_started_on_newer_futures_signals_serves_its_own_latest(
+    launch: Callable[..., Spikewatch], frames: list[bytes], futures_frames: list[bytes]
+) -> None:
+    spot = launch("BTCUSDT")
+    spot.feed(frames[:8000])
+    spot_latest = spot.emitted[-1]
+    spot.stop()
+    futures = launch("BTCUSDT", FUTURES)
+    futures.feed(futures_frames)
+    assert futures.emitted[-1].time_us > spot_latest.time_us  # newer, same symbol
+    futures.stop()
+
+    spot = launch("BTCUSDT")
+
+    assert spot.engine.latest_signal() == spot_latest
+    assert spot.get("/api/get_signal") == (200, as_json(spot_latest))
+    assert spot.get("/api/get_signal", symbol="BTCUSDT") == (200, as_json(spot_latest))
+    _, body = spot.get("/api/signals", limit=1)
+    assert body["signals"] == [as_json(spot_latest)]
+
+
+def test_bars_and_gaps_are_of_the_exchange_served(
+    launch: Callable[..., Spikewatch], futures_frames: list[bytes]
+) -> None:
+    futures = launch("BTCUSDT", FUTURES)
+    futures.feed(futures_frames[:2000])
+    gaps = {
+        exchange: GapRecord(
+            exchange=exchange,
+            symbol="BTCUSDT",
+            first_id=first,
+            last_id=first + 9,
+            missing=10,
+            time_us=MIDNIGHT_MS * 1000,
+            timestamp=MIDNIGHT_ISO,
+            reason="REST down",
+        )
+        for exchange, first in ((SPOT, 3_735_690_000), (FUTURES, 5_266_590_000))
+    }
+    for record in gaps.values():
+        futures.store.add_gap(record)
+
+    status, body = futures.get("/api/bars", exchange=FUTURES, limit=5)
+    assert status == 200
+    assert (body["exchange"], body["symbol"]) == (FUTURES, "BTCUSDT")
+    assert body["bars"] == as_json(futures.engine.bars("BTCUSDT", 5))
+    _, default = futures.get("/api/bars", limit=5)
+    assert default == body
+    assert futures.get("/api/gaps") == (200, {"gaps": [as_json(gaps[FUTURES])], "count": 1})
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("/api/get_signal", "binance usdm"),
+        ("/api/signals", "-binance"),
+        ("/api/bars", "bïnance"),
+        ("/api/gaps", "x" * 41),
+    ],
+)
+def test_a_malformed_exchange_is_a_400_naming_it(
+    spikewatch: Spikewatch, path: str, value: str
+) -> None:
+    status, body = spikewatch.get(path, exchange=value)
+
+    assert status == 400
+    assert body["param"] == "exchange"
+    assert "is not an exchange name" in body["error"]
 
 
 # -- /api/status ---------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -80,7 +79,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
             status = get(port, "/api/status")
             assert status["restored_from_checkpoint"] == ["BTCUSDT"]
             assert status["symbols"]["BTCUSDT"]["gap_records"] == 0
-            time.sleep(0.5)  # let the writer finish the last batch
+            wait_until(lambda: get(port, "/api/status")["store"]["queued"] == 0)
         finally:
             app.send_signal(signal.SIGTERM)
             app.wait(10)

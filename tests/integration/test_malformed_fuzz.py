@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikewatch.config import load_settings
+from spikewatch.core.model import Signal
 from spikewatch.engine import Engine
 from spikewatch.store.sqlite import SQLiteSignalStore
 
@@ -19,7 +20,7 @@ GOOD = 600
 
 def _mutations(frame: bytes) -> st.SearchStrategy[bytes]:
     doc = json.loads(frame)
-    bad_values = st.sampled_from(
+    bad_values: st.SearchStrategy[object] = st.sampled_from(
         ["0", "-1", "NaN", "inf", "1e5", "", "abc", None, 1.5, [], {}, "9" * 400, -(2**70)]
     )
     fields = st.sampled_from(["p", "q", "t", "T", "s", "m"])
@@ -59,7 +60,7 @@ def test_bad_frames_are_counted_and_good_trades_all_processed(
     store = SQLiteSignalStore(settings_.db)
     try:
         engine = Engine(settings_, store)
-        found = []
+        found: list[Signal] = []
         engine.add_listener(found.append)
         for frame in stream:
             engine.handle_frame(frame)  # must never raise

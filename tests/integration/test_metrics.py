@@ -79,12 +79,13 @@ def buckets(samples: list[Sample], name: str, **labels: str) -> dict[float, floa
 
 
 @pytest.fixture
-def make_offline(tmp_path: Path) -> Iterator[Callable[[], Offline]]:
+def make_offline(tmp_path: Path) -> Iterator[Callable[..., Offline]]:
     stores: list[SQLiteSignalStore] = []
 
-    def make() -> Offline:
+    def make(exchange: str = "binance", symbols: str = "BTCUSDT,ETHUSDT") -> Offline:
         settings = load_settings(
-            {"db": str(tmp_path / f"m{len(stores)}.db"), "symbols": "BTCUSDT,ETHUSDT"}, env={}
+            {"db": str(tmp_path / f"m{len(stores)}.db"), "symbols": symbols, "exchange": exchange},
+            env={},
         )
         store = SQLiteSignalStore(settings.db)
         stores.append(store)
@@ -101,7 +102,7 @@ def make_offline(tmp_path: Path) -> Iterator[Callable[[], Offline]]:
 
 
 @pytest.fixture
-def offline(make_offline: Callable[[], Offline]) -> Offline:
+def offline(make_offline: Callable[..., Offline]) -> Offline:
     return make_offline()
 
 
@@ -127,8 +128,8 @@ def test_metrics_count_trades_malformed_frames_signals_and_ingest_lag(
 
     assert value(m["spikewatch_frames"], "spikewatch_frames_total") == len(frames)
     trades = m["spikewatch_trades"]
-    assert value(trades, "spikewatch_trades_total", symbol="BTCUSDT") == 5000
-    assert value(trades, "spikewatch_trades_total", symbol="ETHUSDT") == 0
+    assert value(trades, "spikewatch_trades_total", exchange="binance", symbol="BTCUSDT") == 5000
+    assert value(trades, "spikewatch_trades_total", exchange="binance", symbol="ETHUSDT") == 0
     malformed = m["spikewatch_malformed_frames"]
     assert {s.labels["kind"]: s.value for s in malformed if s.name.endswith("_total")} == {
         "not_json": 2,
@@ -144,7 +145,10 @@ def test_metrics_count_trades_malformed_frames_signals_and_ingest_lag(
     assert by_detector == {offline.signals[0]: len(offline.signals)}
     assert offline.signals[0].startswith("volume_spike-w200-")
     assert value(
-        m["spikewatch_symbol_signals"], "spikewatch_symbol_signals_total", symbol="BTCUSDT"
+        m["spikewatch_symbol_signals"],
+        "spikewatch_symbol_signals_total",
+        exchange="binance",
+        symbol="BTCUSDT",
     ) == len(offline.signals)
 
     # The lag histogram holds every trade fed with a receive time, in the right buckets.
@@ -152,14 +156,22 @@ def test_metrics_count_trades_malformed_frames_signals_and_ingest_lag(
     good_frames = set(good)
     trade_lags = [LAGS_MS[i % len(LAGS_MS)] for i, f in enumerate(frames) if f in good_frames]
     assert len(trade_lags) == 5000
-    assert value(lag, "spikewatch_ingest_lag_seconds_count", symbol="BTCUSDT") == 5000
-    assert value(lag, "spikewatch_ingest_lag_seconds_sum", symbol="BTCUSDT") == pytest.approx(
-        sum(trade_lags) / 1000
+    assert (
+        value(lag, "spikewatch_ingest_lag_seconds_count", exchange="binance", symbol="BTCUSDT")
+        == 5000
     )
+    assert value(
+        lag, "spikewatch_ingest_lag_seconds_sum", exchange="binance", symbol="BTCUSDT"
+    ) == pytest.approx(sum(trade_lags) / 1000)
     expected = {bound / 1000: sum(x <= bound for x in trade_lags) for bound in LAG_BUCKETS_MS}
     expected[float("inf")] = 5000
-    assert buckets(lag, "spikewatch_ingest_lag_seconds", symbol="BTCUSDT") == expected
-    assert value(lag, "spikewatch_ingest_lag_seconds_count", symbol="ETHUSDT") == 0
+    assert (
+        buckets(lag, "spikewatch_ingest_lag_seconds", exchange="binance", symbol="BTCUSDT")
+        == expected
+    )
+    assert (
+        value(lag, "spikewatch_ingest_lag_seconds_count", exchange="binance", symbol="ETHUSDT") == 0
+    )
 
     # Nothing connected, started or streaming.
     assert value(m["spikewatch_connected"], "spikewatch_connected") == 0
@@ -168,8 +180,8 @@ def test_metrics_count_trades_malformed_frames_signals_and_ingest_lag(
     assert value(m["spikewatch_store_queue_depth"], "spikewatch_store_queue_depth") == 0
     assert value(m["spikewatch_store_write_seconds"], "spikewatch_store_write_seconds_count") == 0
     warmed = m["spikewatch_warmed_up"]
-    assert value(warmed, "spikewatch_warmed_up", symbol="BTCUSDT") == 1
-    assert value(warmed, "spikewatch_warmed_up", symbol="ETHUSDT") == 0
+    assert value(warmed, "spikewatch_warmed_up", exchange="binance", symbol="BTCUSDT") == 1
+    assert value(warmed, "spikewatch_warmed_up", exchange="binance", symbol="ETHUSDT") == 0
 
 
 def test_trades_without_a_receive_time_are_left_out_of_the_lag_histogram(
@@ -178,13 +190,20 @@ def test_trades_without_a_receive_time_are_left_out_of_the_lag_histogram(
     offline.feed(btc_frames[:300])  # recv_ns=0: a replay, not a live receive
     m = offline.metrics()
 
-    assert value(m["spikewatch_trades"], "spikewatch_trades_total", symbol="BTCUSDT") == 300
+    assert (
+        value(
+            m["spikewatch_trades"], "spikewatch_trades_total", exchange="binance", symbol="BTCUSDT"
+        )
+        == 300
+    )
     lag = m["spikewatch_ingest_lag_seconds"]
-    assert value(lag, "spikewatch_ingest_lag_seconds_count", symbol="BTCUSDT") == 0
+    assert (
+        value(lag, "spikewatch_ingest_lag_seconds_count", exchange="binance", symbol="BTCUSDT") == 0
+    )
 
 
 def test_each_app_reports_its_own_engine(
-    make_offline: Callable[[], Offline], btc_frames: list[bytes]
+    make_offline: Callable[..., Offline], btc_frames: list[bytes]
 ) -> None:
     first, second = make_offline(), make_offline()
     first.feed(btc_frames[:10])
@@ -192,6 +211,29 @@ def test_each_app_reports_its_own_engine(
 
     assert value(first.metrics()["spikewatch_frames"], "spikewatch_frames_total") == 10
     assert value(second.metrics()["spikewatch_frames"], "spikewatch_frames_total") == 20
+
+
+FUTURES_FRAMES = "binance-usdm-BTCUSDT-trade-combined.hftbacktest-2024-08-08T2354Z_first-300.jsonl"
+
+
+def test_btcusdt_futures_and_btcusdt_spot_are_two_series_told_apart_by_the_exchange_label(
+    make_offline: Callable[..., Offline], btc_frames: list[bytes], fixtures_dir: Path
+) -> None:
+    futures_frames = (fixtures_dir / FUTURES_FRAMES).read_bytes().splitlines()
+    spot, futures = make_offline(symbols="BTCUSDT"), make_offline("binance-usdm", "BTCUSDT")
+    spot.feed(btc_frames[:500], LAGS_MS)
+    futures.feed(futures_frames, LAGS_MS)
+
+    s, f = spot.metrics(), futures.metrics()
+
+    for name in ("spikewatch_trades_total", "spikewatch_ingest_lag_seconds_count"):
+        family = name.removesuffix("_total").removesuffix("_count")
+        assert value(s[family], name, exchange="binance", symbol="BTCUSDT") == 500
+        assert value(f[family], name, exchange="binance-usdm", symbol="BTCUSDT") == 300
+    # every per-symbol sample carries its exchange: the futures app has no spot series
+    per_symbol = [x for samples in f.values() for x in samples if "symbol" in x.labels]
+    assert per_symbol
+    assert {x.labels["exchange"] for x in per_symbol} == {"binance-usdm"}
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="process metrics are read from /proc")
@@ -311,11 +353,16 @@ def test_live_metrics_show_the_connection_the_trades_and_the_store_writes(live: 
 
     assert value(m["spikewatch_connected"], "spikewatch_connected") == 1
     assert value(m["spikewatch_connections"], "spikewatch_connections_total") == 1
-    trades = value(m["spikewatch_trades"], "spikewatch_trades_total", symbol="BTCUSDT")
+    trades = value(
+        m["spikewatch_trades"], "spikewatch_trades_total", exchange="binance", symbol="BTCUSDT"
+    )
     assert trades == LIVE_FRAMES
     lag = m["spikewatch_ingest_lag_seconds"]
     # every live trade has its receive time: the histogram counts each one
-    assert value(lag, "spikewatch_ingest_lag_seconds_count", symbol="BTCUSDT") == LIVE_FRAMES
+    assert (
+        value(lag, "spikewatch_ingest_lag_seconds_count", exchange="binance", symbol="BTCUSDT")
+        == LIVE_FRAMES
+    )
     status = live.engine.status()
     assert status.store.written > 0
     writes = m["spikewatch_store_write_seconds"]

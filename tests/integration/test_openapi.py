@@ -165,10 +165,12 @@ def test_component_schemas_come_from_the_structs_the_endpoints_send(service: Ser
     schemas = document(service)["components"]["schemas"]
 
     # "Signal" is one of the detectors' signal types, told apart by signal_type
-    assert schemas["Signal"]["discriminator"]["mapping"] == {
-        "VolumeSpike": "#/components/schemas/VolumeSpikeSignal"
-    }
-    assert schemas["Signal"]["oneOf"] == [{"$ref": "#/components/schemas/VolumeSpikeSignal"}]
+    # (a detector plugged in by the process, as tests/integration/test_extension.py does,
+    # adds its own type: every signal type defined is in the document)
+    mapping = schemas["Signal"]["discriminator"]["mapping"]
+    assert mapping["VolumeSpike"] == "#/components/schemas/VolumeSpikeSignal"
+    assert {"$ref": "#/components/schemas/VolumeSpikeSignal"} in schemas["Signal"]["oneOf"]
+    assert len(schemas["Signal"]["oneOf"]) == len(mapping)
     spike = schemas["VolumeSpikeSignal"]
     assert set(spike["required"]) == set(spike["properties"]) >= {"id", "ratio", "time_us"}
     assert spike["properties"]["signal_type"] == {"enum": ["VolumeSpike"]}
@@ -192,6 +194,26 @@ def test_component_schemas_come_from_the_structs_the_endpoints_send(service: Ser
     }
 
 
+def test_every_endpoint_that_takes_a_symbol_takes_its_exchange_too(service: Service) -> None:
+    paths = document(service)["paths"]
+
+    with_symbol = {
+        path
+        for path, item in paths.items()
+        if "symbol" in {p["name"] for p in item.get("get", {}).get("parameters", [])}
+    }
+    assert with_symbol == {
+        "/api/get_signal",
+        "/api/signals",
+        "/api/bars",
+        "/api/gaps",
+        "/api/stream",
+    }
+    for path in with_symbol:
+        names = [p["name"] for p in paths[path]["get"]["parameters"]]
+        assert "exchange" in names, path
+
+
 # -- real responses against the document ---------------------------------------------
 
 
@@ -211,9 +233,13 @@ def test_get_signal_before_the_first_spike_matches_the_document(service: Service
         ("/api/get_signal", {"symbol": "ETHUSDT"}),
         ("/api/signals", {}),
         ("/api/signals", {"symbol": "BTCUSDT", "limit": "3", "since": "2024-08-08T23:55:00Z"}),
+        ("/api/signals", {"exchange": "binance", "symbol": "BTCUSDT"}),
+        ("/api/get_signal", {"exchange": "BINANCE"}),
         ("/api/signals", {"until": "1723161000000", "limit": "1000"}),
         ("/api/bars", {}),
         ("/api/bars", {"symbol": "ethusdt", "limit": "5"}),
+        ("/api/bars", {"exchange": "binance"}),
+        ("/api/gaps", {"exchange": "binance", "symbol": "BTCUSDT"}),
         ("/api/status", {}),
         ("/healthz", {}),
     ],
@@ -237,10 +263,8 @@ def test_a_signal_page_and_its_cursor_match_the_document(fed: Service) -> None:
     check.validate(first)
     assert first["count"] == 2
     assert first["signals"][0]["symbol"] == "BTCUSDT"
-    assert re.fullmatch(
-        spec["paths"]["/api/signals"]["get"]["parameters"][4]["schema"]["pattern"],
-        first["next_cursor"],
-    )
+    parameters = {p["name"]: p for p in spec["paths"]["/api/signals"]["get"]["parameters"]}
+    assert re.fullmatch(parameters["cursor"]["schema"]["pattern"], first["next_cursor"])
     second = fed.client.get(
         "/api/signals", query_string={"limit": 2, "cursor": first["next_cursor"]}
     ).get_json()
@@ -268,6 +292,8 @@ def test_the_bars_of_a_fed_engine_match_the_document(fed: Service) -> None:
         ("/api/signals", {"since": "yesterday"}, "since"),
         ("/api/signals", {"cursor": "not a cursor"}, "cursor"),
         ("/api/bars", {"symbol": "SOLUSDT"}, "symbol"),
+        ("/api/signals", {"exchange": "binance-usdm"}, "exchange"),
+        ("/api/gaps", {"exchange": "not an exchange"}, "exchange"),
         ("/api/status", {"verbose": "1"}, "verbose"),
     ],
 )
@@ -306,6 +332,10 @@ def test_readiness_of_an_engine_that_is_not_running_matches_the_document(fed: Se
         ("since", "2024-W32-5", False),
         ("since", "1" * 5000, False),  # int() refuses over 4300 digits: this was a 500
         ("cursor", "!!!!", False),
+        ("exchange", "binance", True),
+        ("exchange", "Binance", True),
+        ("exchange", "binance usdm", False),
+        ("exchange", "-binance", False),
     ],
 )
 def test_string_parameters_are_accepted_exactly_when_the_document_says_so(
@@ -392,7 +422,7 @@ def test_the_live_app_serves_the_fuzzed_document(live_url: str) -> None:
     suppress_health_check=list(hypothesis.HealthCheck),
 )
 def test_schemathesis_finds_no_server_error_and_no_response_off_the_document(
-    case: schemathesis.Case, live_url: str
+    case: schemathesis.Case[Any], live_url: str
 ) -> None:
     # Not positive_data_acceptance: some rules are beyond a schema (until must be later
     # than since; a cursor must be one the server issued; /api/bars takes only the

@@ -223,7 +223,8 @@ def test_a_restart_continues_from_the_checkpoint_with_the_same_signals(
         first, _ = start(sim=sim, db=db, checkpoint_interval=0.2)
         wait_for(lambda: first.status().symbols["BTCUSDT"].trades > 3000)
         first.stop()  # a restart mid-stream: trades go on meanwhile
-        time.sleep(0.5)
+        played = sim.stats().played
+        wait_for(lambda: sim.stats().played >= played + 100)  # missed while it was down
         second, _ = start(sim=sim, db=db)
         assert second.status().restored_from_checkpoint == ["BTCUSDT"]
         wait_for(all_processed(second, frames))

@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from spikewatch.core.model import Signal, VolumeSpikeSignal, iso_utc
+from spikewatch.core.model import GapRecord, Signal, VolumeSpikeSignal, iso_utc
 from spikewatch.store import Cursor, SQLiteSignalStore, StoreWriter
 from spikewatch.store.sqlite import SCHEMA_VERSION, SchemaTooNew
 
@@ -24,12 +24,12 @@ DETECTOR = "volume_spike-w200-x10"
 T0_US = 1_723_161_600_000_000
 
 
-def make_signal(symbol: str, trade_id: int, time_us: int) -> Signal:
+def make_signal(symbol: str, trade_id: int, time_us: int, exchange: str = "binance") -> Signal:
     """A volume-spike signal shaped like the ones the detector raises."""
     price, volume = 61_837.63, 0.5
     return VolumeSpikeSignal(
-        id=f"binance:{symbol}:{DETECTOR}:{trade_id}",
-        exchange="binance",
+        id=f"{exchange}:{symbol}:{DETECTOR}:{trade_id}",
+        exchange=exchange,
         symbol=symbol,
         detector=DETECTOR,
         trade_id=trade_id,
@@ -111,7 +111,7 @@ def test_new_database_is_created_at_the_current_schema_version(
     store: SQLiteSignalStore, db_path: Path
 ) -> None:
     assert db_path.exists()
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     assert store.schema_version() == SCHEMA_VERSION
     assert store.count() == 0
     assert store.latest() is None
@@ -437,3 +437,205 @@ def test_signals_stored_before_a_restart_are_not_delivered_again(
         assert min(s.trade_id for s in after) > max(s.trade_id for s in before)
     finally:
         store.close()
+
+
+# -- (exchange, symbol) is the key ---------------------------------------------------
+
+SPOT, FUTURES = "binance", "binance-usdm"
+
+
+def spot_and_futures() -> list[Signal]:
+    """BTCUSDT on spot and on USD-M futures, and ETHUSDT spot: 30 signals whose trade times
+    interleave (futures trade ids are of another range, as on Binance)."""
+    out = []
+    for i in range(10):
+        out.append(make_signal("BTCUSDT", 3_735_683_259 + i, T0_US + i * 1000, SPOT))
+        out.append(make_signal("BTCUSDT", 5_266_583_935 + i, T0_US + i * 1000 + 500, FUTURES))
+        out.append(make_signal("ETHUSDT", 1_518_000_000 + i, T0_US + i * 1000, SPOT))
+    return out
+
+
+def gap(exchange: str, symbol: str, first_id: int, time_us: int) -> GapRecord:
+    return GapRecord(
+        exchange=exchange,
+        symbol=symbol,
+        first_id=first_id,
+        last_id=first_id + 9,
+        missing=10,
+        time_us=time_us,
+        timestamp=iso_utc(time_us),
+        reason="REST down",
+    )
+
+
+def test_btcusdt_spot_and_btcusdt_futures_are_read_apart(store: SQLiteSignalStore) -> None:
+    signals = spot_and_futures()
+    store.add(shuffled(signals))
+    futures = [s for s in signals if s.exchange == FUTURES]
+    spot_btc = [s for s in signals if s.exchange == SPOT and s.symbol == "BTCUSDT"]
+
+    page = store.page(exchange=FUTURES, limit=100)
+    assert [s.id for s in page.signals] == newest_first(futures)
+    both = store.page(exchange=SPOT, symbol="BTCUSDT", limit=100).signals
+    assert [s.id for s in both] == newest_first(spot_btc)
+    payloads, _ = store.page_json(exchange=SPOT, symbol="BTCUSDT", limit=100)
+    assert [msgspec.json.decode(p)["id"] for p in payloads] == newest_first(spot_btc)
+    assert store.page(symbol="BTCUSDT", limit=100).signals == sorted(
+        futures + spot_btc, key=lambda s: (s.time_us, s.id), reverse=True
+    ), "no exchange: both"
+
+    latest_futures = store.latest("BTCUSDT", exchange=FUTURES)
+    assert latest_futures is not None
+    assert latest_futures.id == newest_first(futures)[0]
+    assert store.latest(exchange="binance-coinm") is None
+
+    assert (store.count(), store.count("BTCUSDT")) == (30, 20)
+    assert store.count(exchange=SPOT) == 20
+    assert store.count("BTCUSDT", exchange=FUTURES) == 10
+    assert store.count("ETHUSDT", exchange=FUTURES) == 0
+
+    delivered = store.after_seq(0, exchange=FUTURES)
+    assert [s for _, s in delivered] == [s for s in shuffled(signals) if s.exchange == FUTURES]
+    assert store.after_seq(0, symbol="ETHUSDT", exchange=FUTURES) == []
+
+
+@pytest.mark.parametrize("limit", [1, 3, 4])
+def test_paging_one_exchange_with_next_cursor_visits_its_signals_once(
+    store: SQLiteSignalStore, limit: int
+) -> None:
+    signals = spot_and_futures()
+    store.add(shuffled(signals))
+
+    for exchange, symbol in ((SPOT, None), (SPOT, "BTCUSDT"), (FUTURES, "BTCUSDT")):
+        walked: list[str] = []
+        after: Cursor | None = None
+        while True:
+            page = store.page(exchange=exchange, symbol=symbol, limit=limit, after=after)
+            walked += [s.id for s in page.signals]
+            if page.next_cursor is None:
+                break
+            after = page.next_cursor
+        assert walked == newest_first(
+            [s for s in signals if s.exchange == exchange and symbol in (None, s.symbol)]
+        )
+
+
+def test_gaps_are_read_by_exchange(store: SQLiteSignalStore) -> None:
+    spot_gap = gap(SPOT, "BTCUSDT", 3_735_690_000, T0_US + 2_000_000)
+    futures_gap = gap(FUTURES, "BTCUSDT", 5_266_590_000, T0_US + 1_000_000)
+    store.add_gap(spot_gap)
+    store.add_gap(futures_gap)
+
+    assert store.gaps() == [spot_gap, futures_gap]
+    assert store.gaps(exchange=FUTURES) == [futures_gap]
+    assert store.gaps(exchange=SPOT, symbol="BTCUSDT") == [spot_gap]
+    assert store.gaps(exchange=SPOT, symbol="ETHUSDT") == []
+
+
+#: The schema a spikewatch of schema version 3 created, as it was (not read from
+#: MIGRATIONS, so that a change to an old migration cannot go unnoticed here).
+V3_SCHEMA = """
+CREATE TABLE signals (
+    id TEXT PRIMARY KEY,
+    exchange TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    detector TEXT NOT NULL,
+    trade_id INTEGER NOT NULL,
+    time_us INTEGER NOT NULL,
+    payload BLOB NOT NULL
+, seq INTEGER);
+CREATE INDEX signals_by_time ON signals (time_us, id);
+CREATE INDEX signals_by_symbol_time ON signals (symbol, time_us, id);
+CREATE UNIQUE INDEX signals_by_seq ON signals (seq);
+CREATE TABLE gaps (
+    exchange TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
+    time_us INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (exchange, symbol, first_id)
+);
+CREATE INDEX gaps_by_time ON gaps (time_us);
+CREATE TABLE checkpoints (
+    exchange TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (exchange, symbol)
+);
+PRAGMA user_version = 3;
+"""
+
+
+def test_a_version_3_database_migrates_in_place_keeping_its_signals_apart_by_exchange(
+    db_path: Path,
+) -> None:
+    signals = spot_and_futures()
+    gaps = [
+        gap(SPOT, "BTCUSDT", 3_735_690_000, T0_US),
+        gap(FUTURES, "BTCUSDT", 5_266_590_000, T0_US),
+    ]
+    with contextlib.closing(sqlite3.connect(db_path)) as raw:
+        raw.executescript(V3_SCHEMA)
+        raw.executemany(
+            "INSERT INTO signals (id, exchange, symbol, detector, trade_id, time_us, payload, seq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    s.id,
+                    s.exchange,
+                    s.symbol,
+                    s.detector,
+                    s.trade_id,
+                    s.time_us,
+                    msgspec.json.encode(s),
+                    n,
+                )
+                for n, s in enumerate(signals, 1)
+            ],
+        )
+        raw.executemany(
+            "INSERT INTO gaps (exchange, symbol, first_id, last_id, time_us, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (g.exchange, g.symbol, g.first_id, g.last_id, g.time_us, msgspec.json.encode(g))
+                for g in gaps
+            ],
+        )
+        raw.commit()
+
+    store = SQLiteSignalStore(db_path)
+    try:
+        assert store.schema_version() == SCHEMA_VERSION == 4
+        assert store.count() == 30
+        assert [s for _, s in store.after_seq(0)] == signals, "kept, with their delivery numbers"
+        futures = [s for s in signals if s.exchange == FUTURES]
+        assert store.page(exchange=FUTURES, symbol="BTCUSDT", limit=100).signals == futures[::-1]
+        assert store.latest("BTCUSDT", exchange=SPOT) == signals[-3]
+        assert store.gaps(exchange=FUTURES) == [gaps[1]]
+        new = make_signal("BTCUSDT", 5_266_583_999, T0_US + 60_000_000, FUTURES)
+        assert store.add([new]) == 1
+        assert store.after_seq(30) == [(31, new)]
+    finally:
+        store.close()
+    # a page of one exchange (and symbol) is read in order from an index: no sort of the
+    # exchange's whole history for every page
+    with contextlib.closing(sqlite3.connect(db_path)) as raw:
+        for where, args in (
+            ("exchange = ?", (FUTURES,)),
+            ("exchange = ? AND symbol = ?", (FUTURES, "BTCUSDT")),
+        ):
+            plan = raw.execute(
+                f"EXPLAIN QUERY PLAN SELECT payload FROM signals WHERE {where} "
+                "ORDER BY time_us DESC, id DESC LIMIT 100",
+                args,
+            ).fetchall()
+            steps = " / ".join(str(row[-1]) for row in plan)
+            assert "USING INDEX signals_by_exchange" in steps, steps
+            assert "TEMP B-TREE" not in steps, steps
+        plan = raw.execute(
+            "EXPLAIN QUERY PLAN SELECT payload FROM gaps WHERE exchange = ? AND symbol = ? "
+            "ORDER BY time_us DESC LIMIT 100",
+            (FUTURES, "BTCUSDT"),
+        ).fetchall()
+        assert "TEMP B-TREE" not in " / ".join(str(row[-1]) for row in plan)

@@ -7,15 +7,17 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from spikewatch.core.model import Signal, VolumeSpikeSignal, iso_utc
 from spikewatch.engine import Engine
 from spikewatch.replay.simulator import SimulatorThread
+from spikewatch.store.sqlite import SQLiteSignalStore
 
 from helpers import served_engine
 
@@ -38,14 +40,15 @@ class SseEvent:
 
 def read_events(
     port: int, path: str = "/api/stream", headers: dict[str, str] | None = None
-) -> Iterator[SseEvent]:
+) -> Generator[SseEvent, None, None]:
     """Connect and yield events as they arrive (comments skipped)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("GET", path, headers=headers or {})
     response = conn.getresponse()
     assert response.status == 200
     assert response.getheader("Content-Type", "").startswith("text/event-stream")
-    kind, ident, data = "message", None, []
+    kind, ident = "message", None
+    data: list[bytes] = []
     try:
         while True:
             line = response.fp.readline()
@@ -108,7 +111,8 @@ def test_stream_pushes_each_signal_as_it_happens_and_status_every_interval(live:
 def msgspec_dict(signal: Any) -> dict[str, Any]:
     import msgspec
 
-    return json.loads(msgspec.json.encode(signal))
+    decoded: dict[str, Any] = json.loads(msgspec.json.encode(signal))
+    return decoded
 
 
 def test_a_client_resuming_with_last_event_id_gets_exactly_what_it_missed(live: Live) -> None:
@@ -179,3 +183,57 @@ def test_two_hundred_clients_each_get_every_signal(live: Live) -> None:
     firsts = {r.split(b"event: signal\n", 1)[1].split(b"\n\n", 1)[0] for r in received}
     assert len(firsts) == 1  # everyone got the same first signal
     assert live.engine.hub.stats().dropped_slow == 0
+
+
+def futures_signal(n: int) -> Signal:
+    """A USD-M futures BTCUSDT spike, as a futures run on the same database stores it."""
+    time_us = 1_723_161_300_000_000 + n * 1000
+    return VolumeSpikeSignal(
+        id=f"binance-usdm:BTCUSDT:volume_spike-w200-x10:{5_266_583_935 + n}",
+        exchange="binance-usdm",
+        symbol="BTCUSDT",
+        detector="volume_spike-w200-x10",
+        trade_id=5_266_583_935 + n,
+        timestamp=iso_utc(time_us),
+        time_us=time_us,
+        price=61_800.3,
+        volume=2.0,
+        quote_volume=123_600.6,
+        side="sell",
+        average_volume=0.1,
+        ratio=20.0,
+        window=200,
+        threshold=10.0,
+    )
+
+
+def test_a_spot_stream_resumes_and_goes_on_without_the_futures_signals_of_its_database(
+    tmp_path: Path, btc_frames: list[bytes]
+) -> None:
+    db = tmp_path / "shared.db"
+    store = SQLiteSignalStore(db)
+    store.add([futures_signal(n) for n in range(5)])  # delivery numbers 1..5
+    store.close()
+    with served_engine(btc_frames[:8000], db, speed=40, status_interval=0.2) as served:
+        conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+        conn.request("GET", "/api/stream?exchange=binance-usdm")
+        response = conn.getresponse()
+        assert (response.status, json.loads(response.read())) == (
+            400,
+            {"error": "exchange: binance-usdm is not served here (binance)", "param": "exchange"},
+        )
+        conn.close()
+
+        served.engine.start()
+        for path in ("/api/stream?exchange=binance&last_event_id=0", "/api/stream?last_event_id=0"):
+            stream = read_events(served.port, path)
+            signals = []
+            for event in stream:
+                if event.kind == "signal":
+                    signals.append(event)
+                    if len(signals) == 5:
+                        break
+            stream.close()
+            # the resume from 0 skips the futures signals 1..5, live or replayed from the store
+            assert [e.id for e in signals] == [6, 7, 8, 9, 10], path
+            assert {e.data["exchange"] for e in signals} == {"binance"}

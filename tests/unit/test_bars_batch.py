@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from spikewatch.core.bars import BarSeries
 from spikewatch.core.model import Side, Trade, TradeBatch
-from spikewatch.core.sequencer import Sequencer
+from spikewatch.core.sequencer import Gap, Sequencer
 
 T0 = 1_723_161_255_000_000  # 2024-08-08T23:54:15Z, in µs
 
@@ -63,7 +63,8 @@ def test_accept_run_accepts_exactly_what_offer_would_pass_straight_through(
         for seq in (accepting, offering):
             seq.offer(trade(start + 5))
     ids = list(range(first, first + count))
-    released, gaps = [], []
+    released: list[int] = []
+    gaps: list[Gap | None] = []
     for tid in ids:
         ready, gap = offering.offer(trade(tid))
         released.extend(t.trade_id for t in ready)

@@ -316,7 +316,7 @@ def test_process_batch_feeds_a_detector_without_update_batch_trade_by_trade() ->
             pass
 
     counting = Counting()
-    pipeline = detection(lambda ex, sym: (counting,))  # type: ignore[arg-type, return-value]
+    pipeline = detection(lambda ex, sym: (counting,))
     run(pipeline, TradeBatch.from_trades(make_trades([1, 2, 3], ids=[5, 5, 6])))
     assert counting.seen == [5, 6]
 

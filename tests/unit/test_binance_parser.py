@@ -301,12 +301,6 @@ def test_rest_requests_are_the_spot_paths_with_weight_25_and_no_key() -> None:
     assert spot.trades_from_id("BTCUSDT", 42, 10) == RestRequest(
         "/api/v3/historicalTrades?symbol=BTCUSDT&fromId=42&limit=10", 25
     )
-    # the path methods the engine still calls give the same paths
-    assert spot.recent_trades_path("BTCUSDT", 5000) == spot.recent_trades("BTCUSDT", 5000).path
-    assert (
-        spot.historical_trades_path("BTCUSDT", 42, 10)
-        == spot.trades_from_id("BTCUSDT", 42, 10).path
-    )
 
 
 def test_spot_limits_and_simulator_paths() -> None:

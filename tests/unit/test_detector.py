@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from spikewatch.core.decimal import MAX_UNITS
 from spikewatch.core.detectors import VolumeSpikeDetector
-from spikewatch.core.model import Side, Signal, Trade
+from spikewatch.core.model import Side, Signal, Trade, VolumeSpikeSignal
 from spikewatch.exchanges.binance import BinanceSpot
 
 from helpers import detection, run
@@ -181,6 +181,7 @@ def test_spike_signals_describe_the_trade_that_fired(
         assert signal.signal_type == "VolumeSpike"
         assert (signal.exchange, signal.symbol) == ("binance", "BTCUSDT")
         assert signal.detector == "volume_spike-w200-x10"
+        assert isinstance(signal, VolumeSpikeSignal)
         assert signal.side == ("sell" if event["m"] else "buy")
         assert signal.timestamp == iso_ms(event["T"])
         assert signal.time_us == event["T"] * 1000
@@ -390,7 +391,9 @@ def test_jump_in_trade_ids_counts_a_gap_and_the_missing_trades() -> None:
         run(pipeline, Trade("binance", "BTCUSDT", trade_id, 1, 1, trade_id, Side.BUY))
     (stats,) = pipeline.stats()
     assert (stats.trades, stats.gaps, stats.missing_trades, stats.duplicates) == (5, 2, 5, 0)
-    assert pipeline.find("binance", "BTCUSDT").last_id == 10
+    state = pipeline.find("binance", "BTCUSDT")
+    assert state is not None
+    assert state.last_id == 10
     assert pipeline.find("binance", "ETHUSDT") is None
 
 

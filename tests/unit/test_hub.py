@@ -83,3 +83,15 @@ def test_closing_the_hub_ends_every_stream_and_refuses_new_ones() -> None:
     hub.close()
     assert sub.get(0) is DROPPED
     assert hub.subscribe() is None
+
+
+def test_a_stream_of_one_exchange_gets_its_signals_only_and_every_status() -> None:
+    spot = Event("signal", b"{}", 1, symbol="BTCUSDT", exchange="binance")
+    futures = Event("signal", b"{}", 2, symbol="BTCUSDT", exchange="binance-usdm")
+    status = Event("status", b"[]")
+
+    assert [e.id for e in (spot, futures) if e.wanted("BTCUSDT", "binance-usdm")] == [2]
+    assert [e.id for e in (spot, futures) if e.wanted(None, "binance")] == [1]
+    assert [e.id for e in (spot, futures) if e.wanted("BTCUSDT", None)] == [1, 2]
+    assert not spot.wanted("ETHUSDT", "binance")
+    assert status.wanted("ETHUSDT", "binance-usdm")

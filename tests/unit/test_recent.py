@@ -20,10 +20,10 @@ T0 = 1_723_161_255_000_000
 encode = msgspec.json.Encoder().encode
 
 
-def signal(symbol: str, trade_id: int, time_us: int) -> Signal:
+def signal(symbol: str, trade_id: int, time_us: int, exchange: str = "binance") -> Signal:
     return VolumeSpikeSignal(
-        id=f"binance:{symbol}:volume_spike-w200-x10:{trade_id}",
-        exchange="binance",
+        id=f"{exchange}:{symbol}:volume_spike-w200-x10:{trade_id}",
+        exchange=exchange,
         symbol=symbol,
         detector="volume_spike-w200-x10",
         trade_id=trade_id,
@@ -43,25 +43,26 @@ def signal(symbol: str, trade_id: int, time_us: int) -> Signal:
 @st.composite
 def histories(draw: st.DrawFn) -> tuple[list[Signal], list[Signal]]:
     """Signals stored before start-up, and signals delivered after (times mostly rising,
-    with ties and some late ones, as backfill gives)."""
+    with ties and some late ones, as backfill gives), of BTCUSDT and ETHUSDT on spot and
+    of BTCUSDT on futures (the same symbol on two exchanges)."""
     n = draw(st.integers(0, 60))
     t, out = T0, []
     for trade_id in range(1, n + 1):
         t += draw(st.sampled_from([0, 0, 1000, 250_000, 1_000_000]))
         late = draw(st.integers(0, 9)) == 0
-        out.append(
-            signal(
-                draw(st.sampled_from(["BTCUSDT", "ETHUSDT"])),
-                trade_id,
-                t - (5_000_000 if late else 0),
+        exchange, symbol = draw(
+            st.sampled_from(
+                [("binance", "BTCUSDT"), ("binance", "ETHUSDT"), ("binance-usdm", "BTCUSDT")]
             )
         )
+        out.append(signal(symbol, trade_id, t - (5_000_000 if late else 0), exchange))
     split = draw(st.integers(0, n))
     return out[:split], out[split:]
 
 
 queries = st.fixed_dictionaries(
     {
+        "exchange": st.sampled_from([None, "binance", "binance-usdm"]),
         "symbol": st.sampled_from([None, "BTCUSDT", "ETHUSDT"]),
         "since_us": st.one_of(st.none(), st.integers(T0 - 6_000_000, T0 + 40_000_000)),
         "until_us": st.one_of(st.none(), st.integers(T0 - 6_000_000, T0 + 40_000_000)),
@@ -121,3 +122,19 @@ def test_the_usual_page_comes_from_memory() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity"):
         RecentSignals(0)
+
+
+def test_btcusdt_on_one_exchange_is_not_btcusdt_on_another() -> None:
+    recent = RecentSignals(capacity=100)
+    spot = [signal("BTCUSDT", i, T0 + i * 1000) for i in range(1, 6)]
+    futures = [signal("BTCUSDT", i, T0 + i * 1000 + 1, "binance-usdm") for i in range(1, 6)]
+    for s in spot + futures:
+        recent.add(s, encode(s))
+
+    for exchange, expected in (("binance", spot), ("binance-usdm", futures)):
+        page = recent.page_json(exchange=exchange, symbol="BTCUSDT", limit=10)
+        assert page is not None
+        assert [decode_signal(p) for p in page[0]] == expected[::-1]
+    both = recent.page_json(symbol="BTCUSDT", limit=10)
+    assert both is not None
+    assert len(both[0]) == 10

@@ -70,18 +70,24 @@ class SignalStore(Protocol):
         ...
 
     def after_seq(
-        self, seq: int, limit: int = 1000, symbol: str | None = None
+        self,
+        seq: int,
+        limit: int = 1000,
+        symbol: str | None = None,
+        exchange: str | None = None,
     ) -> list[tuple[int, Signal]]:
         """Signals delivered after ``seq``, in delivery order, with their numbers."""
         ...
 
-    def latest(self, symbol: str | None = None) -> Signal | None:
-        """The signal with the latest trade time (of ``symbol``, if given)."""
+    def latest(self, symbol: str | None = None, exchange: str | None = None) -> Signal | None:
+        """The signal with the latest trade time (of ``symbol`` and ``exchange``, where
+        given: BTCUSDT spot and BTCUSDT futures are two different series)."""
         ...
 
     def page(
         self,
         *,
+        exchange: str | None = None,
         symbol: str | None = None,
         since_us: int | None = None,
         until_us: int | None = None,
@@ -94,6 +100,7 @@ class SignalStore(Protocol):
     def page_json(
         self,
         *,
+        exchange: str | None = None,
         symbol: str | None = None,
         since_us: int | None = None,
         until_us: int | None = None,
@@ -103,8 +110,8 @@ class SignalStore(Protocol):
         """:meth:`page` with each signal as its JSON encoding."""
         ...
 
-    def count(self, symbol: str | None = None) -> int:
-        """How many signals are stored (of ``symbol``, if given)."""
+    def count(self, symbol: str | None = None, exchange: str | None = None) -> int:
+        """How many signals are stored (of ``symbol`` and ``exchange``, where given)."""
         ...
 
     def add_gap(self, gap: GapRecord) -> None:
@@ -114,6 +121,7 @@ class SignalStore(Protocol):
     def gaps(
         self,
         *,
+        exchange: str | None = None,
         symbol: str | None = None,
         since_us: int | None = None,
         until_us: int | None = None,

@@ -9,7 +9,10 @@ same order, filters and cursors as :meth:`SQLiteSignalStore.page_json`; any othe
 
 What it holds completely: every signal whose key ``(time_us, id)`` is above its *floor*.
 The floor starts at the newest signal stored before start-up (signals at or below it may
-be in the store only) and rises as the oldest entries are let go.
+be in the store only) and rises as the oldest entries are let go. It holds what its engine
+delivers, so its answers are complete for the exchange that engine serves; the web layer
+always asks for one exchange (a run on another venue writing to the same database cannot
+make them wrong).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class RecentSignals:
         self.capacity = capacity
         self._floor = floor  # None: nothing was stored before, all is here
         self._keys: list[Key] = []  # ascending
-        self._rows: list[tuple[str, bytes]] = []  # (symbol, JSON), as _keys
+        self._rows: list[tuple[str, str, bytes]] = []  # (exchange, symbol, JSON), as _keys
         self._lock = threading.Lock()
 
     def add(self, signal: Signal, payload: bytes) -> None:
@@ -44,7 +47,7 @@ class RecentSignals:
             if i < len(keys) and keys[i] == key:
                 return  # already here (the store ignores repeats too)
             keys.insert(i, key)
-            self._rows.insert(i, (signal.symbol, payload))
+            self._rows.insert(i, (signal.exchange, signal.symbol, payload))
             if len(keys) > self.capacity + self.capacity // 4:  # let go in bulk
                 drop = len(keys) - self.capacity
                 self._floor = keys[drop - 1]
@@ -54,6 +57,7 @@ class RecentSignals:
     def page_json(
         self,
         *,
+        exchange: str | None = None,
         symbol: str | None = None,
         since_us: int | None = None,
         until_us: int | None = None,
@@ -76,14 +80,17 @@ class RecentSignals:
                 key = keys[i]
                 if (bound is not None and key < bound) or (floor is not None and key <= floor):
                     break
-                if symbol is None or rows[i][0] == symbol:
+                row = rows[i]
+                if (symbol is None or row[1] == symbol) and (
+                    exchange is None or row[0] == exchange
+                ):
                     found.append(i)
                     if len(found) > limit:
                         last = keys[found[limit - 1]]
-                        return [rows[j][1] for j in found[:limit]], Cursor(last[0], last[1])
+                        return [rows[j][2] for j in found[:limit]], Cursor(last[0], last[1])
                 i -= 1
             # fewer than a page and one more: complete only if the store cannot hold
             # anything in the range that is not here
             if floor is None or (bound is not None and floor < bound):
-                return [rows[j][1] for j in found], None
+                return [rows[j][2] for j in found], None
             return None

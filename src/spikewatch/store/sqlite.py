@@ -57,6 +57,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (exchange, symbol)
     );
     """,
+    # v4: (exchange, symbol) is the key: BTCUSDT spot and BTCUSDT futures are read apart.
+    # The exchange-only index serves the usual page (one exchange, all its symbols) in
+    # order, without sorting the exchange's whole history.
+    """
+    CREATE INDEX signals_by_exchange_symbol_time ON signals (exchange, symbol, time_us, id);
+    CREATE INDEX signals_by_exchange_time ON signals (exchange, time_us, id);
+    CREATE INDEX gaps_by_exchange_symbol_time ON gaps (exchange, symbol, time_us);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -67,12 +75,13 @@ _decode_checkpoint = msgspec.json.Decoder(Checkpoint).decode
 
 
 def _filters(
-    symbol: str | None, since_us: int | None, until_us: int | None
+    exchange: str | None, symbol: str | None, since_us: int | None, until_us: int | None
 ) -> tuple[list[str], list[str | int]]:
-    """WHERE clauses and their arguments for the optional symbol and time range."""
+    """WHERE clauses and their arguments for the optional exchange, symbol and time range."""
     where: list[str] = []
     args: list[str | int] = []
     for clause, value in (
+        ("exchange = ?", exchange),
         ("symbol = ?", symbol),
         ("time_us >= ?", since_us),
         ("time_us < ?", until_us),
@@ -195,14 +204,16 @@ class SQLiteSignalStore:
                 raise
             return conn.total_changes - before
 
-    def latest(self, symbol: str | None = None) -> Signal | None:
-        """The stored signal with the latest trade time."""
-        page = self.page(symbol=symbol, limit=1)
+    def latest(self, symbol: str | None = None, exchange: str | None = None) -> Signal | None:
+        """The stored signal with the latest trade time (of ``symbol`` and ``exchange``,
+        where given)."""
+        page = self.page(exchange=exchange, symbol=symbol, limit=1)
         return page.signals[0] if page.signals else None
 
     def page(
         self,
         *,
+        exchange: str | None = None,
         symbol: str | None = None,
         since_us: int | None = None,
         until_us: int | None = None,
@@ -211,13 +222,19 @@ class SQLiteSignalStore:
     ) -> SignalPage:
         """Signals newest first (by trade time, then id), one page at a time."""
         payloads, cursor = self.page_json(
-            symbol=symbol, since_us=since_us, until_us=until_us, limit=limit, after=after
+            exchange=exchange,
+            symbol=symbol,
+            since_us=since_us,
+            until_us=until_us,
+            limit=limit,
+            after=after,
         )
         return SignalPage([_decode(p) for p in payloads], cursor)
 
     def page_json(
         self,
         *,
+        exchange: str | None = None,
         symbol: str | None = None,
         since_us: int | None = None,
         until_us: int | None = None,
@@ -226,7 +243,7 @@ class SQLiteSignalStore:
     ) -> tuple[list[bytes], Cursor | None]:
         """Like :meth:`page`, but the signals as their stored JSON (for the web API, which
         sends them on as they are)."""
-        where, args = _filters(symbol, since_us, until_us)
+        where, args = _filters(exchange, symbol, since_us, until_us)
         if after is not None:
             where.append("(time_us, id) < (?, ?)")
             args.extend((after.time_us, after.id))
@@ -257,11 +274,18 @@ class SQLiteSignalStore:
             return int(conn.execute("SELECT IFNULL(MAX(seq), 0) FROM signals").fetchone()[0])
 
     def after_seq(
-        self, seq: int, limit: int = 1000, symbol: str | None = None
+        self,
+        seq: int,
+        limit: int = 1000,
+        symbol: str | None = None,
+        exchange: str | None = None,
     ) -> list[tuple[int, Signal]]:
         """Signals delivered after ``seq``, in delivery order, with their numbers."""
         sql = "SELECT seq, payload FROM signals WHERE seq > ?"
         args: list[int | str] = [seq]
+        if exchange is not None:
+            sql += " AND exchange = ?"
+            args.append(exchange)
         if symbol is not None:
             sql += " AND symbol = ?"
             args.append(symbol)
@@ -283,13 +307,14 @@ class SQLiteSignalStore:
     def gaps(
         self,
         *,
+        exchange: str | None = None,
         symbol: str | None = None,
         since_us: int | None = None,
         until_us: int | None = None,
         limit: int = 100,
     ) -> list[GapRecord]:
         """Recorded gaps, newest first."""
-        where, args = _filters(symbol, since_us, until_us)
+        where, args = _filters(exchange, symbol, since_us, until_us)
         sql = "SELECT payload FROM gaps"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -330,15 +355,14 @@ class SQLiteSignalStore:
             out[checkpoint.symbol] = checkpoint
         return out
 
-    def count(self, symbol: str | None = None) -> int:
-        """How many signals are stored."""
+    def count(self, symbol: str | None = None, exchange: str | None = None) -> int:
+        """How many signals are stored (of ``symbol`` and ``exchange``, where given)."""
+        where, args = _filters(exchange, symbol, None, None)
+        sql = "SELECT count(*) FROM signals"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         with self._conn() as conn:
-            if symbol is None:
-                row = conn.execute("SELECT count(*) FROM signals").fetchone()
-            else:
-                row = conn.execute(
-                    "SELECT count(*) FROM signals WHERE symbol = ?", (symbol,)
-                ).fetchone()
+            row = conn.execute(sql, args).fetchone()
         return int(row[0])
 
     def close(self) -> None:

@@ -25,16 +25,23 @@ def _engine() -> EngineView:
     return engine
 
 
+def served(engine: EngineView) -> tuple[str, ...]:
+    """The exchanges ``engine`` serves: an ``exchange`` parameter must name one of them."""
+    return (engine.exchange.name,)
+
+
 _json = json_response
 
 
 @api.get("/api/get_signal")
 def get_signal() -> Response:
-    """The latest spike (over all symbols, or ``?symbol=``), or the awaiting status."""
-    params.reject_unknown(request.args, ("symbol",))
-    symbol = params.symbol(request.args)
+    """The latest spike (over all symbols, or ``?symbol=``; of ``?exchange=``, default
+    the one served), or the awaiting status."""
+    params.reject_unknown(request.args, ("symbol", "exchange"))
     engine = _engine()
-    signal = engine.latest_signal(symbol) or engine.store.latest(symbol)
+    symbol = params.symbol(request.args)
+    exchange = params.exchange(request.args, served(engine))
+    signal = engine.latest_signal(symbol, exchange) or engine.store.latest(symbol, exchange)
     return _json(signal if signal is not None else AWAITING)
 
 
@@ -46,10 +53,13 @@ _HISTORY_SLOTS = threading.BoundedSemaphore(2)
 
 @api.get("/api/signals")
 def signals() -> Response:
-    """Stored signals, newest first: ``symbol``, ``since``, ``until``, ``limit``, ``cursor``."""
+    """Stored signals, newest first: ``symbol``, ``exchange``, ``since``, ``until``,
+    ``limit``, ``cursor``."""
     args = request.args
-    params.reject_unknown(args, ("symbol", "since", "until", "limit", "cursor"))
+    params.reject_unknown(args, ("symbol", "exchange", "since", "until", "limit", "cursor"))
+    engine = _engine()
     symbol = params.symbol(args)
+    exchange = params.exchange(args, served(engine))
     since, until = params.time_range(args)
     limit = params.integer(args, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     cursor = None
@@ -60,15 +70,24 @@ def signals() -> Response:
             cursor = Cursor.decode(args["cursor"])
         except ValueError as exc:
             raise params.BadRequest("cursor", str(exc)) from None
-    engine = _engine()
     with _HISTORY_SLOTS:  # see _HISTORY_SLOTS
         # recent pages from memory; older history (or a page reaching into it) from the store
         answer = engine.recent.page_json(
-            symbol=symbol, since_us=since, until_us=until, limit=limit, after=cursor
+            exchange=exchange,
+            symbol=symbol,
+            since_us=since,
+            until_us=until,
+            limit=limit,
+            after=cursor,
         )
         if answer is None:
             answer = engine.store.page_json(
-                symbol=symbol, since_us=since, until_us=until, limit=limit, after=cursor
+                exchange=exchange,
+                symbol=symbol,
+                since_us=since,
+                until_us=until,
+                limit=limit,
+                after=cursor,
             )
     payloads, next_cursor = answer
     # the stored JSON goes out as it is: no decode and encode of every signal
@@ -83,26 +102,43 @@ def signals() -> Response:
 
 @api.get("/api/bars")
 def bars() -> Response:
-    """Recent one-second OHLCV bars of ``symbol`` (default: the first configured)."""
-    params.reject_unknown(request.args, ("symbol", "limit"))
+    """Recent one-second OHLCV bars of ``symbol`` (default: the first configured) on
+    ``exchange`` (default: the one served)."""
+    args = request.args
+    params.reject_unknown(args, ("symbol", "exchange", "limit"))
     engine = _engine()
-    symbol = params.symbol(request.args) or engine.settings.symbols[0]
+    symbol = params.symbol(args) or engine.settings.symbols[0]
+    exchange = params.exchange(args, served(engine)) or engine.exchange.name
     if symbol not in engine.settings.symbols:
-        raise params.BadRequest("symbol", f"{symbol} is not one of {list(engine.settings.symbols)}")
-    limit = params.integer(request.args, "limit", DEFAULT_BARS, 1, MAX_BARS)
-    return _json(BarList(symbol=symbol, interval=1, bars=engine.bars(symbol, limit)))
+        raise params.BadRequest(
+            "symbol",
+            f"{symbol} is not watched on {exchange} (one of {list(engine.settings.symbols)})",
+        )
+    limit = params.integer(args, "limit", DEFAULT_BARS, 1, MAX_BARS)
+    return _json(
+        BarList(
+            exchange=exchange,
+            symbol=symbol,
+            interval=1,
+            bars=engine.bars(symbol, limit, exchange),
+        )
+    )
 
 
 @api.get("/api/gaps")
 def gaps() -> Response:
-    """Gap records (trades missed for good), newest first: ``symbol``, ``since``,
-    ``until``, ``limit``."""
+    """Gap records (trades missed for good), newest first: ``symbol``, ``exchange``,
+    ``since``, ``until``, ``limit``."""
     args = request.args
-    params.reject_unknown(args, ("symbol", "since", "until", "limit"))
+    params.reject_unknown(args, ("symbol", "exchange", "since", "until", "limit"))
+    engine = _engine()
     symbol = params.symbol(args)
+    exchange = params.exchange(args, served(engine))
     since, until = params.time_range(args)
     limit = params.integer(args, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    records = _engine().store.gaps(symbol=symbol, since_us=since, until_us=until, limit=limit)
+    records = engine.store.gaps(
+        exchange=exchange, symbol=symbol, since_us=since, until_us=until, limit=limit
+    )
     return _json(GapList(gaps=records, count=len(records)))
 
 

@@ -34,6 +34,9 @@ from spikewatch.web.responses import Readiness, json_response
 metrics = Blueprint("metrics", __name__)
 
 _REGISTRY = "spikewatch.metrics"
+#: The labels of every per-symbol metric: a symbol names a series only with its exchange
+#: (BTCUSDT spot and BTCUSDT futures are two).
+_SERIES = ["exchange", "symbol"]
 
 
 def _engine() -> EngineView:
@@ -68,11 +71,13 @@ class EngineCollector(Collector):
         lag = HistogramMetricFamily(
             "spikewatch_ingest_lag_seconds",
             "Local receive time minus exchange trade time, per trade.",
-            labels=["symbol"],
+            labels=_SERIES,
         )
-        for symbol, histogram in engine.lag_histograms().items():
+        for symbol, histogram in engine.lag_histograms().items():  # the engine's exchange
             lag.add_metric(
-                [symbol], _cumulative(histogram, LAG_BUCKETS_MS), histogram.sum_ms / 1000
+                [status.exchange, symbol],
+                _cumulative(histogram, LAG_BUCKETS_MS),
+                histogram.sum_ms / 1000,
             )
         yield lag
         yield from _store(status)
@@ -122,50 +127,51 @@ def _connection(status: EngineStatus) -> Iterator[Metric]:
 
 def _symbols(status: EngineStatus) -> Iterator[Metric]:
     trades = CounterMetricFamily(
-        "spikewatch_trades", "Trades received and processed (repeats excluded).", labels=["symbol"]
+        "spikewatch_trades", "Trades received and processed (repeats excluded).", labels=_SERIES
     )
     duplicates = CounterMetricFamily(
         "spikewatch_duplicate_trades",
         "Trades received twice (reconnect and rotation overlaps), dropped.",
-        labels=["symbol"],
+        labels=_SERIES,
     )
     missing = CounterMetricFamily(
-        "spikewatch_missing_trades", "Trades missed (jumps in trade ids).", labels=["symbol"]
+        "spikewatch_missing_trades", "Trades missed (jumps in trade ids).", labels=_SERIES
     )
     warmed = GaugeMetricFamily(
         "spikewatch_warmed_up",
         "1 once the symbol's detector window is full, else 0.",
-        labels=["symbol"],
+        labels=_SERIES,
     )
     backfills = CounterMetricFamily(
-        "spikewatch_backfills", "Gaps filled over REST.", labels=["symbol"]
+        "spikewatch_backfills", "Gaps filled over REST.", labels=_SERIES
     )
     backfilled = CounterMetricFamily(
-        "spikewatch_backfilled_trades", "Trades fetched over REST to fill gaps.", labels=["symbol"]
+        "spikewatch_backfilled_trades", "Trades fetched over REST to fill gaps.", labels=_SERIES
     )
     gap_records = CounterMetricFamily(
         "spikewatch_gap_records",
         "Gaps that could not be filled (the detectors warmed up again).",
-        labels=["symbol"],
+        labels=_SERIES,
     )
     backfilling = GaugeMetricFamily(
-        "spikewatch_backfilling", "1 while a gap is being fetched, else 0.", labels=["symbol"]
+        "spikewatch_backfilling", "1 while a gap is being fetched, else 0.", labels=_SERIES
     )
     watchdog = CounterMetricFamily(
         "spikewatch_watchdog_resubscribes",
         "Fresh connections opened because the symbol went silent.",
-        labels=["symbol"],
+        labels=_SERIES,
     )
-    for symbol, s in status.symbols.items():
-        trades.add_metric([symbol], s.trades)
-        duplicates.add_metric([symbol], s.duplicates_dropped)
-        missing.add_metric([symbol], s.missing_trades)
-        warmed.add_metric([symbol], 1 if s.warmed_up else 0)
-        backfills.add_metric([symbol], s.backfills)
-        backfilled.add_metric([symbol], s.backfilled_trades)
-        gap_records.add_metric([symbol], s.gap_records)
-        backfilling.add_metric([symbol], 1 if s.backfilling else 0)
-        watchdog.add_metric([symbol], s.watchdog_resubscribes)
+    for s in status.symbols.values():
+        series = [s.exchange, s.symbol]
+        trades.add_metric(series, s.trades)
+        duplicates.add_metric(series, s.duplicates_dropped)
+        missing.add_metric(series, s.missing_trades)
+        warmed.add_metric(series, 1 if s.warmed_up else 0)
+        backfills.add_metric(series, s.backfills)
+        backfilled.add_metric(series, s.backfilled_trades)
+        gap_records.add_metric(series, s.gap_records)
+        backfilling.add_metric(series, 1 if s.backfilling else 0)
+        watchdog.add_metric(series, s.watchdog_resubscribes)
     yield from (trades, duplicates, missing, warmed)
     yield from (backfills, backfilled, gap_records, backfilling, watchdog)
     rest = status.rest
@@ -188,10 +194,12 @@ def _signals(status: EngineStatus) -> Iterator[Metric]:
         by_detector.add_metric([detector], count)
     yield by_detector
     by_symbol = CounterMetricFamily(
-        "spikewatch_symbol_signals", "Signals raised since start, by symbol.", labels=["symbol"]
+        "spikewatch_symbol_signals",
+        "Signals raised since start, by exchange and symbol.",
+        labels=_SERIES,
     )
-    for symbol, s in status.symbols.items():
-        by_symbol.add_metric([symbol], s.signals)
+    for s in status.symbols.values():
+        by_symbol.add_metric([s.exchange, s.symbol], s.signals)
     yield by_symbol
 
 

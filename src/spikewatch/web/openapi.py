@@ -57,6 +57,18 @@ _SYMBOL = _query(
     {"type": "string", "pattern": params.SYMBOL_PATTERN, "examples": ["BTCUSDT", "btcusdt"]},
     "A symbol, letters and digits, any case (it is upper-cased).",
 )
+_EXCHANGE = _query(
+    "exchange",
+    {
+        "type": "string",
+        "pattern": params.EXCHANGE_PATTERN,
+        "examples": ["binance", "binance-usdm"],
+    },
+    "An exchange this server serves (`exchange` in /api/status), any case (it is "
+    "lower-cased); default: the one it serves. `(exchange, symbol)` names a series: BTCUSDT "
+    "spot (`binance`) and BTCUSDT USD-M futures (`binance-usdm`) never merge. An exchange "
+    "the server does not serve is a 400, even when its signals are in the same database.",
+)
 
 
 def _time(name: str, description: str) -> Json:
@@ -127,6 +139,9 @@ Resuming: a client that reconnects with the `Last-Event-ID` header (browsers sen
 themselves) or `?last_event_id=` first gets every signal delivered after that number (at
 most 10,000, from the store), then the live events. A client that reads too slowly is
 disconnected (counted as a dropped slow client) and resumes the same way.
+
+`symbol` and `exchange` (default: the one served) narrow the `signal` events, live and
+resumed alike; `status` events always come.
 """
 
 
@@ -181,9 +196,10 @@ def build_document() -> Json:
     paths: Json = {
         "/api/get_signal": _get(
             "The latest signal",
-            "The latest spike by trade time, over all symbols or of `symbol`; before the first "
+            "The latest spike by trade time, over all symbols or of `symbol`, on `exchange` "
+            "(default: the one served); before the first "
             'one, exactly `{"status": "Awaiting first signal..."}`. After a restart it '
-            "serves the latest stored signal.",
+            "serves the latest stored signal of the served exchange.",
             {
                 "200": _json(
                     {"oneOf": [signal_ref, _ref("Awaiting")]}, "The signal, or the awaiting status."
@@ -192,17 +208,19 @@ def build_document() -> Json:
             },
             tag="signals",
             operation_id="getSignal",
-            parameters=[_SYMBOL],
+            parameters=[_SYMBOL, _EXCHANGE],
         ),
         "/api/signals": _get(
             "Stored signals, newest first",
-            "Signals by trade time (newest first, then by id), `since <= time < until`, in "
+            "Signals by trade time (newest first, then by id), `since <= time < until`, of "
+            "`exchange` (default: the one served), in "
             "pages: follow `next_cursor` until it is null to read every match exactly once.",
             {"200": _json(_ref("SignalList"), "One page of signals."), "400": _BAD_REQUEST},
             tag="signals",
             operation_id="listSignals",
             parameters=[
                 _SYMBOL,
+                _EXCHANGE,
                 _time("since", "Only signals at or after this time (inclusive)."),
                 _time("until", "Only signals before this time (exclusive); later than `since`."),
                 _limit(DEFAULT_PAGE, MAX_PAGE, "signals"),
@@ -215,13 +233,13 @@ def build_document() -> Json:
         ),
         "/api/bars": _get(
             "Recent one-second bars",
-            "One-second OHLCV bars of a configured symbol (default: the first), by exchange "
-            "time, oldest first; the last one is still forming. A symbol the server does not "
-            "watch is a 400.",
+            "One-second OHLCV bars of a configured symbol (default: the first) on `exchange` "
+            "(default: the one served), by exchange time, oldest first; the last one is still "
+            "forming. A symbol the server does not watch is a 400.",
             {"200": _json(_ref("BarList"), "The bars."), "400": _BAD_REQUEST},
             tag="market",
             operation_id="listBars",
-            parameters=[_SYMBOL, _limit(DEFAULT_BARS, MAX_BARS, "bars")],
+            parameters=[_SYMBOL, _EXCHANGE, _limit(DEFAULT_BARS, MAX_BARS, "bars")],
         ),
         "/api/gaps": _get(
             "Recorded gaps",
@@ -233,6 +251,7 @@ def build_document() -> Json:
             operation_id="listGaps",
             parameters=[
                 _SYMBOL,
+                _EXCHANGE,
                 _time("since", "Only gaps at or after this time (inclusive)."),
                 _time("until", "Only gaps before this time (exclusive); later than `since`."),
                 _limit(DEFAULT_PAGE, MAX_PAGE, "gaps"),
@@ -274,6 +293,7 @@ def build_document() -> Json:
             operation_id="streamSignals",
             parameters=[
                 _SYMBOL,
+                _EXCHANGE,
                 _query(
                     "last_event_id",
                     {"type": "string", "pattern": "^[0-9]{1,18}$"},

@@ -9,11 +9,13 @@ An empty value (``?symbol=``) means the parameter was not given.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 #: A symbol, any case: checked before upper-casing ("ß".upper() is "SS").
 SYMBOL_PATTERN = r"^[A-Za-z0-9]{2,30}$"
+#: An exchange name (``binance``, ``binance-usdm``), any case: lower-cased.
+EXCHANGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$"
 #: An integer: ASCII digits only (``int()`` also takes " 5", "+5", "1_0", non-ASCII digits).
 INTEGER_PATTERN = r"^-?[0-9]{1,18}$"
 #: Epoch milliseconds (ASCII digits; the length bound keeps ``int()`` cheap).
@@ -26,6 +28,7 @@ ISO_TIME_PATTERN = (
 #: A ``next_cursor`` token: unpadded URL-safe base64.
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,1000}$"
 _SYMBOL = re.compile(SYMBOL_PATTERN)
+_EXCHANGE = re.compile(EXCHANGE_PATTERN)
 _INTEGER = re.compile(INTEGER_PATTERN)
 _EPOCH_MS = re.compile(EPOCH_MS_PATTERN)
 _ISO_TIME = re.compile(ISO_TIME_PATTERN)
@@ -59,6 +62,23 @@ def symbol(args: Mapping[str, str], name: str = "symbol") -> str | None:
     if not _SYMBOL.fullmatch(raw):
         raise BadRequest(name, f"{raw[:40]!r} is not a symbol (letters and digits, e.g. BTCUSDT)")
     return raw.upper()
+
+
+def exchange(args: Mapping[str, str], served: Sequence[str], name: str = "exchange") -> str | None:
+    """An optional exchange such as ``binance-usdm`` (any case), which must be one this
+    server serves; not given: the one it serves (None when it serves several: all)."""
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return served[0] if len(served) == 1 else None
+    if not _EXCHANGE.fullmatch(raw):
+        raise BadRequest(
+            name,
+            f"{raw[:40]!r} is not an exchange name (letters, digits, '-', e.g. binance-usdm)",
+        )
+    value = raw.lower()
+    if value not in served:
+        raise BadRequest(name, f"{value} is not served here ({', '.join(served)})")
+    return value
 
 
 def integer(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

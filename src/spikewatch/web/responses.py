@@ -44,8 +44,9 @@ class GapList(msgspec.Struct, frozen=True):
 
 
 class BarList(msgspec.Struct, frozen=True):
-    """``/api/bars``: one symbol's recent bars, oldest first."""
+    """``/api/bars``: one symbol's recent bars on one exchange, oldest first."""
 
+    exchange: str
     symbol: str
     interval: int  # bar length, seconds
     bars: list[Bar]

@@ -3,7 +3,8 @@
 Events: ``signal`` (a signal, ``id:`` its delivery number), ``status`` (every second:
 per-symbol connection, price, trade rate, the forming one-second bar), and ``:`` comments
 as keep-alive. A client that reconnects with ``Last-Event-ID`` (browsers do so by
-themselves) first gets the signals it missed, from the store.
+themselves) first gets the signals it missed, from the store. ``symbol`` and ``exchange``
+narrow both the live signals and that replay.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from flask import Blueprint, Response, current_app, request
 from spikewatch.hub import DROPPED, Event
 from spikewatch.status import EngineView
 from spikewatch.web import params
+from spikewatch.web.api import served
 from spikewatch.web.responses import json_response
 
 stream = Blueprint("stream", __name__)
@@ -37,18 +39,16 @@ def _last_event_id() -> int | None:
 @stream.get("/api/stream")
 def live() -> Response:
     """Server-Sent Events: signals as they happen, status every second."""
-    params.reject_unknown(request.args, ("symbol", "last_event_id"))
-    symbol = params.symbol(request.args)
-    last_id = _last_event_id()
+    params.reject_unknown(request.args, ("symbol", "exchange", "last_event_id"))
     engine: EngineView = current_app.extensions["spikewatch.engine"]
+    symbol = params.symbol(request.args)
+    exchange = params.exchange(request.args, served(engine))
+    last_id = _last_event_id()
     keepalive: float = current_app.config.get("SPIKEWATCH_KEEPALIVE_S", KEEPALIVE_S)
     sub = engine.hub.subscribe()  # before reading the store, so nothing falls in between
     subscribed_at = engine.last_seq()
     if sub is None:
         return json_response({"error": "too many live-stream clients; try again later"}, 503)
-
-    def wanted(event: Event) -> bool:
-        return symbol is None or event.symbol is None or event.symbol == symbol
 
     def events() -> Iterator[bytes]:
         try:
@@ -66,7 +66,9 @@ def live() -> Response:
                         break
                     for seq, signal in page:
                         replayed = seq
-                        if symbol is None or signal.symbol == symbol:
+                        if (symbol is None or signal.symbol == symbol) and (
+                            exchange is None or signal.exchange == exchange
+                        ):
                             yield Event.signal(signal, seq).encode()
             while True:
                 first = sub.get(keepalive)
@@ -83,7 +85,7 @@ def live() -> Response:
                         return  # too slow: the client reconnects and resumes from the store
                     if event.id is not None and event.id <= replayed:
                         continue  # already sent from the store
-                    if wanted(event):
+                    if event.wanted(symbol, exchange):
                         chunk.append(event.encode())
                 if chunk:
                     yield b"".join(chunk)

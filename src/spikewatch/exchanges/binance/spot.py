@@ -49,26 +49,17 @@ class BinanceSpot(BinanceTrades):
 
     def recent_trades(self, symbol: str, limit: int) -> RestRequest:
         """``GET /api/v3/trades``: the latest ``limit`` (<= 1000) trades, weight 25."""
-        return RestRequest(self.recent_trades_path(symbol, limit), TRADES_WEIGHT)
+        path = f"/api/v3/trades?symbol={symbol}&limit={min(limit, REST_PAGE)}"
+        return RestRequest(path, TRADES_WEIGHT)
 
     def trades_from_id(self, symbol: str, from_id: int, limit: int) -> RestRequest:
         """``GET /api/v3/historicalTrades``: up to ``limit`` trades from ``from_id``, weight 25."""
-        return RestRequest(self.historical_trades_path(symbol, from_id, limit), TRADES_WEIGHT)
+        path = (
+            f"/api/v3/historicalTrades?symbol={symbol}&fromId={from_id}"
+            f"&limit={min(limit, REST_PAGE)}"
+        )
+        return RestRequest(path, TRADES_WEIGHT)
 
     def simulator_codec(self) -> SpotCodec:
         """Spot's paths and frames for the local simulator."""
         return SpotCodec()
-
-    # The two path methods below predate RestRequest; the engine still calls them.
-
-    def recent_trades_path(self, symbol: str, limit: int) -> str:
-        """REST path of the latest ``limit`` (<= 1000) trades: ``GET /api/v3/trades``."""
-        return f"/api/v3/trades?symbol={symbol}&limit={min(limit, REST_PAGE)}"
-
-    def historical_trades_path(self, symbol: str, from_id: int, limit: int = REST_PAGE) -> str:
-        """REST path of up to ``limit`` trades from id ``from_id`` on:
-        ``GET /api/v3/historicalTrades``."""
-        return (
-            f"/api/v3/historicalTrades?symbol={symbol}&fromId={from_id}"
-            f"&limit={min(limit, REST_PAGE)}"
-        )

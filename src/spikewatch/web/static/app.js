@@ -1,10 +1,13 @@
 /* spikewatch dashboard: plain JavaScript, no build step, no framework.
  *
- * On open: GET /api/status (the symbols), /api/bars (one-second candles), /api/signals
- * (history for the table and the chart's markers). Live: the Server-Sent Events of
- * /api/stream, `status` every second (per symbol: connection, price, trade rate, the
- * forming bar) and `signal` for each spike. The stream is opened before the history is
- * read, so nothing falls in between; signals are de-duplicated by id.
+ * On open: GET /api/status (the exchange and its symbols), then the Server-Sent Events of
+ * /api/stream, then /api/bars (one-second candles) and /api/signals (history for the table
+ * and the chart's markers). Live: `status` every second (per symbol: connection, price,
+ * trade rate, the forming bar) and `signal` for each spike. The stream is open before the
+ * history is read, so nothing falls in between; signals are de-duplicated by id.
+ *
+ * A series is an (exchange, symbol) pair, keyed "exchange:SYMBOL" (as signal ids begin):
+ * BTCUSDT spot and BTCUSDT futures are two series, and every request names its exchange.
  *
  * The chart is TradingView's lightweight-charts v5 (standalone build, served by the app
  * from static/vendor/ after `make assets`). Without it the page still shows the table and
@@ -54,12 +57,14 @@
   };
 
   const state = {
-    symbol: null, // the symbol on the chart
-    symbols: [],
-    cards: new Map(), // symbol -> its status card
+    exchange: null, // the exchange the server serves (/api/status)
+    key: null, // the series on the chart, "exchange:SYMBOL"
+    symbol: null, // its symbol
+    series: new Map(), // key -> {exchange, symbol}, in the server's order
+    cards: new Map(), // key -> its status card
     signals: [], // the table's signals, newest first
     signalIds: new Set(),
-    liveSignals: new Map(), // symbol -> Map(id -> signal) pushed since the page opened
+    liveSignals: new Map(), // key -> Map(id -> signal) pushed since the page opened
     lastEventId: null, // of the last `signal` event, to resume a stream opened anew
     stream: "connecting",
     everConnected: false,
@@ -94,6 +99,11 @@
   const fmtQuote = (v) => (v >= 1000 ? number(v, 0, 0) : number(v, 2, 2));
   const fmtRatio = (r) => `${number(r, 1, 1)}×`;
   const fmtTime = (us) => new Date(Math.floor(us / 1000)).toISOString().slice(11, 23);
+  const seriesKey = (exchange, symbol) => `${exchange}:${symbol}`;
+  const seriesName = (exchange, symbol) => `${symbol} · ${exchange}`;
+  /** The query string of one series' requests. */
+  const seriesQuery = (exchange, symbol) =>
+    `symbol=${encodeURIComponent(symbol)}&exchange=${encodeURIComponent(exchange)}`;
 
   // -- HTTP ------------------------------------------------------------------------------
 
@@ -316,34 +326,40 @@
 
   // -- per-symbol status -----------------------------------------------------------------
 
-  function card(symbol) {
-    let li = state.cards.get(symbol);
+  function card(exchange, symbol) {
+    const key = seriesKey(exchange, symbol);
+    let li = state.cards.get(key);
     if (li) return li;
     li = document.createElement("li");
+    li.dataset.key = key;
+    li.dataset.exchange = exchange;
     li.dataset.symbol = symbol;
     li.dataset.connection = "unknown";
-    li.title = `Show ${symbol} on the chart`;
+    li.title = `Show ${seriesName(exchange, symbol)} on the chart`;
     for (const name of ["name", "conn", "last", "stats"]) {
       const span = document.createElement("span");
       span.className = name;
       li.append(span);
     }
-    li.querySelector(".name").textContent = symbol;
-    li.addEventListener("click", () => selectSymbol(symbol));
+    const venue = document.createElement("span");
+    venue.className = "venue";
+    venue.textContent = exchange;
+    li.querySelector(".name").append(`${symbol} `, venue);
+    li.addEventListener("click", () => selectSeries(key));
     el.symbols.append(li);
-    state.cards.set(symbol, li);
+    state.cards.set(key, li);
     return li;
   }
 
-  /** Show one symbol's state: from /api/status (no rate) or a `status` event. */
-  function showSymbol(symbol, info) {
-    const li = card(symbol);
+  /** Show one series' state: from /api/status (no rate) or a `status` event. */
+  function showSymbol(exchange, symbol, info) {
+    const li = card(exchange, symbol);
     li.dataset.connection = info.connection;
     li.querySelector(".conn").textContent = info.connection;
     li.querySelector(".last").textContent = fmtPrice(info.last_price);
     const rate = info.trades_per_s == null ? "" : `${number(info.trades_per_s, 1, 1)} trades/s · `;
     li.querySelector(".stats").textContent = `${rate}${number(info.signals, 0, 0)} signals`;
-    if (symbol === state.symbol) showQuote(info);
+    if (seriesKey(exchange, symbol) === state.key) showQuote(info);
   }
 
   let shownPrice = null;
@@ -356,7 +372,8 @@
     shownPrice = price;
     el.rate.textContent =
       info.trades_per_s == null ? "" : `${number(info.trades_per_s, 1, 1)} trades/s`;
-    document.title = price == null ? "spikewatch" : `${fmtPrice(price)} ${state.symbol} · spikewatch`;
+    const name = seriesName(state.series.get(state.key).exchange, state.symbol);
+    document.title = price == null ? "spikewatch" : `${fmtPrice(price)} ${name} · spikewatch`;
   }
 
   // -- the signals table -----------------------------------------------------------------
@@ -374,11 +391,15 @@
   function row(s, fresh) {
     const tr = document.createElement("tr");
     tr.dataset.id = s.id;
+    tr.dataset.exchange = s.exchange;
     tr.dataset.symbol = s.symbol;
     tr.dataset.time = String(s.time_us);
     if (fresh) tr.className = "fresh";
     cell(tr, fmtTime(s.time_us), "time").title = `${s.timestamp} · trade ${s.trade_id}`;
-    cell(tr, s.symbol);
+    const venue = document.createElement("span");
+    venue.className = "venue";
+    venue.textContent = `· ${s.exchange}`;
+    cell(tr, `${s.symbol} `).append(venue);
     const side = document.createElement("span");
     side.className = `side ${s.side}`;
     side.textContent = s.side;
@@ -415,12 +436,13 @@
   }
 
   function onSignal(s) {
-    let mine = state.liveSignals.get(s.symbol);
-    if (!mine) state.liveSignals.set(s.symbol, (mine = new Map()));
+    const key = seriesKey(s.exchange, s.symbol);
+    let mine = state.liveSignals.get(key);
+    if (!mine) state.liveSignals.set(key, (mine = new Map()));
     mine.set(s.id, s);
     if (mine.size > MAX_MARKERS) mine.delete(mine.keys().next().value);
     addToTable([s], true);
-    if (chart && s.symbol === state.symbol) chart.addLive(s);
+    if (chart && key === state.key) chart.addLive(s);
   }
 
   // -- the chart's symbol ----------------------------------------------------------------
@@ -428,18 +450,19 @@
   let reconcile = { at: 0, upTo: null, busy: false };
 
   /** Load the chart's history: bars, and signals for markers. */
-  async function loadChart(symbol) {
+  async function loadChart(key) {
     const token = ++state.loadToken;
-    el.chartTitle.textContent = `${symbol} · price and volume`;
-    const q = encodeURIComponent(symbol);
+    const { exchange, symbol } = state.series.get(key);
+    el.chartTitle.textContent = `${seriesName(exchange, symbol)} · price and volume`;
+    const q = seriesQuery(exchange, symbol);
     const [bars, signals] = await Promise.all([
-      getJSON(`/api/bars?symbol=${q}&limit=${BAR_LIMIT}`),
-      getJSON(`/api/signals?symbol=${q}&limit=100`),
+      getJSON(`/api/bars?${q}&limit=${BAR_LIMIT}`),
+      getJSON(`/api/signals?${q}&limit=100`),
     ]);
     if (token !== state.loadToken || !chart) return;
     chart.load(bars.bars, signals.signals.length ? signals.signals[0].price : null);
     chart.addSignals(signals.signals);
-    chart.addSignals([...(state.liveSignals.get(symbol) || new Map()).values()]);
+    chart.addSignals([...(state.liveSignals.get(key) || new Map()).values()]);
     reconcile = { at: Date.now(), upTo: chart.lastTime(), busy: false };
   }
 
@@ -449,15 +472,16 @@
    * time) is not in the stream: once bars have closed since the last read, re-read the
    * recent ones (at most every RECONCILE_MS) so that closed bars show their final values.
    */
-  async function reconcileBars(symbol, newest) {
+  async function reconcileBars(key, newest) {
     if (reconcile.upTo != null && newest <= reconcile.upTo) return; // nothing closed since
     if (reconcile.busy || Date.now() - reconcile.at < RECONCILE_MS) return;
     const since = reconcile.upTo == null ? newest - 5 : reconcile.upTo;
     const limit = Math.max(2, Math.min(MAX_BARS, newest - since + 2));
     reconcile.busy = true;
     try {
-      const data = await getJSON(`/api/bars?symbol=${encodeURIComponent(symbol)}&limit=${limit}`);
-      if (symbol === state.symbol && chart) {
+      const { exchange, symbol } = state.series.get(key);
+      const data = await getJSON(`/api/bars?${seriesQuery(exchange, symbol)}&limit=${limit}`);
+      if (key === state.key && chart) {
         chart.merge(data.bars);
         if (data.bars.length) reconcile.upTo = data.bars[data.bars.length - 1].time;
       }
@@ -471,33 +495,41 @@
 
   function onStatus(list) {
     for (const info of list) {
-      showSymbol(info.symbol, info);
-      if (chart && info.symbol === state.symbol && info.bar) {
+      const exchange = info.exchange || state.exchange;
+      const key = seriesKey(exchange, info.symbol);
+      if (!state.series.has(key)) continue; // not one the page was told of
+      showSymbol(exchange, info.symbol, info);
+      if (chart && key === state.key && info.bar) {
         chart.live(info.bar);
-        reconcileBars(info.symbol, info.bar.time);
+        reconcileBars(key, info.bar.time);
       }
     }
   }
 
-  /** Show ``symbol`` on the chart; resolves when its history is loaded. */
-  function selectSymbol(symbol) {
-    if (symbol === state.symbol || !state.symbols.includes(symbol)) return Promise.resolve();
-    state.symbol = symbol;
-    el.symbol.value = symbol;
-    history.replaceState(null, "", `#${symbol}`);
-    for (const [name, li] of state.cards) li.classList.toggle("selected", name === symbol);
+  /** Show one series ("exchange:SYMBOL") on the chart; resolves when its history is loaded. */
+  function selectSeries(key) {
+    if (key === state.key || !state.series.has(key)) return Promise.resolve();
+    state.key = key;
+    state.symbol = state.series.get(key).symbol;
+    el.symbol.value = key;
+    history.replaceState(null, "", `#${key}`);
+    for (const [name, li] of state.cards) li.classList.toggle("selected", name === key);
     shownPrice = null;
     el.price.textContent = "—";
     el.rate.textContent = "";
     if (!chart) return Promise.resolve();
     chart.reset();
-    return loadChart(symbol).catch((err) => console.warn("loading the chart failed:", err.message));
+    return loadChart(key).catch((err) => console.warn("loading the chart failed:", err.message));
   }
 
   // -- the live stream -------------------------------------------------------------------
 
   let source = null;
   let retryTimer = null;
+  let firstAnswer = null; // resolves when the first stream opened, or failed to
+  const streamAnswered = new Promise((resolve) => {
+    firstAnswer = resolve;
+  });
 
   function setStream(value) {
     state.stream = value;
@@ -516,22 +548,25 @@
   function openStream() {
     clearTimeout(retryTimer);
     // The browser resumes by itself (Last-Event-ID); a stream opened anew says where it was.
+    const exchange = `exchange=${encodeURIComponent(state.exchange)}`;
     const url =
       state.lastEventId == null
-        ? "/api/stream"
-        : `/api/stream?last_event_id=${encodeURIComponent(state.lastEventId)}`;
+        ? `/api/stream?${exchange}`
+        : `/api/stream?${exchange}&last_event_id=${encodeURIComponent(state.lastEventId)}`;
     const es = new EventSource(url);
     source = es;
     es.onopen = () => {
       const resumed = state.everConnected && state.stream !== "live";
       state.everConnected = true;
       setStream("live");
-      if (resumed && state.symbol) {
+      firstAnswer();
+      if (resumed && state.key) {
         // Bars of the outage were missed: read them again (signals come by Last-Event-ID).
-        loadChart(state.symbol).catch((err) => console.warn("reloading the chart failed:", err.message));
+        loadChart(state.key).catch((err) => console.warn("reloading the chart failed:", err.message));
       }
     };
     es.onerror = () => {
+      firstAnswer();
       if (es !== source) return;
       if (es.readyState === EventSource.CLOSED) {
         setStream("offline"); // refused (e.g. 503): the browser will not retry, so we do
@@ -550,7 +585,6 @@
   // -- start -----------------------------------------------------------------------------
 
   async function start() {
-    openStream();
     let status;
     for (;;) {
       try {
@@ -560,17 +594,33 @@
         await sleep(RETRY_MS);
       }
     }
-    state.symbols = Object.keys(status.symbols);
-    for (const symbol of state.symbols) {
+    state.exchange = status.exchange;
+    // The stream first (its subscription exists once it opens), then the history: a
+    // signal raised in between is in one or the other, and de-duplicated by id.
+    openStream();
+    for (const info of Object.values(status.symbols)) {
+      const exchange = info.exchange || status.exchange;
+      const key = seriesKey(exchange, info.symbol);
+      state.series.set(key, { exchange, symbol: info.symbol });
       const option = document.createElement("option");
-      option.value = option.textContent = symbol;
+      option.value = key;
+      option.textContent = seriesName(exchange, info.symbol);
       el.symbol.append(option);
-      showSymbol(symbol, status.symbols[symbol]);
+      showSymbol(exchange, info.symbol, info);
     }
-    el.symbol.addEventListener("change", () => selectSymbol(el.symbol.value));
-    const wanted = decodeURIComponent(location.hash.slice(1)).toUpperCase();
-    const chartLoaded = selectSymbol(state.symbols.includes(wanted) ? wanted : state.symbols[0]);
-    const signals = await getJSON(`/api/signals?limit=${MAX_ROWS}`);
+    el.symbol.addEventListener("change", () => selectSeries(el.symbol.value));
+    // "#binance-usdm:BTCUSDT", or a bare "#BTCUSDT" (links from before exchanges were named)
+    const wanted = decodeURIComponent(location.hash.slice(1));
+    const keys = [...state.series.keys()];
+    const chosen =
+      keys.find((key) => key.toLowerCase() === wanted.toLowerCase()) ||
+      keys.find((key) => state.series.get(key).symbol === wanted.toUpperCase()) ||
+      keys[0];
+    await Promise.race([streamAnswered, sleep(RETRY_MS)]);
+    const chartLoaded = selectSeries(chosen);
+    const signals = await getJSON(
+      `/api/signals?exchange=${encodeURIComponent(state.exchange)}&limit=${MAX_ROWS}`,
+    );
     addToTable(signals.signals, false);
     await chartLoaded;
     state.ready = true;
@@ -586,6 +636,9 @@
     },
     get symbol() {
       return state.symbol;
+    },
+    get exchange() {
+      return state.exchange;
     },
     chart: chart !== null,
     rendered: state.rendered,
