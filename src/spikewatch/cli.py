@@ -243,11 +243,13 @@ def _progress(trades: int, signals: int, time_us: int) -> None:
 
 
 def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
-    """Run files of trades through the pipeline and write the signals."""
+    """Run files of trades through the kernel and write the signals."""
     from spikewatch.core.kernel import GapPolicy
-    from spikewatch.replay.outputs import open_sink
+    from spikewatch.core.model import Signal
+    from spikewatch.replay.outputs import OutputSink, open_sink
     from spikewatch.replay.readers import ReadStats, read_trades
     from spikewatch.replay.runner import replay
+    from spikewatch.sinks import Overflow, SinkWorker
     from spikewatch.wiring import build_exchange, build_kernel
 
     symbols = None
@@ -258,6 +260,10 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
     except (ValueError, OSError) as exc:
         print(f"spikewatch: {exc}", file=sys.stderr)
         return 2
+    # the output is written on a sink worker's thread (the same port as the live store)
+    output: SinkWorker[Signal] = SinkWorker(
+        "replay-output", OutputSink(sink), maxsize=65536, overflow=Overflow.BLOCK
+    )
     stats = ReadStats()
     show = not ns.quiet and sys.stderr.isatty()
     try:
@@ -271,7 +277,7 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
         summary = replay(
             trades,
             kernel,
-            sink.write,
+            output.put,
             symbols=symbols,
             progress=_progress if show else None,
         )
@@ -279,7 +285,11 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
         print(f"\nspikewatch: {exc}", file=sys.stderr)
         return 2
     finally:
-        sink.close()
+        output.flush()
+        output.close(timeout=600)  # closes the output (Parquet is written then)
+    if output.stats().failures:
+        print(f"spikewatch: writing signals to {ns.out or 'stdout'} failed", file=sys.stderr)
+        return 1
     if show:
         sys.stderr.write("\n")
     if not ns.quiet:

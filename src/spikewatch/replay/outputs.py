@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -101,6 +102,23 @@ class ParquetSink:
             names.update(dict.fromkeys(row))
         columns = {name: [row.get(name) for row in self._rows] for name in names}
         pq.write_table(pa.table(columns), self._path)
+
+
+class OutputSink:
+    """A replay output behind the sink port: its writes run on a sink worker's thread."""
+
+    def __init__(self, output: SignalSink) -> None:
+        self.output = output
+
+    def write(self, items: Sequence[Signal]) -> None:
+        """Write signals in order."""
+        write = self.output.write
+        for signal in items:
+            write(signal)
+
+    def close(self) -> None:
+        """Finish the output."""
+        self.output.close()
 
 
 def open_sink(out: str | None) -> SignalSink:

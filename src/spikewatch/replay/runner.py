@@ -47,7 +47,7 @@ class ReplaySummary(msgspec.Struct, frozen=True):
 def replay(
     trades: Iterable[Trade] | Iterable[TradeBatch] | Iterable[Trade | TradeBatch],
     kernel: Kernel,
-    on_signal: Callable[[Signal], None],
+    on_signal: Callable[[Signal], object],
     *,
     symbols: frozenset[str] | None = None,
     progress: Callable[[int, int, int], None] | None = None,
