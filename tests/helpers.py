@@ -38,7 +38,7 @@ def get(port: int, path: str) -> Any:
         return json.load(response)
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 60.0) -> Any:
+def wait_until(check: Callable[[], Any], timeout: float = 90.0) -> Any:
     """Poll ``check`` (connection errors count as not yet) until it returns something true."""
     deadline = time.monotonic() + timeout
     while True:
@@ -134,3 +134,25 @@ def detection(factory: Any) -> Kernel:
 def run(kernel: Kernel, item: Trade | TradeBatch) -> list[Signal]:
     """The signals of one trade or batch fed to ``kernel``."""
     return kernel.feed((item,)).signals
+
+
+def stored_signals(engine: Any) -> list[Signal]:
+    """Every signal ``engine`` stored, newest first (after its writer has caught up)."""
+    assert engine.flush(10)
+    out: list[Signal] = []
+    page = engine.store.page(limit=1000)
+    out.extend(page.signals)
+    while page.next_cursor is not None:
+        page = engine.store.page(limit=1000, after=page.next_cursor)
+        out.extend(page.signals)
+    return out
+
+
+def caught_up(engine: Any, last_id: int, symbol: str = "BTCUSDT") -> Callable[[], bool]:
+    """True once ``engine`` has processed ``symbol`` up to ``last_id`` with no gap open."""
+
+    def done() -> bool:
+        state = engine.status().symbols[symbol]
+        return bool(state.last_trade_id == last_id and not state.backfilling)
+
+    return done

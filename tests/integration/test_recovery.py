@@ -4,7 +4,6 @@ with real recorded trades."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,19 +17,12 @@ from spikewatch.replay.simulator import Faults, Simulator, SimulatorThread
 from spikewatch.replay.tape import tape_from_frames
 from spikewatch.store.sqlite import SQLiteSignalStore
 
+from helpers import caught_up, stored_signals, wait_until
 from reference import reference_spikes
 
 pytestmark = pytest.mark.slow
 
 Start = Callable[..., tuple[Engine, SimulatorThread]]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met in time")
-        time.sleep(0.02)
 
 
 def fast_rest(url: str, attempts: int = 4) -> RestClient:
@@ -88,23 +80,11 @@ def start(tmp_path: Path) -> Iterator[Start]:
 
 
 def stored(engine: Engine) -> list[tuple[str, int]]:
-    assert engine.flush(10)
-    out, page = [], engine.store.page(limit=1000)
-    out.extend(page.signals)
-    while page.next_cursor is not None:
-        page = engine.store.page(limit=1000, after=page.next_cursor)
-        out.extend(page.signals)
-    return sorted((s.symbol, s.trade_id) for s in out)
+    return sorted((s.symbol, s.trade_id) for s in stored_signals(engine))
 
 
 def all_processed(engine: Engine, frames: list[bytes]) -> Callable[[], bool]:
-    last_id = int(frames[-1].split(b'"t":', 1)[1].split(b",", 1)[0])
-
-    def done() -> bool:
-        symbol = engine.status().symbols["BTCUSDT"]
-        return symbol.last_trade_id == last_id and not symbol.backfilling
-
-    return done
+    return caught_up(engine, trade_id(frames[-1]))
 
 
 def test_a_hundred_dropped_connections_lose_nothing_and_signals_match_an_unbroken_run(
@@ -113,7 +93,7 @@ def test_a_hundred_dropped_connections_lose_nothing_and_signals_match_an_unbroke
     # played at 60x the recorded pace: every 60 frames the server cuts the connection,
     # and the trades played while the client reconnects are missed by the stream
     engine, sim = start(btc_frames, faults=Faults(drop_every=60))
-    wait_for(all_processed(engine, btc_frames))
+    wait_until(all_processed(engine, btc_frames))
     assert stored(engine) == sorted(reference_spikes(btc_frames))
     status = engine.status()
     symbol = status.symbols["BTCUSDT"]
@@ -131,7 +111,7 @@ def test_frames_too_large_cost_a_reconnect_and_nothing_else(
 ) -> None:
     frames = btc_frames[:6000]
     engine, _ = start(frames, faults=Faults(huge_every=1500))
-    wait_for(all_processed(engine, frames))
+    wait_until(all_processed(engine, frames))
     status = engine.status()
     assert status.malformed_frames.get("frame_too_large", 0) >= 3
     assert status.symbols["BTCUSDT"].gap_records == 0
@@ -143,7 +123,7 @@ def test_rest_errors_during_backfill_are_retried(start: Start, btc_frames: list[
     # historicalTrades answers 500, 429 (rate limited), 500 and 503 before it works
     faults = Faults(drop_every=1000, rest_failures=(500, 429, 500, 503))
     engine, _ = start(frames, faults=faults, rest_attempts=6)
-    wait_for(all_processed(engine, frames))
+    wait_until(all_processed(engine, frames))
     status = engine.status()
     assert status.rest.retries >= 3
     assert status.rest.rate_limited >= 1
@@ -158,7 +138,7 @@ def test_a_gap_that_cannot_be_filled_is_recorded_and_the_window_warms_up_again(
     engine, _ = start(
         frames, faults=Faults(drop_every=4000, rest_failures=(500,) * 50), rest_attempts=2
     )
-    wait_for(all_processed(engine, frames))
+    wait_until(all_processed(engine, frames))
     status = engine.status()
     symbol = status.symbols["BTCUSDT"]
     assert symbol.gap_records >= 1
@@ -200,12 +180,12 @@ def test_warm_start_fills_the_window_so_the_first_live_trades_can_fire(
     try:
         # a first client has the exchange play 3,000 trades
         first, _ = start(sim=sim, db=tmp_path / "first.db")
-        wait_for(lambda: first.status().symbols["BTCUSDT"].trades == 3000)
+        wait_until(lambda: first.status().symbols["BTCUSDT"].trades == 3000)
         first.stop()
         # a second spikewatch starts later, against the same exchange: it warms up from
         # the 200 most recent trades over REST and is ready at once
         second, _ = start(sim=sim, db=tmp_path / "second.db")
-        wait_for(lambda: second.status().symbols["BTCUSDT"].warmed_up, timeout=20)
+        wait_until(lambda: second.status().symbols["BTCUSDT"].warmed_up, timeout=20)
         assert second.status().symbols["BTCUSDT"].trades == 200
         assert second.status().rest.calls >= 1
     finally:
@@ -221,13 +201,13 @@ def test_a_restart_continues_from_the_checkpoint_with_the_same_signals(
     try:
         db = tmp_path / "restart.db"
         first, _ = start(sim=sim, db=db, checkpoint_interval=0.2)
-        wait_for(lambda: first.status().symbols["BTCUSDT"].trades > 3000)
+        wait_until(lambda: first.status().symbols["BTCUSDT"].trades > 3000)
         first.stop()  # a restart mid-stream: trades go on meanwhile
         played = sim.stats().played
-        wait_for(lambda: sim.stats().played >= played + 100)  # missed while it was down
+        wait_until(lambda: sim.stats().played >= played + 100)  # missed while it was down
         second, _ = start(sim=sim, db=db)
         assert second.status().restored_from_checkpoint == ["BTCUSDT"]
-        wait_for(all_processed(second, frames))
+        wait_until(all_processed(second, frames))
         symbol = second.status().symbols["BTCUSDT"]
         assert symbol.backfills >= 1
         assert symbol.gap_records == 0
@@ -242,7 +222,7 @@ def test_a_silent_connection_is_resubscribed_by_the_watchdog(
     frames = btc_frames[:4000]
     # the server goes quiet after 1,500 frames but keeps the connection open
     engine, _ = start(frames, faults=Faults(stall_after=1500), watchdog_silence=1)
-    wait_for(all_processed(engine, frames))
+    wait_until(all_processed(engine, frames))
     symbol = engine.status().symbols["BTCUSDT"]
     assert symbol.watchdog_resubscribes >= 1
     assert symbol.gap_records == 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from spikewatch.replay.simulator import Faults, Simulator, SimulatorThread
 from spikewatch.replay.tape import tape_from_trades
 from spikewatch.store.sqlite import SQLiteSignalStore
 
+from helpers import caught_up, stored_signals, wait_until
 from reference import reference_spikes
 
 pytestmark = pytest.mark.slow
@@ -50,14 +50,6 @@ def frames_of(trades: list[Trade]) -> list[bytes]:
 
 def trade_id(frame: bytes) -> int:
     return int(json.loads(frame)["t"])
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met in time")
-        time.sleep(0.02)
 
 
 Start = Callable[..., tuple[Engine, SimulatorThread]]
@@ -107,27 +99,10 @@ def start(tmp_path: Path) -> Iterator[Start]:
 
 
 def stored(engine: Engine) -> list[tuple[str, int]]:
-    assert engine.flush(10)
-    out = []
-    page = engine.store.page(limit=1000)
-    while True:
-        out.extend(page.signals)
-        if page.next_cursor is None:
-            break
-        page = engine.store.page(limit=1000, after=page.next_cursor)
-    assert {s.exchange for s in out} <= {"binance-usdm"}
-    assert all(s.id.startswith("binance-usdm:BTCUSDT:") for s in out)
-    return sorted((s.symbol, s.trade_id) for s in out)
-
-
-def all_processed(engine: Engine, trades: list[Trade]) -> Callable[[], bool]:
-    last_id = trades[-1].trade_id
-
-    def done() -> bool:
-        symbol = engine.status().symbols["BTCUSDT"]
-        return symbol.last_trade_id == last_id and not symbol.backfilling
-
-    return done
+    signals = stored_signals(engine)
+    assert {s.exchange for s in signals} <= {"binance-usdm"}
+    assert all(s.id.startswith("binance-usdm:BTCUSDT:") for s in signals)
+    return sorted((s.symbol, s.trade_id) for s in signals)
 
 
 def test_futures_live_with_dropped_connections_fetches_every_gap_and_finds_the_exact_spikes(
@@ -136,7 +111,7 @@ def test_futures_live_with_dropped_connections_fetches_every_gap_and_finds_the_e
     part = trades[:8000]
     engine, sim = start(part, faults=Faults(drop_every=700), api_key=KEY)
     assert engine.url == f"{sim.ws_url}/public/stream?streams=btcusdt@trade"
-    wait_for(all_processed(engine, part))
+    wait_until(caught_up(engine, part[-1].trade_id))
     assert stored(engine) == sorted(reference_spikes(frames_of(part)))
     status = engine.status()
     symbol = status.symbols["BTCUSDT"]
@@ -152,7 +127,7 @@ def test_futures_gaps_without_an_api_key_are_recorded_and_the_window_warms_up_ag
 ) -> None:
     part = trades[:6000]
     engine, _ = start(part, faults=Faults(drop_every=2500))
-    wait_for(all_processed(engine, part))
+    wait_until(caught_up(engine, part[-1].trade_id))
     gaps = engine.store.gaps(symbol="BTCUSDT")
     assert gaps
     assert all("cannot be fetched" in g.reason for g in gaps)
@@ -172,7 +147,7 @@ def test_futures_warm_start_comes_from_the_recent_trades_endpoint(
     start: Start, trades: list[Trade]
 ) -> None:
     engine, sim = start(trades[:1000], speed=None)
-    wait_for(lambda: engine.status().symbols["BTCUSDT"].trades == 1000)
+    wait_until(lambda: engine.status().symbols["BTCUSDT"].trades == 1000)
     engine.stop()
     # a second spikewatch on the same (futures) exchange warms up from /fapi/v1/trades
     settings = load_settings(
@@ -187,7 +162,7 @@ def test_futures_warm_start_comes_from_the_recent_trades_endpoint(
     second = Engine(settings, SQLiteSignalStore(":memory:"), backoff=Backoff(first=0.02, cap=0.05))
     second.start()
     try:
-        wait_for(lambda: second.status().symbols["BTCUSDT"].warmed_up, timeout=20)
+        wait_until(lambda: second.status().symbols["BTCUSDT"].warmed_up, timeout=20)
         assert second.status().symbols["BTCUSDT"].trades == 200
         assert second.status().rest.calls >= 1
     finally:

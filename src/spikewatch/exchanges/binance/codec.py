@@ -29,7 +29,28 @@ def _rest_row(trade: Trade) -> dict[str, object]:
     }
 
 
-class SpotCodec:
+class _Codec:
+    """What both markets' codecs share: stream names and the exchangeInfo reply."""
+
+    rest_weight_limit: int
+    #: what exchangeInfo says of each symbol beside its name and status
+    symbol_info: dict[str, object]
+
+    def stream_name(self, symbol: str) -> str:
+        """``btcusdt@trade``."""
+        return trade_stream(symbol)
+
+    def exchange_info(self, symbols: list[str], now_ms: int) -> dict[str, object]:
+        """A minimal exchangeInfo reply: the weight limit and the symbols."""
+        return {
+            "timezone": "UTC",
+            "serverTime": now_ms,
+            "rateLimits": [_weight_limit(self.rest_weight_limit)],
+            "symbols": [{"symbol": s, "status": "TRADING", **self.symbol_info} for s in symbols],
+        }
+
+
+class SpotCodec(_Codec):
     """Binance spot: ``/ws`` and ``/stream``, ``/api/v3/...`` REST, no API key needed."""
 
     # https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams
@@ -42,10 +63,7 @@ class SpotCodec:
     api_key_header = ""
     #: REQUEST_WEIGHT per minute that exchangeInfo announces
     rest_weight_limit = 6000
-
-    def stream_name(self, symbol: str) -> str:
-        """``btcusdt@trade``."""
-        return trade_stream(symbol)
+    symbol_info: dict[str, object] = {"isSpotTradingAllowed": True}  # noqa: RUF012
 
     def trade_frame(self, trade: Trade) -> bytes:
         """A spot ``@trade`` event (event time = trade time), fields in Binance's order."""
@@ -65,19 +83,8 @@ class SpotCodec:
         # the wall clock only dates the notice; no parser reads E of it
         return f'{{"e":"serverShutdown","E":{int(time.time() * 1000)}}}'.encode()
 
-    def exchange_info(self, symbols: list[str], now_ms: int) -> dict[str, object]:
-        """A minimal ``/api/v3/exchangeInfo`` reply: the weight limit and the symbols."""
-        return {
-            "timezone": "UTC",
-            "serverTime": now_ms,
-            "rateLimits": [_weight_limit(self.rest_weight_limit)],
-            "symbols": [
-                {"symbol": s, "status": "TRADING", "isSpotTradingAllowed": True} for s in symbols
-            ],
-        }
 
-
-class UsdmCodec:
+class UsdmCodec(_Codec):
     """Binance USD-M futures: the ``/public`` route, ``/fapi/v1/...`` REST, and an API key
     for ``historicalTrades``."""
 
@@ -92,10 +99,7 @@ class UsdmCodec:
     # https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Old-Trades-Lookup
     api_key_header = API_KEY_HEADER
     rest_weight_limit = 2400
-
-    def stream_name(self, symbol: str) -> str:
-        """``btcusdt@trade``."""
-        return trade_stream(symbol)
+    symbol_info: dict[str, object] = {"contractType": "PERPETUAL"}  # noqa: RUF012
 
     def trade_frame(self, trade: Trade) -> bytes:
         """A futures ``@trade`` event as recorded: ``e,E,T,s,t,p,q,X,m``, no ``M``."""
@@ -113,17 +117,6 @@ class UsdmCodec:
     def shutdown_frame(self) -> bytes | None:
         """None: the USD-M stream docs announce no serverShutdown event."""
         return None
-
-    def exchange_info(self, symbols: list[str], now_ms: int) -> dict[str, object]:
-        """A minimal ``/fapi/v1/exchangeInfo`` reply: the weight limit and the contracts."""
-        return {
-            "timezone": "UTC",
-            "serverTime": now_ms,
-            "rateLimits": [_weight_limit(self.rest_weight_limit)],
-            "symbols": [
-                {"symbol": s, "status": "TRADING", "contractType": "PERPETUAL"} for s in symbols
-            ],
-        }
 
 
 def _weight_limit(limit: int) -> dict[str, object]:
