@@ -181,7 +181,9 @@ def repeat_recording(sources: Sequence[Path], copies: int, target: Path) -> int:
 def wall_time(command: list[str], env: dict[str, str]) -> float:
     """Seconds the command takes to run, as a process of its own."""
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
+    subprocess.run(
+        command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     return time.perf_counter() - started
 
 

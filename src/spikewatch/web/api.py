@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import threading
+from typing import NamedTuple
 
 from flask import Blueprint, Response, current_app, request
 
@@ -51,6 +52,17 @@ def get_signal() -> Response:
 _HISTORY_SLOTS = threading.BoundedSemaphore(2)
 
 
+class PageQuery(NamedTuple):
+    """One history page's filters, as both the recent cache and the store take them."""
+
+    exchange: str | None
+    symbol: str | None
+    since_us: int | None
+    until_us: int | None
+    limit: int
+    after: Cursor | None
+
+
 @api.get("/api/signals")
 def signals() -> Response:
     """Stored signals, newest first: ``symbol``, ``exchange``, ``since``, ``until``,
@@ -72,23 +84,10 @@ def signals() -> Response:
             raise params.BadRequest("cursor", str(exc)) from None
     with _HISTORY_SLOTS:  # see _HISTORY_SLOTS
         # recent pages from memory; older history (or a page reaching into it) from the store
-        answer = engine.recent.page_json(
-            exchange=exchange,
-            symbol=symbol,
-            since_us=since,
-            until_us=until,
-            limit=limit,
-            after=cursor,
-        )
+        query = PageQuery(exchange, symbol, since, until, limit, cursor)
+        answer = engine.recent.page_json(**query._asdict())
         if answer is None:
-            answer = engine.store.page_json(
-                exchange=exchange,
-                symbol=symbol,
-                since_us=since,
-                until_us=until,
-                limit=limit,
-                after=cursor,
-            )
+            answer = engine.store.page_json(**query._asdict())
     payloads, next_cursor = answer
     # the stored JSON goes out as it is: no decode and encode of every signal
     token = encode_json(next_cursor.encode() if next_cursor else None)
