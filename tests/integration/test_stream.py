@@ -125,7 +125,12 @@ def test_a_client_resuming_with_last_event_id_gets_exactly_what_it_missed(live: 
             if len(seen) == 5:
                 break
     first.close()  # disconnected while signals go on
-    time.sleep(0.5)
+    missed_from = seen[-1].id
+    assert isinstance(missed_from, int)
+    deadline = time.monotonic() + 30
+    while live.engine.last_seq() < missed_from + 3:  # some signals come while it is away
+        assert time.monotonic() < deadline, "no signal came while the client was away"
+        time.sleep(0.01)
     resumed = read_events(live.port, headers={"Last-Event-ID": str(seen[-1].id)})
     rest = []
     for event in resumed:
