@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import signal
@@ -277,7 +276,8 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
         summary = replay(
             trades,
             kernel,
-            output.put,
+            None,
+            on_signals=output.put_many,
             symbols=symbols,
             progress=_progress if show else None,
         )
@@ -318,6 +318,8 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_record(ns: argparse.Namespace, settings: Settings) -> int:
     """Record raw frames from the live stream until SIGINT/SIGTERM."""
+    import asyncio  # here: `spikewatch replay` starts faster without it
+
     from spikewatch.exchanges import Control
     from spikewatch.ingest.backoff import Backoff
     from spikewatch.ingest.client import StreamClient

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import enum
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Generic, Protocol, TypeVar
 
@@ -70,10 +70,11 @@ class SinkStats(msgspec.Struct, frozen=True):
 class SinkWorker(Generic[T]):
     """One sink on its own thread behind a queue of at most ``maxsize`` items.
 
-    ``retry=True`` keeps offering a failed batch (backoff up to 5 s) until it succeeds or
-    the worker closes, for sinks that must not lose anything (the store); otherwise a
-    failed batch is counted, logged and let go. ``on_written(seconds)`` is called on the
-    worker's thread after each successful write.
+    Items go in one at a time (:meth:`put`) or many at once (:meth:`put_many`: one lock
+    and one wake-up for a whole step's signals); the worker takes up to ``batch`` items
+    per sink call. ``retry=True`` keeps offering a failed batch (backoff up to 5 s) until
+    it succeeds or the worker closes, for sinks that must not lose anything (the store);
+    otherwise a failed batch is counted, logged and let go.
     """
 
     def __init__(
@@ -94,54 +95,64 @@ class SinkWorker(Generic[T]):
         self._overflow = overflow
         self._retry = retry
         self._batch = batch
-        self._queue: queue.Queue[T | None] = queue.Queue(maxsize=maxsize)
-        self._lock = threading.Lock()
+        self._items: deque[T] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._unfinished = 0  # queued or being written
+        self._closing = False
         self._delivered = self._dropped = self._full_waits = self._failures = 0
         self._last_ms: float | None = None
-        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"spikewatch-{name}", daemon=True)
         self._thread.start()
 
     def put(self, item: T) -> bool:
         """Queue ``item``; False when the overflow policy dropped it."""
-        try:
-            self._queue.put_nowait(item)
-            return True
-        except queue.Full:
-            pass
-        with self._lock:
-            if self._overflow is Overflow.DROP_NEWEST:
-                self._dropped += 1
-                return False
-            self._full_waits += 1
-        self._queue.put(item)
-        return True
+        return self.put_many((item,)) == 1
+
+    def put_many(self, items: Sequence[T]) -> int:
+        """Queue ``items`` in order; how many were taken (the rest were dropped by the
+        ``drop_newest`` policy; ``block`` waits for room and takes them all)."""
+        taken = 0
+        with self._cond:
+            waited = False
+            while taken < len(items):
+                room = self._maxsize - len(self._items)
+                if room <= 0:
+                    if self._overflow is Overflow.DROP_NEWEST or self._closing:
+                        self._dropped += len(items) - taken
+                        break
+                    if not waited:
+                        self._full_waits += 1
+                        waited = True
+                    self._cond.wait()
+                    continue
+                chunk = items[taken : taken + room]
+                self._items.extend(chunk)
+                self._unfinished += len(chunk)
+                taken += len(chunk)
+                self._cond.notify_all()
+        return taken
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far was handled; False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            time.sleep(0.002)
-        return True
+        with self._cond:
+            return self._cond.wait_for(lambda: self._unfinished == 0, timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Handle what is queued, close the sink, stop the thread; gives up after
         ``timeout`` seconds (a sink that keeps failing must not hang shutdown)."""
-        self._closing.set()
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            log.warning("sink %s did not drain in %.1fs; closing anyway", self.name, timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("sink %s did not drain in %.1fs; closing anyway", self.name, timeout)
 
     def stats(self) -> SinkStats:
         """A copy of the counters."""
-        with self._lock:
+        with self._cond:
             return SinkStats(
                 name=self.name,
-                queued=self._queue.qsize(),
+                queued=len(self._items),
                 capacity=self._maxsize,
                 overflow=self._overflow.value,
                 delivered=self._delivered,
@@ -152,30 +163,19 @@ class SinkWorker(Generic[T]):
             )
 
     def _run(self) -> None:
-        stopping = False
         try:
-            while not stopping:
-                items: list[T] = []
-                taken = 1
-                first = self._queue.get()
-                if first is None:
-                    stopping = True
-                else:
-                    items.append(first)
-                while taken < self._batch:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    taken += 1
-                    if item is None:
-                        stopping = True
-                    else:
-                        items.append(item)
-                if items:
-                    self._write(items)
-                for _ in range(taken):
-                    self._queue.task_done()
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._items or self._closing)
+                    if not self._items:  # closing, and everything was written
+                        return
+                    count = min(self._batch, len(self._items))
+                    items = [self._items.popleft() for _ in range(count)]
+                    self._cond.notify_all()  # room for a blocked producer
+                self._write(items)
+                with self._cond:
+                    self._unfinished -= count
+                    self._cond.notify_all()
         finally:
             try:
                 self._sink.close()
@@ -190,19 +190,18 @@ class SinkWorker(Generic[T]):
             try:
                 self._sink.write(items)
             except Exception:
-                with self._lock:
+                with self._cond:
                     self._failures += 1
-                if not self._retry or self._closing.is_set():
-                    log.exception(
-                        "sink %s failed on %d items; they are skipped", self.name, len(items)
-                    )
+                    closing = self._closing
+                if not self._retry or closing:
+                    log.exception("sink %s failed on %d items; they are skipped", self.name, count)
                     return
-                log.exception("sink %s failed on %d items; retrying", self.name, len(items))
+                log.exception("sink %s failed on %d items; retrying", self.name, count)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             elapsed = time.perf_counter() - started
-            with self._lock:
+            with self._cond:
                 self._delivered += count
                 self._last_ms = elapsed * 1000
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 
@@ -47,15 +47,17 @@ class ReplaySummary(msgspec.Struct, frozen=True):
 def replay(
     trades: Iterable[Trade] | Iterable[TradeBatch] | Iterable[Trade | TradeBatch],
     kernel: Kernel,
-    on_signal: Callable[[Signal], object],
+    on_signal: Callable[[Signal], object] | None,
     *,
     symbols: frozenset[str] | None = None,
     progress: Callable[[int, int, int], None] | None = None,
     progress_every: int = 65536,
     on_gap: Callable[[GapRecord], None] | None = None,
+    on_signals: Callable[[Sequence[Signal]], object] | None = None,
 ) -> ReplaySummary:
     """Run ``trades`` (in time order) through ``kernel``; ``on_signal`` gets each signal,
-    ``on_gap`` each gap recorded as lost (by the kernel's gap policy, as live would).
+    ``on_gap`` each gap recorded as lost (by the kernel's gap policy, as live would);
+    ``on_signals``, if given, each step's signals at once (a sink worker's ``put_many``).
 
     ``trades`` may hold :class:`Trade` s, :class:`TradeBatch` es or both; what
     :func:`~spikewatch.replay.readers.read_trades` returns is read a batch at a time
@@ -95,8 +97,11 @@ def replay(
             last = high
         if step.signals:
             signals += len(step.signals)
-            for signal in step.signals:
-                on_signal(signal)
+            if on_signals is not None:
+                on_signals(step.signals)
+            if on_signal is not None:
+                for signal in step.signals:
+                    on_signal(signal)
         for record in step.lost:
             lost += record.missing
             if on_gap is not None:
