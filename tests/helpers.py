@@ -81,8 +81,6 @@ def served_engine(
 ) -> Iterator[Served]:
     """The simulator playing ``frames`` (paused until a client connects), an engine (not
     started) against it, and the web app on waitress on a free port; all stopped at exit."""
-    from waitress.server import create_server
-
     from spikewatch.config import load_settings
     from spikewatch.engine import Engine
     from spikewatch.ingest.backoff import Backoff
@@ -101,18 +99,41 @@ def served_engine(
     if status_interval is not None:
         engine.status_interval = status_interval
     app = create_app(settings, engine)
-    server = create_server(
-        app, host="127.0.0.1", port=0, threads=threads, connection_limit=connection_limit
-    )
-    threading.Thread(target=server.run, daemon=True).start()
     try:
-        yield Served(engine, sim, app, int(server.effective_port))
+        with waitress_server(app, threads=threads, connection_limit=connection_limit) as server:
+            try:
+                yield Served(engine, sim, app, int(server.effective_port))
+            finally:
+                engine.stop()
     finally:
-        engine.stop()
-        server.close()
-        server.task_dispatcher.shutdown()
         sim.stop()
         store.close()
+
+
+@contextlib.contextmanager
+def waitress_server(app: Any, **options: Any) -> Iterator[Any]:
+    """``app`` behind waitress on a free port of 127.0.0.1, its loop on a thread that is
+    stopped and joined before the sockets close (closing them under a running loop made
+    its select() fail with EBADF in whatever test ran next)."""
+    from waitress.server import create_server
+
+    server = create_server(app, host="127.0.0.1", port=0, **options)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            server.asyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
+
+    thread = threading.Thread(target=loop, name="waitress", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        stop.set()
+        thread.join(10)
+        assert not thread.is_alive(), "the waitress loop did not stop"
+        server.task_dispatcher.shutdown()
+        server.asyncore.close_all(server._map)  # the listener and every client channel
 
 
 @dataclasses.dataclass

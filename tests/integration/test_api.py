@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import threading
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ import msgspec
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from waitress.server import create_server
 
 from spikewatch.config import Settings, load_settings
 from spikewatch.core.model import GapRecord, Signal
@@ -32,6 +30,8 @@ from spikewatch.exchanges.binance import BinanceUsdm
 from spikewatch.replay.readers import read_trades
 from spikewatch.store import Cursor, SQLiteSignalStore, StoreWriter
 from spikewatch.web import create_app
+
+from helpers import waitress_server
 
 #: What the recorded BTCUSDT frames (conftest.py's ``btc_frames``, from
 #: tests/fixtures/binance-spot-BTCUSDT-trade-msgs-2024-08-08T2354Z_2024-08-09T0005Z.jsonl.gz)
@@ -703,16 +703,8 @@ def test_unknown_route_is_a_json_404(spikewatch: Spikewatch) -> None:
 @pytest.fixture
 def served(replayed: Spikewatch) -> Iterator[str]:
     """The app behind waitress on 127.0.0.1; yields its base URL."""
-    server = create_server(replayed.app, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
-    thread.start()
-    try:
+    with waitress_server(replayed.app, threads=2) as server:
         yield f"http://127.0.0.1:{server.effective_port}"
-    finally:
-        server.close()
-        server.task_dispatcher.shutdown()
-        thread.join(10)
-        assert not thread.is_alive()
 
 
 def test_get_signal_over_a_real_socket(served: str, replayed: Spikewatch) -> None:

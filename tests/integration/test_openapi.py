@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,13 +32,14 @@ from schemathesis.checks import (
     status_code_conformance,
     unsupported_method,
 )
-from waitress.server import create_server
 
 from spikewatch.config import load_settings
 from spikewatch.engine import Engine
 from spikewatch.store import SQLiteSignalStore, StoreWriter
 from spikewatch.web import create_app
 from spikewatch.web.openapi import build_document
+
+from helpers import waitress_server
 
 #: Frames of the recording to feed: enough for the detector to warm up and raise signals.
 FED_FRAMES = 6000
@@ -394,15 +394,10 @@ def live_url(tmp_path_factory: pytest.TempPathFactory, btc_frames: list[bytes]) 
     for frame in btc_frames[:FED_FRAMES]:
         engine.handle_frame(frame)
     assert writer.flush(timeout=10)
-    server = create_server(create_app(settings, engine), host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.effective_port}"
+        with waitress_server(create_app(settings, engine), threads=4) as server:
+            yield f"http://127.0.0.1:{server.effective_port}"
     finally:
-        server.close()
-        server.task_dispatcher.shutdown()
-        thread.join(10)
         writer.close()
         store.close()
 
