@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -43,7 +44,8 @@ def simulator_at(rate: float) -> SimulatorThread:
 def pin_process(cpus: set[int]) -> None:
     """Run every thread of this process (and what it starts later) on ``cpus`` only."""
     for task in Path("/proc/self/task").iterdir():
-        os.sched_setaffinity(int(task.name), cpus)
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(task.name), cpus)
 
 
 def unpin_process() -> None:

@@ -302,6 +302,8 @@ class Engine:
         if step.arrived:
             self._note_arrival(step.arrived)
         self._act(step)
+        with self._lock:  # bars and lag histograms: after the signals have gone out
+            kernel.settle()
         return step.shutdown
 
     def _act(self, step: Step) -> None:
@@ -335,6 +337,8 @@ class Engine:
         with self._lock:
             step = work()
         self._act(step)
+        with self._lock:
+            self.kernel.settle()
         return step
 
     def _note_arrival(self, keys: set[tuple[str, str]]) -> None:
@@ -673,6 +677,7 @@ class Engine:
         """Ingest lag (receive time minus exchange time) per symbol."""
         name = self.exchange.name
         with self._lock:
+            self.kernel.settle()
             return {
                 s.symbol: LagHistogram(list(s.lag_counts), s.lag_sum)
                 for s in self.kernel.states()

@@ -155,6 +155,7 @@ class SymbolState:
         "last",
         "last_id",
         "missing",
+        "pending",
         "sequencer",
         "signals",
         "symbol",
@@ -180,6 +181,9 @@ class SymbolState:
         )
         self.sequencer = Sequencer(max_held=max_held, consecutive=consecutive)
         self.bars = BarSeries() if bars else None
+        # trades run since the last settle(), for the bars: the chart can wait until a
+        # step's signals have gone out, a signal should not wait for the chart
+        self.pending: list[Sequence[Trade] | TradeBatch] = []
         self.last_id = -1  # of the last trade processed
         self.last: Trade | None = None
         self.trades = self.duplicates = self.gaps = self.missing = self.signals = 0
@@ -212,8 +216,7 @@ class SymbolState:
                         found = []
                     found.append(signal)
         if self.bars is not None:
-            for trade in trades:
-                self.bars.update(trade)
+            self.pending.append(trades)
         if found is None:
             return _NO_SIGNALS
         self.signals += len(found)
@@ -266,9 +269,22 @@ class SymbolState:
         if produced > 1:  # run() gives a trade's signals together, in detector order
             found.sort(key=attrgetter("trade_id"))  # stable: detector order within a trade
         if self.bars is not None:
-            self.bars.update_batch(batch)
+            self.pending.append(batch)
         self.signals += len(found)
         return found
+
+    def settle(self) -> None:
+        """Fold the trades run since the last call into the bars."""
+        bars = self.bars
+        if bars is None:
+            return
+        for item in self.pending:
+            if isinstance(item, TradeBatch):
+                bars.update_batch(item)
+            else:
+                for trade in item:
+                    bars.update(trade)
+        self.pending.clear()
 
     def reset(self) -> None:
         """Forget the windows (trades were lost): the detectors warm up again."""
@@ -359,6 +375,7 @@ class Kernel:
         self._bars = bars
         self._max_held = max_held
         self._states: dict[Key, SymbolState] = {}
+        self._lags: list[tuple[int, list[TradeBatch]]] = []  # (recv µs, batches) to count
         self.frames = 0
         self.ignored = 0
         self.malformed: dict[str, int] = {}
@@ -419,6 +436,7 @@ class Kernel:
         state = self._states.get((exchange, symbol))
         if state is None or state.bars is None:
             return []
+        state.settle()
         return state.bars.bars(limit)
 
     # -- input -----------------------------------------------------------------------
@@ -446,12 +464,22 @@ class Kernel:
                 step.shutdown = True
         self._feed(parsed.batches, step)
         if recv_ns:
-            recv_us = recv_ns // 1000
-            for batch in parsed.batches:
+            self._lags.append((recv_ns // 1000, parsed.batches))
+        return step
+
+    def settle(self) -> None:
+        """The bookkeeping a step may leave for after its signals went out: bars and the
+        receive-lag histograms. Every reader of them settles first, so calling this is
+        only a matter of when the work is done, never of what the results are."""
+        for recv_us, batches in self._lags:
+            for batch in batches:
                 state = self._states.get((batch.exchange, batch.symbol))
                 if state is not None and self.watches(batch.exchange, batch.symbol):
                     state.count_lag(recv_us, batch.times_us)
-        return step
+        self._lags.clear()
+        for state in self._states.values():
+            if state.pending:
+                state.settle()
 
     def feed(self, items: Iterable[TradeBatch | Trade]) -> Step:
         """Trades already parsed (replay, a message bus), in arrival order."""
