@@ -25,7 +25,13 @@ from websockets.asyncio.server import ServerConnection, serve
 from spikewatch.config import load_settings
 from spikewatch.core.decimal import SCALE, parse_units, units_to_float
 from spikewatch.core.detectors import DETECTORS
-from spikewatch.core.frames import Capabilities, Control, MalformedFrame, ParsedFrames
+from spikewatch.core.frames import (
+    Capabilities,
+    Control,
+    FrameMarks,
+    MalformedFrame,
+    ParsedFrames,
+)
 from spikewatch.core.kernel import GapPolicy
 from spikewatch.core.model import Side, Signal, Trade, TradeBatch, decode_signal, iso_utc
 from spikewatch.engine import Engine
@@ -80,6 +86,7 @@ class ToyCoinbase:
     default_ws_url = "ws://127.0.0.1:1"
     default_rest_url = "http://127.0.0.1:1"
     capabilities = Capabilities(consecutive_ids=True, fetch_by_id=False, recent_trades=False)
+    frame_marks = FrameMarks(b'match"', b'"type":"match"')  # in match and last_match
 
     def __init__(self, *, api_key: str = "") -> None:
         self.api_key = api_key

@@ -275,6 +275,7 @@ delays = st.lists(
 )
 
 
+@pytest.mark.slow  # a minute of examples: CI runs it, `make check` leaves it out
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), sizes=read_sizes, delays_ms=delays)
 def test_any_cut_into_reads_ends_as_frame_by_frame(
@@ -284,6 +285,7 @@ def test_any_cut_into_reads_ends_as_frame_by_frame(
     assert_same_outcome(cut_into_reads(stream, sizes, delays_ms))
 
 
+@pytest.mark.slow
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), sizes=read_sizes, delays_ms=delays)
 def test_two_symbols_interleaved_end_as_frame_by_frame(

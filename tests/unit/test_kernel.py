@@ -168,6 +168,7 @@ def test_a_gap_beyond_max_backfill_is_lost_but_for_one_window_fetched_to_warm_up
     )
 
 
+@pytest.mark.slow  # seconds of examples: CI runs it, `make check` leaves it out
 @settings(max_examples=30, deadline=None)
 @given(
     start=st.integers(1, 5_000),

@@ -70,3 +70,16 @@ class Capabilities:
     rest_weight_limit: int = 6000
     #: seconds between application-level heartbeats (``Exchange.heartbeat()``); 0: none
     heartbeat_interval_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FrameMarks:
+    """Byte strings that tell a venue's trade frames from its other frames unparsed (a
+    recording mixes trades with depth and ticker frames; most need no parsing at all)."""
+
+    #: in every line that holds a trade frame, however recorded (escaped in a recorder's
+    #: JSON string, re-spaced): a line without it is skipped unparsed
+    line: bytes
+    #: in each trade frame exactly once, as the venue sends it: a block with as many of
+    #: these as lines holds nothing else, and is parsed without looking line by line
+    event: bytes

@@ -16,13 +16,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from spikewatch.core.frames import Capabilities, Control, MalformedFrame, ParsedFrames
+from spikewatch.core.frames import (
+    Capabilities,
+    Control,
+    FrameMarks,
+    MalformedFrame,
+    ParsedFrames,
+)
 from spikewatch.core.model import Trade
 
 __all__ = [
     "Capabilities",
     "Control",
     "Exchange",
+    "FrameMarks",
     "MalformedFrame",
     "ParsedFrames",
     "RestRequest",
@@ -76,6 +83,13 @@ class Exchange(Protocol):
     #: the name in settings, signals and the store, e.g. "binance", "binance-usdm"
     name: str
     capabilities: Capabilities
+
+    @property
+    def frame_marks(self) -> FrameMarks | None:
+        """What tells its trade frames from its other frames in a recording, unparsed
+        (None: the replay readers hand every line to the parser)."""
+        ...
+
     default_ws_url: str
     default_rest_url: str
 

@@ -41,9 +41,9 @@ from typing import Final, NamedTuple, Protocol, TypeAlias
 
 from spikewatch.core import accel
 from spikewatch.core.decimal import BadNumber, UnitsCache, float_to_units, parse_units
+from spikewatch.core.frames import FrameMarks, ParsedFrames
 from spikewatch.core.model import Side, Trade, TradeBatch
 from spikewatch.core.npparse import parse_block
-from spikewatch.exchanges.base import ParsedFrames
 from spikewatch.exchanges.binance import BinanceSpot
 from spikewatch.replay.tape import frames_of_lines, line_blocks
 
@@ -137,25 +137,6 @@ class FrameParser(Protocol):
     def parse_batch(self, frames: Sequence[bytes]) -> ParsedFrames:
         """Decode frames; every frame lands in exactly one list of the result."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class _TradeMarks:
-    """Byte strings that tell an exchange's trade frames from its other frames unparsed."""
-
-    #: in every line that holds a trade frame, however recorded (escaped in a recorder's
-    #: JSON string, re-spaced): a line without it is skipped unparsed
-    line: bytes
-    #: in each trade frame exactly once, as the exchange sends it: a block with as many
-    #: of these as lines holds nothing else, and is parsed without looking line by line
-    event: bytes
-
-
-#: Binance spot and USD-M name every trade event ``"e":"trade"``; their other streams
-#: (depth, bookTicker, aggTrade, markPrice...) never hold the lower-case word. Another
-#: exchange's frames are all handed to its parser.
-_BINANCE_MARKS: Final = _TradeMarks(b"trade", b'"e":"trade"')
-_MARKS: Final = {"binance": _BINANCE_MARKS, "binance-usdm": _BINANCE_MARKS}
 
 
 # -- public API ------------------------------------------------------------------------
@@ -945,7 +926,8 @@ def _parsed_frames(
     hold a trade left unparsed, the frames of consecutive blocks parsed together. Bad
     frames are counted in ``state``; lines that are not blank in its stats' rows.
     """
-    marks = _MARKS.get(exchange.name)
+    # the venue's own markers, where its adapter has them; else every line is parsed
+    marks: FrameMarks | None = getattr(exchange, "frame_marks", None)
     cap = min(size, _FRAME_GROUP)
     waiting: list[bytes] = []
     origins: list[_Origin] = []
@@ -986,7 +968,7 @@ def _parsed_frames(
 def _parse_waiting(
     exchange: FrameParser,
     state: _FileState,
-    marks: _TradeMarks | None,
+    marks: FrameMarks | None,
     frames: list[bytes],
     origins: list[_Origin],
     cap: int,
@@ -1005,7 +987,7 @@ def _parse_waiting(
 
 def _judge(
     state: _FileState,
-    marks: _TradeMarks | None,
+    marks: FrameMarks | None,
     parsed: ParsedFrames,
     group: list[bytes],
     origins: list[_Origin],

@@ -18,6 +18,7 @@ import msgspec
 
 from spikewatch.core import accel
 from spikewatch.core.decimal import MAX_UNITS, BadNumber, UnitsCache
+from spikewatch.core.frames import FrameMarks
 from spikewatch.core.model import Side, Trade, TradeBatch
 from spikewatch.core.npparse import parse_decimals
 from spikewatch.exchanges.base import Control, MalformedFrame, ParsedFrames
@@ -165,6 +166,9 @@ class BinanceTrades:
 
     #: the exchange name the parsed trades carry
     name: str
+    #: every trade event is ``"e":"trade"``; the other streams (depth, bookTicker,
+    #: aggTrade, markPrice...) never hold the lower-case word ``trade``
+    frame_marks = FrameMarks(b"trade", b'"e":"trade"')
 
     def __init__(self) -> None:
         # price/qty string -> exact units; one per parser, so no state is shared
