@@ -260,9 +260,16 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
         print(f"spikewatch: {exc}", file=sys.stderr)
         return 2
     # the output is written on a sink worker's thread (the same port as the live store)
+    target = OutputSink(sink)
     output: SinkWorker[Signal] = SinkWorker(
-        "replay-output", OutputSink(sink), maxsize=65536, overflow=Overflow.BLOCK
+        "replay-output", target, maxsize=65536, overflow=Overflow.BLOCK
     )
+
+    def deliver(signals: Sequence[Signal]) -> None:
+        if target.broken:  # nobody reads the output any more: stop, as a pipe's writer does
+            raise BrokenPipeError
+        output.put_many(signals)
+
     stats = ReadStats()
     show = not ns.quiet and sys.stderr.isatty()
     try:
@@ -277,16 +284,20 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
             trades,
             kernel,
             None,
-            on_signals=output.put_many,
+            on_signals=deliver,
             symbols=symbols,
             progress=_progress if show else None,
         )
+    except BrokenPipeError:
+        pass  # the reader of stdout went away (| head): the summary below still goes out
     except (ValueError, OSError) as exc:
         print(f"\nspikewatch: {exc}", file=sys.stderr)
         return 2
     finally:
         output.flush()
         output.close(timeout=600)  # closes the output (Parquet is written then)
+    if target.broken:
+        return 0
     if output.stats().failures:
         print(f"spikewatch: writing signals to {ns.out or 'stdout'} failed", file=sys.stderr)
         return 1

@@ -164,6 +164,25 @@ def test_replay_summary_on_stderr_counts_trades_and_signals(
     assert f"{len(btc_reference):,} signals" in err
 
 
+def test_replay_into_a_pipe_closed_early_stops_quietly(fixtures_dir: Path) -> None:
+    # `spikewatch replay FILE | head -1`: the reader goes away after one line
+    command = ["-m", "spikewatch", "replay", "--quiet", "--window", "20"]
+    replay = subprocess.Popen(
+        [sys.executable, *command, str(fixtures_dir / BTC_FRAMES)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert replay.stdout is not None
+    assert replay.stderr is not None
+    assert json.loads(replay.stdout.readline())["signal_type"] == "VolumeSpike"
+    replay.stdout.close()
+    assert replay.wait(60) == 0
+    err = replay.stderr.read().decode()
+    replay.stderr.close()
+    assert "Traceback" not in err
+    assert err == ""
+
+
 def test_replay_quiet_writes_nothing_on_stderr(fixtures_dir: Path, tmp_path: Path) -> None:
     status, out, err = spikewatch(tmp_path, "replay", str(fixtures_dir / BTC_CSV), "--quiet")
     assert status == 0

@@ -109,16 +109,26 @@ class OutputSink:
 
     def __init__(self, output: SignalSink) -> None:
         self.output = output
+        #: the reader went away (``spikewatch replay ... | head``): nothing more is written
+        self.broken = False
 
     def write(self, items: Sequence[Signal]) -> None:
         """Write signals in order."""
+        if self.broken:
+            return
         write = self.output.write
-        for signal in items:
-            write(signal)
+        try:
+            for signal in items:
+                write(signal)
+        except BrokenPipeError:
+            self.broken = True
 
     def close(self) -> None:
         """Finish the output."""
-        self.output.close()
+        try:
+            self.output.close()
+        except BrokenPipeError:
+            self.broken = True
 
 
 def open_sink(out: str | None) -> SignalSink:
