@@ -297,13 +297,17 @@ class Engine:
             except Exception:  # a bug must cost this read, never the stream
                 log.exception("processing a read of %d frames failed", len(frames))
                 return False
+            quiet = not (step.signals or step.lost or step.fetch or step.failures)
+            if quiet:  # nothing to send first: bars and lag histograms now
+                kernel.settle()
         for kind, detail, frame in step.malformed:
             self._ratelog.warning(kind, f"skipped a malformed frame ({detail}): {frame[:120]!r}")
         if step.arrived:
             self._note_arrival(step.arrived)
-        self._act(step)
-        with self._lock:  # bars and lag histograms: after the signals have gone out
-            kernel.settle()
+        if not quiet:
+            self._act(step)
+            with self._lock:  # bars and lag histograms: after the signals have gone out
+                kernel.settle()
         return step.shutdown
 
     def _act(self, step: Step) -> None:

@@ -33,7 +33,7 @@ from spikewatch.core.frames import (
     ParsedFrames,
 )
 from spikewatch.core.kernel import GapPolicy
-from spikewatch.core.model import Side, Signal, Trade, TradeBatch, decode_signal, iso_utc
+from spikewatch.core.model import Side, Signal, Trade, decode_signal, iso_utc
 from spikewatch.engine import Engine
 from spikewatch.exchanges import EXCHANGES
 from spikewatch.exchanges.base import RestRequest, SimulatorCodec
@@ -111,39 +111,26 @@ class ToyCoinbase:
         return None
 
     def parse_batch(self, frames: Sequence[bytes]) -> ParsedFrames:
-        trades: list[Trade] = []
-        errors: list[tuple[int, MalformedFrame]] = []
-        controls: list[tuple[int, Control]] = []
-        for index, frame in enumerate(frames):
-            try:
-                match = _decode(frame)
-                moment = datetime.fromisoformat(match.time.replace("Z", "+00:00"))
-                time_us = int(moment.timestamp()) * 1_000_000 + moment.microsecond
-                trades.append(
-                    Trade(
-                        self.name,
-                        canonical(match.product_id),
-                        match.trade_id,
-                        parse_units(match.price),
-                        parse_units(match.size),
-                        time_us,
-                        Side.BUY if match.side == "sell" else Side.SELL,  # maker sold: taker bought
-                    )
-                )
-            except msgspec.DecodeError:
-                controls.append((index, Control.IGNORED))  # subscriptions, heartbeats...
-            except ValueError as exc:
-                errors.append((index, MalformedFrame("bad_value", str(exc))))
-        batches: list[TradeBatch] = []
-        run: list[Trade] = []
-        for trade in trades:
-            if run and trade.symbol != run[0].symbol:
-                batches.append(TradeBatch.from_trades(run))
-                run = []
-            run.append(trade)
-        if run:
-            batches.append(TradeBatch.from_trades(run))
-        return ParsedFrames(batches, errors, controls)
+        return ParsedFrames.collect(self._parse(frame) for frame in frames)
+
+    def _parse(self, frame: bytes) -> Trade | Control | MalformedFrame:
+        try:
+            match = _decode(frame)
+        except msgspec.DecodeError:
+            return Control.IGNORED  # subscriptions, heartbeats...
+        try:
+            moment = datetime.fromisoformat(match.time.replace("Z", "+00:00"))
+            return Trade(
+                self.name,
+                canonical(match.product_id),
+                match.trade_id,
+                parse_units(match.price),
+                parse_units(match.size),
+                int(moment.timestamp()) * 1_000_000 + moment.microsecond,
+                Side.BUY if match.side == "sell" else Side.SELL,  # maker sold: taker bought
+            )
+        except ValueError as exc:
+            return MalformedFrame("bad_value", str(exc))
 
     def recent_trades(self, symbol: str, limit: int) -> RestRequest | None:
         return None

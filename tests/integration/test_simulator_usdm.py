@@ -74,7 +74,7 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, object]:
 
 
 def trades_of(frames: list[bytes]) -> list[Trade]:
-    return [t for batch in BinanceUsdm().parse_batch(frames).batches for t in batch.trades()]
+    return BinanceUsdm().parse_batch(frames).trade_list()
 
 
 # -- streams ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from spikewatch.core import accel, npparse
 from spikewatch.core.decimal import MAX_UNITS, BadNumber, UnitsCache, parse_units
 from spikewatch.core.detectors import VolumeSpikeDetector, _quote_volume
+from spikewatch.core.frames import SMALL_RUN, ParsedFrames
 from spikewatch.core.kernel import Kernel
 from spikewatch.core.model import Side, Signal, Trade, TradeBatch, iso_utc
 from spikewatch.exchanges.base import Control, MalformedFrame
@@ -124,7 +125,7 @@ def batch_result(parser: BinanceSpot, frames: Sequence[bytes]) -> list[Trade | C
         out[index] = f"malformed:{exc.kind}:{exc.detail}"
     for index, control in parsed.controls:
         out[index] = control
-    trades = iter([t for batch in parsed.batches for t in batch.trades()])
+    trades = iter(parsed.trade_list())
     for i, item in enumerate(out):
         if item is None:
             out[i] = next(trades)
@@ -464,7 +465,7 @@ def test_parse_batch_lists_errors_and_controls_by_position(btc_frames: list[byte
     parsed = BinanceSpot().parse_batch(frames)
     assert [(i, e.kind) for i, e in parsed.errors] == [(1, "not_json")]
     assert parsed.controls == [(2, Control.ACK)]
-    assert [t.trade_id for b in parsed.batches for t in b.trades()] == [3735683259, 3735683260]
+    assert [t.trade_id for t in parsed.trade_list()] == [3735683259, 3735683260]
     assert BinanceSpot().parse_batch([]).batches == []
 
 
@@ -725,3 +726,28 @@ print("ok")
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_collected_short_runs_stay_single_trades_and_long_runs_become_batches() -> None:
+    """An adapter that parses frame by frame hands its results to ParsedFrames.collect:
+    runs of one symbol under SMALL_RUN stay Trade objects (no column set-up for a quiet
+    read), longer runs become one batch; errors and controls keep their frame index."""
+
+    def trade(symbol: str, tid: int) -> Trade:
+        return Trade("binance", symbol, tid, 100, 1, 1_000_000 + tid, Side.BUY)
+
+    long_run = [trade("BTCUSDT", i) for i in range(SMALL_RUN)]
+    bad = MalformedFrame("bad_json", "x")
+    results: list[Trade | Control | MalformedFrame] = [
+        trade("ETHUSDT", 1),
+        bad,
+        *long_run,
+        Control.ACK,
+        trade("ETHUSDT", 2),
+    ]
+    parsed = ParsedFrames.collect(results)
+    assert [type(b).__name__ for b in parsed.batches] == ["Trade", "TradeBatch", "Trade"]
+    assert parsed.errors == [(1, bad)]
+    assert parsed.controls == [(2 + SMALL_RUN, Control.ACK)]
+    assert parsed.trades == SMALL_RUN + 2
+    assert parsed.trade_list() == [results[0], *long_run, results[-1]]

@@ -54,7 +54,7 @@ def expected_trade(row: dict[str, str]) -> Trade:
 
 
 def batch_trades(exchange: BinanceUsdm, frames: list[bytes]) -> list[Trade]:
-    return [t for batch in exchange.parse_batch(frames).batches for t in batch.trades()]
+    return exchange.parse_batch(frames).trade_list()
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def test_broken_futures_frame_is_counted_by_kind_and_the_rest_kept(
     assert info.value.kind == kind
     parsed = exchange.parse_batch([*frames[:3], broken, *frames[4:8]])
     assert [(i, e.kind) for i, e in parsed.errors] == [(3, kind)]
-    assert [t for b in parsed.batches for t in b.trades()] == expected[:3] + expected[4:8]
+    assert parsed.trade_list() == expected[:3] + expected[4:8]
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,7 @@ def trade_id(frame: bytes) -> int:
 
 def trades_of(frames: Sequence[bytes]) -> list[Trade]:
     parsed = BinanceSpot().parse_batch(frames)
-    return [t for batch in parsed.batches for t in batch.trades()]
+    return parsed.trade_list()
 
 
 @pytest.mark.parametrize("policy", list(GapPolicy))

@@ -1,5 +1,6 @@
-"""What a venue's parser hands the kernel: trades as column batches, controls, and the
-frames it could not use; and what the venue guarantees (:class:`Capabilities`).
+"""What a venue's parser hands the kernel: trades as column batches (or single trades
+where a run is short), controls, and the frames it could not use; and what the venue
+guarantees (:class:`Capabilities`).
 
 Defined in the core because the kernel consumes them; every exchange adapter
 (``spikewatch.exchanges``) produces them.
@@ -8,9 +9,17 @@ Defined in the core because the kernel consumes them; every exchange adapter
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from spikewatch.core.model import TradeBatch
+import msgspec
+
+from spikewatch.core.model import Trade, TradeBatch
+
+#: Runs of fewer trades are cheaper as single :class:`Trade` s than as a column batch:
+#: the batch paths' fixed costs are higher than their gains on a handful (a quiet
+#: market's read holds one frame). Parsers and the kernel both go by it.
+SMALL_RUN = 8
 
 
 class Control(enum.Enum):
@@ -30,12 +39,14 @@ class MalformedFrame(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedFrames:
-    """What a batch parser made of many frames; every frame is in exactly one list."""
+class ParsedFrames(msgspec.Struct, frozen=True):
+    """What a batch parser made of many frames; every frame is in exactly one list.
+    (A struct, not a dataclass: one is made per network read, and a frozen dataclass
+    costs several times more to make.)"""
 
-    #: the trades, in frame order, as runs of consecutive trades of one symbol
-    batches: list[TradeBatch]
+    #: the trades, in frame order: runs of consecutive trades of one symbol as column
+    #: batches, and short runs (under :data:`SMALL_RUN`) as single trades
+    batches: Sequence[TradeBatch | Trade]
     #: (position in the frames given, why) of each frame that cannot be used
     errors: list[tuple[int, MalformedFrame]]
     #: (position, control) of each frame that carries no trade
@@ -44,7 +55,48 @@ class ParsedFrames:
     @property
     def trades(self) -> int:
         """How many trades the batches hold."""
-        return sum(len(b) for b in self.batches)
+        return sum(len(b) if type(b) is TradeBatch else 1 for b in self.batches)
+
+    def trade_list(self) -> list[Trade]:
+        """Every trade, in frame order, one object each."""
+        out: list[Trade] = []
+        for item in self.batches:
+            if isinstance(item, TradeBatch):
+                out.extend(item.trades())
+            else:
+                out.append(item)
+        return out
+
+    @classmethod
+    def collect(cls, results: Iterable[Trade | Control | MalformedFrame]) -> ParsedFrames:
+        """Sort the results of parsing frames one at a time (the ``i``-th result is of the
+        ``i``-th frame) into runs of one symbol's trades, errors and controls: the batch
+        entry point of an adapter that parses frame by frame."""
+        batches: list[TradeBatch | Trade] = []
+        errors: list[tuple[int, MalformedFrame]] = []
+        controls: list[tuple[int, Control]] = []
+        run: list[Trade] = []
+        for i, item in enumerate(results):
+            if isinstance(item, Trade):
+                if run and (item.symbol != run[0].symbol or item.exchange != run[0].exchange):
+                    _close_run(run, batches)
+                    run = []
+                run.append(item)
+            elif isinstance(item, MalformedFrame):
+                errors.append((i, item))
+            else:
+                controls.append((i, item))
+        if run:
+            _close_run(run, batches)
+        return cls(batches, errors, controls)
+
+
+def _close_run(run: list[Trade], into: list[TradeBatch | Trade]) -> None:
+    """A run of one symbol's trades: a column batch, or single trades if it is short."""
+    if len(run) < SMALL_RUN:
+        into.extend(run)
+    else:
+        into.append(TradeBatch.from_trades(run))
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ Gaps (a jump in trade ids on a venue whose ids are consecutive) follow a
 from __future__ import annotations
 
 import enum
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -30,7 +31,7 @@ import msgspec
 
 from spikewatch.core.bars import Bar
 from spikewatch.core.detectors import Detector
-from spikewatch.core.frames import Capabilities, Control, MalformedFrame, ParsedFrames
+from spikewatch.core.frames import SMALL_RUN, Capabilities, Control, MalformedFrame, ParsedFrames
 from spikewatch.core.model import GapRecord, Signal, Trade, TradeBatch, iso_utc
 from spikewatch.core.sequencer import Gap
 from spikewatch.core.state import (
@@ -58,10 +59,6 @@ DetectorFactory = Callable[[str, str], Sequence[Detector]]
 
 Key = tuple[str, str]
 """``(exchange, symbol)``: BTCUSDT spot and BTCUSDT futures are two keys, never merged."""
-
-#: Runs of fewer trades go through the detectors trade by trade: the column paths' fixed
-#: costs are higher than their gains on a handful (the two agree exactly: tests/unit).
-SMALL_RUN = 8
 
 
 class GapPolicy(enum.Enum):
@@ -163,7 +160,10 @@ class Kernel:
         self._bars = bars
         self._max_held = max_held
         self._states: dict[Key, SymbolState] = {}
-        self._lags: list[tuple[int, list[TradeBatch]]] = []  # (recv µs, batches) to count
+        self._lags: list[
+            tuple[int, Sequence[TradeBatch | Trade]]
+        ] = []  # (recv µs, batches) to count
+        self._ran: set[SymbolState] = set()  # states with trades run since the last settle
         self.frames = 0
         self.ignored = 0
         self.malformed: dict[str, int] = {}
@@ -189,6 +189,7 @@ class Kernel:
                 bars=self._bars,
                 max_held=self._max_held,
             )
+            state.watched = self.watches(exchange, symbol)
         return state
 
     def find(self, exchange: str, symbol: str) -> SymbolState | None:
@@ -255,15 +256,24 @@ class Kernel:
         """The bookkeeping a step may leave for after its signals went out: bars and the
         receive-lag histograms. Every reader of them settles first, so calling this is
         only a matter of when the work is done, never of what the results are."""
+        states = self._states
         for recv_us, batches in self._lags:
             for batch in batches:
-                state = self._states.get((batch.exchange, batch.symbol))
-                if state is not None and self.watches(batch.exchange, batch.symbol):
+                state = states.get((batch.exchange, batch.symbol))
+                if state is None or not state.watched:
+                    continue
+                if type(batch) is TradeBatch:
                     state.count_lag(recv_us, batch.times_us)
+                else:  # one trade: inline (a quiet market's every read)
+                    assert isinstance(batch, Trade)
+                    lag_ms = (recv_us - batch.time_us) / 1000
+                    state.lag_counts[bisect_left(LAG_BUCKETS_MS, lag_ms)] += 1
+                    state.lag_sum += lag_ms
         self._lags.clear()
-        for state in self._states.values():
+        for state in self._ran:  # only those that ran: a quiet symbol costs nothing
             if state.pending:
                 state.settle()
+        self._ran.clear()
 
     def feed(self, items: Iterable[TradeBatch | Trade]) -> Step:
         """Trades already parsed (replay, a message bus), in arrival order."""
@@ -274,7 +284,7 @@ class Kernel:
     def _parse_each(self, venue: Venue, frames: Sequence[bytes]) -> ParsedFrames:
         """Frames one at a time, after the batch parser failed: a frame it still fails
         on is counted as a parser error."""
-        batches: list[TradeBatch] = []
+        batches: list[TradeBatch | Trade] = []
         errors: list[tuple[int, MalformedFrame]] = []
         controls: list[tuple[int, Control]] = []
         for index, frame in enumerate(frames):
@@ -293,57 +303,70 @@ class Kernel:
         released. A run that follows on from the last trade goes through the detectors
         whole; any other run, trade by trade. At a gap the policy decides, before
         anything after it is offered."""
-        units: list[TradeBatch | Trade] = []
+        arrived = step.arrived
+        states = self._states
         for item in items:
-            if type(item) is TradeBatch:
-                if not len(item):
-                    continue
-                exchange, symbol = item.exchange, item.symbol
-                n = len(item)
-            else:
-                assert isinstance(item, Trade)
-                exchange, symbol = item.exchange, item.symbol
-                n = 1
-            if not self.watches(exchange, symbol):
-                self.ignored += n
-                continue
-            step.arrived.add((exchange, symbol))
-            units.append(item)
-        i = 0
-        while i < len(units):
-            unit = units[i]
-            i += 1
-            if type(unit) is Trade:
-                state = self.state(unit.exchange, unit.symbol)
-                released, gap = state.sequencer.offer(unit)
+            key = (item.exchange, item.symbol)
+            if type(item) is Trade:  # the usual case of a quiet market: kept short
+                state = states.get(key)
+                if state is None or not state.watched:
+                    state = self._watched(key, 1)
+                    if state is None:
+                        continue
+                arrived.add(key)
+                released, gap = state.sequencer.offer(item)
                 if released:
                     self._run(state, released, step)
                 if gap is not None:
                     self._on_gap(state, gap, step)
                 continue
-            assert isinstance(unit, TradeBatch)
-            n = len(unit)
-            if n < SMALL_RUN:  # cheaper trade by trade (bench/bench_detect.py)
-                if n == 1:
-                    units.insert(i, unit.trade(0))
-                else:
-                    units[i:i] = unit.trades()
+            assert isinstance(item, TradeBatch)
+            n = len(item)
+            if not n:
                 continue
-            state = self.state(unit.exchange, unit.symbol)
-            ids = unit.trade_ids
-            if increasing(ids) and state.sequencer.accept_run(ids[0], ids[-1], len(ids)):
-                try:
-                    step.signals.extend(state.run_batch(unit))
-                except Exception as exc:  # a bug costs these trades, never the rest
-                    step.failures.append((len(unit), exc))
-            else:
-                units[i:i] = unit.trades()  # its trades one by one, from here
+            state = self._watched(key, n)
+            if state is None:
+                continue
+            arrived.add(key)
+            if n >= SMALL_RUN:  # else cheaper trade by trade (bench/bench_detect.py)
+                ids = item.trade_ids
+                if increasing(ids) and state.sequencer.accept_run(ids[0], ids[-1], n):
+                    self._ran.add(state)
+                    try:
+                        step.signals.extend(state.run_batch(item))
+                    except Exception as exc:  # a bug costs these trades, never the rest
+                        step.failures.append((n, exc))
+                    continue
+            for trade in item.trades():  # out of order or after a gap: one by one
+                self._offer(state, trade, step)
 
-    @staticmethod
-    def _run(state: SymbolState, trades: Sequence[Trade], step: Step) -> None:
+    def _watched(self, key: Key, n: int) -> SymbolState | None:
+        """The state of a watched key (made on first use); None, and ``n`` trades counted
+        as ignored, for a key not watched."""
+        state = self._states.get(key)
+        if state is None:
+            if not self.watches(*key):
+                self.ignored += n
+                return None
+            state = self.state(*key)
+        if not state.watched:
+            self.ignored += n
+            return None
+        return state
+
+    def _offer(self, state: SymbolState, trade: Trade, step: Step) -> None:
+        """One trade through the sequencer; what it releases through the detectors."""
+        released, gap = state.sequencer.offer(trade)
+        if released:
+            self._run(state, released, step)
+        if gap is not None:
+            self._on_gap(state, gap, step)
+
+    def _run(self, state: SymbolState, trades: Sequence[Trade], step: Step) -> None:
         """Released trades through the detectors; a bug costs these trades only."""
         if not trades:
             return
+        self._ran.add(state)
         try:
             step.signals.extend(state.run(trades))
         except Exception as exc:

@@ -72,6 +72,7 @@ class SymbolState:
         "signals",
         "symbol",
         "trades",
+        "watched",
     )
 
     def __init__(
@@ -102,6 +103,8 @@ class SymbolState:
         self.backfills = self.backfilled = self.gap_records = 0
         self.lag_counts = [0] * (len(LAG_BUCKETS_MS) + 1)
         self.lag_sum = 0.0
+        #: its trades are detected on (the kernel sets it; others are counted as ignored)
+        self.watched = True
 
     # -- detection: in-order trades only (the sequencer sees to it) ------------------
 

@@ -982,7 +982,8 @@ def _parse_waiting(
         parsed = exchange.parse_batch(group)
         if parsed.errors:
             _judge(state, marks, parsed, group, origins, first + start)
-        yield from parsed.batches
+        for item in parsed.batches:  # a short run may come as single trades
+            yield item if isinstance(item, TradeBatch) else TradeBatch.from_trades([item])
 
 
 def _judge(

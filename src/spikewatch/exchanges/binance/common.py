@@ -18,7 +18,7 @@ import msgspec
 
 from spikewatch.core import accel
 from spikewatch.core.decimal import MAX_UNITS, BadNumber, UnitsCache
-from spikewatch.core.frames import FrameMarks
+from spikewatch.core.frames import SMALL_RUN, FrameMarks
 from spikewatch.core.model import Side, Trade, TradeBatch
 from spikewatch.core.npparse import parse_decimals
 from spikewatch.exchanges.base import Control, MalformedFrame, ParsedFrames
@@ -152,10 +152,6 @@ class _RestTrade(msgspec.Struct):
 _decode_rest_trades = msgspec.json.Decoder(list[_RestTrade]).decode
 
 
-#: Reads of fewer frames are parsed frame by frame (measured: bench/bench_detect.py).
-SMALL_READ = 8
-
-
 def trade_stream(symbol: str) -> str:
     """The stream of ``symbol``'s trades: ``btcusdt@trade`` (stream names are lower-case)."""
     return f"{symbol.lower()}@trade"
@@ -210,7 +206,16 @@ class BinanceTrades:
         """
         if not frames:
             return ParsedFrames([], [], [])
-        if len(frames) < SMALL_READ:  # a quiet market's read: the bulk set-up costs more
+        if len(frames) == 1:  # a quiet market's read
+            try:
+                item = self.parse(frames[0])
+            except MalformedFrame as exc:
+                return ParsedFrames([], [(0, exc)], [])
+            if type(item) is Trade:
+                return ParsedFrames([item], [], [])
+            assert isinstance(item, Control)
+            return ParsedFrames([], [], [(0, item)])
+        if len(frames) < SMALL_RUN:  # the bulk set-up costs more than it saves
             return self._parse_few(frames)
         msgs = _decode_each(frames)
         if None not in msgs:
@@ -227,7 +232,7 @@ class BinanceTrades:
                 results.append(self.parse(frame))
             except MalformedFrame as exc:
                 results.append(exc)
-        return _collect(results)
+        return ParsedFrames.collect(results)
 
     def _columns(self, msgs: list[_BatchTradeMsg]) -> ParsedFrames | None:
         """The usual case in bulk: every frame a market trade with valid values (the
@@ -313,7 +318,7 @@ class BinanceTrades:
                     results.append(self.parse(frame))
             except MalformedFrame as exc:
                 results.append(exc)
-        return _collect(results)
+        return ParsedFrames.collect(results)
 
     def parse(self, frame: bytes | str) -> Trade | Control:
         """Decode a raw or combined ``@trade`` frame into a :class:`Trade`."""
@@ -399,24 +404,3 @@ def _decode_all(decode: Callable[[bytes], _T], frames: Sequence[bytes]) -> list[
         except _DECODE_ERRORS:
             decoded.append(None)
     return decoded
-
-
-def _collect(results: list[Trade | Control | MalformedFrame]) -> ParsedFrames:
-    """Sort per-frame results into runs of one symbol's trades, errors and controls."""
-    batches: list[TradeBatch] = []
-    errors: list[tuple[int, MalformedFrame]] = []
-    controls: list[tuple[int, Control]] = []
-    run: list[Trade] = []
-    for i, item in enumerate(results):
-        if isinstance(item, Trade):
-            if run and (item.symbol != run[0].symbol or item.exchange != run[0].exchange):
-                batches.append(TradeBatch.from_trades(run))
-                run = []
-            run.append(item)
-        elif isinstance(item, MalformedFrame):
-            errors.append((i, item))
-        else:
-            controls.append((i, item))
-    if run:
-        batches.append(TradeBatch.from_trades(run))
-    return ParsedFrames(batches, errors, controls)
