@@ -364,7 +364,7 @@ class Engine:
         for symbol, cp in self.store.checkpoints(name).items():
             if symbol not in self.settings.symbols:
                 continue
-            if self.kernel.restore(name, symbol, cp.last_id, cp.detectors):
+            if self.kernel.restore(name, symbol, cp.last_id, cp.detectors, cp.last_time_us):
                 restored.append(symbol)
                 log.info("%s continues from its checkpoint at trade %d", symbol, cp.last_id)
         return restored
@@ -384,7 +384,8 @@ class Engine:
                             exchange=name,
                             symbol=symbol,
                             last_id=state[0],
-                            detectors=state[1],
+                            last_time_us=state[1],
+                            detectors=state[2],
                             saved_at=time.time(),
                         )
                     )

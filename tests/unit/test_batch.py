@@ -78,7 +78,8 @@ def without_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
 def make_trades(
     qtys: Sequence[int], ids: Sequence[int] | None = None, symbol: str = "BTCUSDT"
 ) -> list[Trade]:
-    """Trades of one symbol with the given quantities (and ids: consecutive by default)."""
+    """Trades of one symbol with the given quantities (and ids: consecutive by default).
+    Times follow the ids, as on an exchange: a repeated id carries its first time."""
     ids = ids if ids is not None else range(1000, 1000 + len(qtys))
     return [
         Trade(
@@ -87,7 +88,7 @@ def make_trades(
             tid,
             6_183_763_000_000 + 100 * i,
             qty,
-            1_723_161_255_342_000 + i * 1000,
+            1_723_161_255_342_000 + (tid - 1000) * 1000,
             Side.SELL if i % 3 else Side.BUY,
         )
         for i, (tid, qty) in enumerate(zip(ids, qtys, strict=True))

@@ -222,8 +222,8 @@ def test_a_checkpoint_restored_in_a_new_kernel_continues_exactly(btc_frames: lis
     feed_reads(first, btc_frames[:9000], 500, out)
     saved = first.checkpoint("binance", "BTCUSDT")
     assert saved is not None
-    last_id, snapshots = json.loads(json.dumps(saved))  # as stored: through JSON
-    assert second.restore("binance", "BTCUSDT", last_id, snapshots)
+    last_id, time_us, snapshots = json.loads(json.dumps(saved))  # as stored: through JSON
+    assert second.restore("binance", "BTCUSDT", last_id, snapshots, time_us)
     feed_reads(second, btc_frames[8500:], 500, out)  # an overlap: repeats are dropped
     assert out.ids() == reference_spikes(btc_frames)
     assert second.stats()[0].duplicates == 500

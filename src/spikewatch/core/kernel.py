@@ -33,9 +33,10 @@ from spikewatch.core.bars import Bar
 from spikewatch.core.detectors import Detector
 from spikewatch.core.frames import SMALL_RUN, Capabilities, Control, MalformedFrame, ParsedFrames
 from spikewatch.core.model import GapRecord, Signal, Trade, TradeBatch, iso_utc
-from spikewatch.core.sequencer import Gap
+from spikewatch.core.sequencer import MAX_AHEAD_US, UNKNOWN_TIME, Gap, Suspicion, Verdict
 from spikewatch.core.state import (
     LAG_BUCKETS_MS,
+    LAG_COUNTED_US,
     LagHistogram,
     SymbolState,
     SymbolStats,
@@ -247,7 +248,8 @@ class Kernel:
                 self.ignored += 1
             elif control is Control.SHUTDOWN:
                 step.shutdown = True
-        self._feed(parsed.batches, step)
+        limit_us = recv_ns // 1000 + MAX_AHEAD_US if recv_ns else UNKNOWN_TIME
+        self._feed(parsed.batches, step, limit_us=limit_us)
         if recv_ns:
             self._lags.append((recv_ns // 1000, parsed.batches))
         return step
@@ -266,9 +268,10 @@ class Kernel:
                     state.count_lag(recv_us, batch.times_us)
                 else:  # one trade: inline (a quiet market's every read)
                     assert isinstance(batch, Trade)
-                    lag_ms = (recv_us - batch.time_us) / 1000
-                    state.lag_counts[bisect_left(LAG_BUCKETS_MS, lag_ms)] += 1
-                    state.lag_sum += lag_ms
+                    lag_us = recv_us - batch.time_us
+                    if lag_us <= LAG_COUNTED_US:
+                        state.lag_counts[bisect_left(LAG_BUCKETS_MS, lag_us / 1000)] += 1
+                        state.lag_sum += lag_us / 1000
         self._lags.clear()
         for state in self._ran:  # only those that ran: a quiet symbol costs nothing
             if state.pending:
@@ -298,11 +301,20 @@ class Kernel:
             controls.extend((index, c) for _, c in one.controls)
         return ParsedFrames(batches, errors, controls)
 
-    def _feed(self, items: Iterable[TradeBatch | Trade], step: Step) -> None:
+    def _feed(
+        self,
+        items: Iterable[TradeBatch | Trade],
+        step: Step,
+        *,
+        trusted: bool = False,
+        limit_us: int = UNKNOWN_TIME,
+    ) -> None:
         """Offer trades (or runs of them) to their sequencers in order and run what is
         released. A run that follows on from the last trade goes through the detectors
         whole; any other run, trade by trade. At a gap the policy decides, before
-        anything after it is offered."""
+        anything after it is offered. Live trades pass each symbol's :class:`TradeGuard`
+        first (``limit_us``: the latest plausible exchange time); ``trusted`` ones
+        (fetched over REST) do not."""
         arrived = step.arrived
         states = self._states
         for item in items:
@@ -314,6 +326,20 @@ class Kernel:
                     if state is None:
                         continue
                 arrived.add(key)
+                guard = state.guard
+                tid = item.trade_id
+                if trusted:
+                    guard.see(tid, item.time_us)
+                elif (
+                    guard.suspects
+                    or not guard.high_id < tid <= guard.high_id + guard.reach
+                    or item.time_us > limit_us
+                ):
+                    self._judge(state, item, step, limit_us)  # all but the usual: checked
+                    continue
+                else:
+                    guard.high_id = tid
+                    guard.high_time_us = item.time_us
                 released, gap = state.sequencer.offer(item)
                 if released:
                     self._run(state, released, step)
@@ -328,9 +354,14 @@ class Kernel:
             if state is None:
                 continue
             arrived.add(key)
-            if n >= SMALL_RUN:  # else cheaper trade by trade (bench/bench_detect.py)
+            guard = state.guard
+            if n >= SMALL_RUN and (
+                trusted or guard.fits(item.trade_ids, max(item.times_us), limit_us)
+            ):
+                # else cheaper trade by trade (bench/bench_detect.py), or to be checked
                 ids = item.trade_ids
                 if increasing(ids) and state.sequencer.accept_run(ids[0], ids[-1], n):
+                    guard.see(ids[-1], item.times_us[-1])
                     self._ran.add(state)
                     try:
                         step.signals.extend(state.run_batch(item))
@@ -338,7 +369,58 @@ class Kernel:
                         step.failures.append((n, exc))
                     continue
             for trade in item.trades():  # out of order or after a gap: one by one
-                self._offer(state, trade, step)
+                if trusted:
+                    guard.see(trade.trade_id, trade.time_us)
+                    self._offer(state, trade, step)
+                else:
+                    self._judge(state, trade, step, limit_us)
+
+    def _judge(self, state: SymbolState, trade: Trade, step: Step, limit_us: int) -> None:
+        """A live trade through the symbol's guard, then what it lets through onwards."""
+        judged = state.guard.judge(trade, limit_us)
+        verdict = judged.verdict
+        if verdict is Verdict.REJECTED:
+            kind = "implausible_time" if judged.why is Suspicion.FUTURE else "implausible_id"
+            for junk in judged.suspects:
+                self.malformed[kind] = self.malformed.get(kind, 0) + 1
+                detail = (
+                    f"{junk.exchange} {junk.symbol} trade {junk.trade_id} at "
+                    f"{iso_utc(junk.time_us)}: {judged.why.value if judged.why else '?'}, "
+                    f"and the trades after it went on from {judged.was}: skipped"
+                )
+                step.malformed.append((kind, detail, msgspec.json.encode(junk)))
+        elif verdict is Verdict.RESTARTED:
+            self._restart(state, judged.suspects[0], judged.was, step)
+        for passed in judged.passed:
+            self._offer(state, passed, step)
+
+    def _restart(self, state: SymbolState, first: Trade, was: int, step: Step) -> None:
+        """The exchange restarted the symbol's trade ids (confirmed by the trades after
+        ``first``): give up what was pending, record it, warm the detectors up again,
+        and follow the new ids from ``first``."""
+        if state.sequencer.gap is not None:
+            self._give_up(state, "trade ids restarted while the gap was open", step)
+        state.gap_records += 1
+        step.lost_at.append(len(step.signals))
+        step.lost.append(
+            GapRecord(
+                exchange=state.exchange,
+                symbol=state.symbol,
+                first_id=first.trade_id,
+                last_id=was,
+                missing=0,
+                time_us=first.time_us,
+                timestamp=iso_utc(first.time_us),
+                reason=(
+                    f"trade ids went back from {was} to {first.trade_id} (restarted by the "
+                    "exchange): the windows warm up again"
+                ),
+            )
+        )
+        state.restarts += 1
+        state.reset()
+        state.last_id = first.trade_id - 1
+        state.sequencer.restart(first.trade_id)
 
     def _watched(self, key: Key, n: int) -> SymbolState | None:
         """The state of a watched key (made on first use); None, and ``n`` trades counted
@@ -415,11 +497,14 @@ class Kernel:
         state = self.state(exchange, symbol)
         ready, closed = state.sequencer.fill(list(trades))
         state.backfilled += len(trades)
+        if ready:
+            state.guard.see(ready[-1].trade_id, ready[-1].time_us)
         self._run(state, ready, step)
         step.closed = closed
         if closed:
             state.backfills += 1
             self._after_release(state, step)
+        self._recheck(state, step)
         return step
 
     def give_up(self, exchange: str, symbol: str, reason: str) -> Step:
@@ -466,32 +551,73 @@ class Kernel:
         state = self.state(exchange, symbol)
         before = state.trades
         step = Step()
-        self._feed(trades, step)
+        self._feed(trades, step, trusted=True)
         state.backfilled += state.trades - before
+        self._recheck(state, step)
         step.arrived.discard((exchange, symbol))
         return step
 
     def warm(self, exchange: str, symbol: str, trades: Sequence[Trade]) -> Step:
         """Recent trades fetched at start-up, to fill the windows before live trades."""
         step = Step()
-        self._feed(trades, step)
+        self._feed(trades, step, trusted=True)
+        self._recheck(self.state(exchange, symbol), step)
         step.arrived.discard((exchange, symbol))
+        return step
+
+    def _recheck(self, state: SymbolState, step: Step) -> None:
+        """Fetched trades moved the guard's last id: suspects held for being far ahead
+        of it may be plausible now (the fetched ids reached them); judge them again."""
+        guard = state.guard
+        if guard.suspects and guard.why is Suspicion.AHEAD:
+            held, guard.suspects = guard.suspects, []
+            for trade in held:
+                self._judge(state, trade, step, UNKNOWN_TIME)
+
+    def end(self) -> Step:
+        """The input is over (the end of a replay): trades the guards still hold have
+        no later trades to be judged by, so they are taken as real."""
+        step = Step()
+        for state in self._states.values():
+            guard = state.guard
+            if not guard.suspects:
+                continue
+            held, guard.suspects = guard.suspects, []
+            if guard.why is Suspicion.BACK:
+                was = guard.high_id
+                guard.high_id, guard.high_time_us = held[-1].trade_id, held[-1].time_us
+                self._restart(state, held[0], was, step)
+            else:
+                guard.see(held[-1].trade_id, held[-1].time_us)
+            for trade in held:
+                self._offer(state, trade, step)
         return step
 
     # -- restarts ----------------------------------------------------------------------
 
-    def checkpoint(self, exchange: str, symbol: str) -> tuple[int, list[dict[str, Any]]] | None:
-        """The key's last trade id and detector snapshots, if it has seen a trade."""
+    def checkpoint(
+        self, exchange: str, symbol: str
+    ) -> tuple[int, int | None, list[dict[str, Any]]] | None:
+        """The key's last trade id and time (µs) and detector snapshots, if it has seen a
+        trade."""
         state = self._states.get((exchange, symbol))
         if state is None or state.last_id < 0:
             return None
-        return state.last_id, [d.snapshot() for d in state.detectors]
+        time_us = state.last.time_us if state.last is not None else None
+        return state.last_id, time_us, [d.snapshot() for d in state.detectors]
 
     def restore(
-        self, exchange: str, symbol: str, last_id: int, snapshots: Sequence[dict[str, Any]]
+        self,
+        exchange: str,
+        symbol: str,
+        last_id: int,
+        snapshots: Sequence[dict[str, Any]],
+        time_us: int | None = None,
     ) -> bool:
         """Continue from :meth:`checkpoint`; False (and nothing changed) when the snapshots
-        are of other detectors or parameters."""
+        are of other detectors or parameters. Without the last trade's time (an older
+        checkpoint), ids going back while the process was down cannot be told from
+        repeats until a newer trade has been seen."""
         state = self.state(exchange, symbol)
         if len(snapshots) != len(state.detectors):
             return False
@@ -501,4 +627,6 @@ class Kernel:
             detector.restore(snap)
         state.last_id = last_id
         state.sequencer.last_id = last_id
+        state.guard.high_id = last_id
+        state.guard.high_time_us = time_us if time_us is not None else UNKNOWN_TIME
         return True

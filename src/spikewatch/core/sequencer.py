@@ -7,6 +7,9 @@ Binance trade ids are consecutive per symbol, so a jump in ids is a gap.
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Sequence
+
 import msgspec
 
 from spikewatch.core.model import Trade
@@ -119,6 +122,13 @@ class Sequencer:
         self.last_id = self.gap.last_id
         return self._release()
 
+    def restart(self, first_id: int) -> None:
+        """The venue restarted its ids: follow them from ``first_id`` (nothing held)."""
+        self.last_id = first_id - 1
+        self.gap = None
+        self.held = []
+        self.overflowed = False
+
     def skip_to(self, first_id: int) -> None:
         """Give up on ids before ``first_id`` (a gap too large to fetch), keep the rest."""
         if self.gap is not None and first_id > self.last_id + 1:
@@ -143,3 +153,136 @@ class Sequencer:
             out.append(trade)
             self.last_id = tid
         return out
+
+
+#: Trades in a row (the suspect first) that confirm an implausible trade.
+CONFIRM = 3
+#: A forward jump of more ids than this needs confirming: a brief drop on a busy pair
+#: misses a few hundred; a junk frame's id can be anything.
+SUSPECT_JUMP = 1000
+#: A live trade stamped further ahead of the local clock than this needs confirming
+#: (exchange and local clocks agree within a second or two when both are synchronised).
+MAX_AHEAD_US = 10 * 60 * 1_000_000
+#: A bound that no time reaches: no clock to compare with, or an unknown last time.
+UNKNOWN_TIME = 1 << 62
+
+
+class Verdict(enum.Enum):
+    """What :class:`TradeGuard` made of the suspects it held."""
+
+    CONFIRMED = "confirmed"  # real: the ids jumped ahead (a gap), or the clock is off
+    RESTARTED = "restarted"  # real: the exchange restarted the ids from a lower one
+    REJECTED = "rejected"  # the old sequence went on: the suspects were junk
+
+
+class Suspicion(enum.Enum):
+    """Why the guard holds a trade."""
+
+    AHEAD = "its id is far ahead of the last one"
+    BACK = "its id is below the last one at a later time"
+    FUTURE = "its time is far ahead of the local clock"
+
+
+class Judged(msgspec.Struct):
+    """Trades the guard lets through now (in order), and what it decided about its
+    suspects, if anything."""
+
+    passed: list[Trade]
+    verdict: Verdict | None = None
+    suspects: list[Trade] = []  # of the verdict: rejected, or the first of a restart
+    was: int = -1  # the highest id before the verdict
+    why: Suspicion | None = None
+
+
+class TradeGuard:
+    """One symbol's check of live trades before the :class:`Sequencer`.
+
+    A trade that no honest stream sends (an id far ahead or back below the last one at
+    a later time, or a time far ahead of the local clock) may be a junk frame or a real
+    change: an outage, the exchange restarting its ids, a local clock that is off. The
+    guard holds it as a suspect, moving nothing, until the next trades decide: if they
+    follow on from it (:data:`CONFIRM` in a row), it is real; if the old sequence goes
+    on, the suspects are rejected (counted and skipped). Repeats (ids already seen, at
+    their old times) pass meanwhile: the sequencer drops them. Pure and deterministic,
+    so live and replay agree (replay has no clock: no time is too far ahead).
+    """
+
+    __slots__ = ("consecutive", "high_id", "high_time_us", "reach", "suspects", "why")
+
+    def __init__(self, *, consecutive: bool = True) -> None:
+        self.consecutive = consecutive
+        #: ids ahead of high_id that need no check (on a venue whose ids only increase,
+        #: any jump ahead is plausible)
+        self.reach = SUSPECT_JUMP if consecutive else UNKNOWN_TIME
+        self.high_id = -1  # the highest id let through (or fetched), -1: none yet
+        self.high_time_us = 0  # its exchange time
+        self.suspects: list[Trade] = []
+        self.why: Suspicion | None = None
+
+    def fits(self, ids: Sequence[int], latest_us: int, limit_us: int) -> bool:
+        """Whether a run of increasing ``ids`` whose latest time is ``latest_us`` needs no
+        check (nothing held, the first id within reach, no time past ``limit_us``);
+        then the caller :meth:`see` s its last trade."""
+        high = self.high_id
+        return not self.suspects and high < ids[0] <= high + self.reach and latest_us <= limit_us
+
+    def see(self, trade_id: int, time_us: int) -> None:
+        """A trade that needs no check (fetched over REST, or of a run already checked)."""
+        if trade_id > self.high_id:
+            self.high_id = trade_id
+            self.high_time_us = time_us
+
+    def judge(self, trade: Trade, limit_us: int = UNKNOWN_TIME) -> Judged:
+        """Check one live trade (in arrival order); ``limit_us``: the latest plausible
+        exchange time (the local clock plus :data:`MAX_AHEAD_US`)."""
+        suspects = self.suspects
+        if not suspects:
+            return self._fresh(trade, limit_us)
+        if self._follows(suspects[-1], trade):
+            suspects.append(trade)
+            if len(suspects) < CONFIRM:
+                return Judged([])
+            self.suspects = []
+            was = self.high_id
+            why = self.why
+            if why is Suspicion.BACK:
+                self.high_id, self.high_time_us = trade.trade_id, trade.time_us
+                return Judged(suspects, Verdict.RESTARTED, suspects[:1], was, why)
+            self.see(trade.trade_id, trade.time_us)
+            return Judged(suspects, Verdict.CONFIRMED, [], was, why)
+        if self._repeat(trade):
+            return Judged([trade])  # an overlap's repeat: the sequencer drops it
+        self.suspects = []
+        why = self.why
+        judged = self._fresh(trade, limit_us)
+        return Judged(judged.passed, Verdict.REJECTED, suspects, self.high_id, why)
+
+    def _fresh(self, trade: Trade, limit_us: int) -> Judged:
+        high = self.high_id
+        tid = trade.trade_id
+        if trade.time_us > limit_us:
+            return self._suspect(trade, Suspicion.FUTURE)
+        if high < 0:
+            self.see(tid, trade.time_us)
+            return Judged([trade])
+        if tid > high:
+            if tid - high > self.reach:
+                return self._suspect(trade, Suspicion.AHEAD)
+            self.see(tid, trade.time_us)
+            return Judged([trade])
+        if trade.time_us > self.high_time_us:  # an older id at a newer time: not a repeat
+            return self._suspect(trade, Suspicion.BACK)
+        return Judged([trade])  # a repeat (the sequencer counts it)
+
+    def _suspect(self, trade: Trade, why: Suspicion) -> Judged:
+        self.suspects = [trade]
+        self.why = why
+        return Judged([])
+
+    def _follows(self, last: Trade, trade: Trade) -> bool:
+        if self.consecutive:
+            return trade.trade_id == last.trade_id + 1
+        return trade.trade_id > last.trade_id and trade.time_us >= last.time_us
+
+    def _repeat(self, trade: Trade) -> bool:
+        return trade.trade_id <= self.high_id and trade.time_us <= self.high_time_us

@@ -14,10 +14,14 @@ from spikewatch.core import accel
 from spikewatch.core.bars import BarSeries
 from spikewatch.core.detectors import BatchDetector, Detector
 from spikewatch.core.model import Signal, Trade, TradeBatch
-from spikewatch.core.sequencer import Sequencer
+from spikewatch.core.sequencer import Sequencer, TradeGuard
 
 #: Upper bounds (ms) of the ingest-lag histogram: local receive time minus exchange time.
 LAG_BUCKETS_MS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+#: Trades received this long after their exchange time are history served as if live
+#: (a simulator replaying a recording, a backlog): their lag is not counted.
+LAG_COUNTED_US = 3600 * 1_000_000
 
 _NO_SIGNALS: tuple[Signal, ...] = ()
 
@@ -40,6 +44,7 @@ class SymbolStats(msgspec.Struct, frozen=True):
     backfills: int  # gaps filled over REST
     backfilled_trades: int
     gap_records: int  # gaps recorded as lost (the detectors warmed up again)
+    id_restarts: int = 0  # the venue restarted its trade ids (confirmed), recorded too
 
 
 class LagHistogram(msgspec.Struct, frozen=True):
@@ -62,12 +67,14 @@ class SymbolState:
         "exchange",
         "gap_records",
         "gaps",
+        "guard",
         "lag_counts",
         "lag_sum",
         "last",
         "last_id",
         "missing",
         "pending",
+        "restarts",
         "sequencer",
         "signals",
         "symbol",
@@ -93,6 +100,7 @@ class SymbolState:
             d if isinstance(d, BatchDetector) else None for d in self.detectors
         )
         self.sequencer = Sequencer(max_held=max_held, consecutive=consecutive)
+        self.guard = TradeGuard(consecutive=consecutive)
         self.bars = BarSeries() if bars else None
         # trades run since the last settle(), for the bars: the chart can wait until a
         # step's signals have gone out, a signal should not wait for the chart
@@ -100,7 +108,7 @@ class SymbolState:
         self.last_id = -1  # of the last trade processed
         self.last: Trade | None = None
         self.trades = self.duplicates = self.gaps = self.missing = self.signals = 0
-        self.backfills = self.backfilled = self.gap_records = 0
+        self.backfills = self.backfilled = self.gap_records = self.restarts = 0
         self.lag_counts = [0] * (len(LAG_BUCKETS_MS) + 1)
         self.lag_sum = 0.0
         #: its trades are detected on (the kernel sets it; others are counted as ignored)
@@ -212,7 +220,8 @@ class SymbolState:
         return all(getattr(d, "warmed_up", True) for d in self.detectors)
 
     def count_lag(self, recv_us: int, times_us: Sequence[int]) -> None:
-        """Add the receive lag of trades (µs times) to the histogram."""
+        """Add the receive lag of trades (µs times) to the histogram (not those older
+        than :data:`LAG_COUNTED_US`: replayed history, not a live lag)."""
         counts = self.lag_counts
         total = 0
         i, n = 0, len(times_us)
@@ -221,8 +230,9 @@ class SymbolState:
             time_us = times_us[i]
             j = bisect_right(times_us, time_us, i) if ordered else i + 1
             lag_us = recv_us - time_us
-            total += lag_us * (j - i)
-            counts[bisect_left(LAG_BUCKETS_MS, lag_us / 1000)] += j - i
+            if lag_us <= LAG_COUNTED_US:
+                total += lag_us * (j - i)
+                counts[bisect_left(LAG_BUCKETS_MS, lag_us / 1000)] += j - i
             i = j
         self.lag_sum += total / 1000
 
@@ -245,6 +255,7 @@ class SymbolState:
             backfills=self.backfills,
             backfilled_trades=self.backfilled,
             gap_records=self.gap_records,
+            id_restarts=self.restarts,
         )
 
 

@@ -109,6 +109,17 @@ def replay(
         if progress is not None and count >= next_report:
             next_report = (count // progress_every + 1) * progress_every
             progress(count, signals, moment)
+    step = kernel.end()  # trades held for judging that no later trade came to judge
+    signals += len(step.signals)
+    if step.signals and on_signals is not None:
+        on_signals(step.signals)
+    if on_signal is not None:
+        for signal in step.signals:
+            on_signal(signal)
+    for record in step.lost:
+        lost += record.missing
+        if on_gap is not None:
+            on_gap(record)
     stats = kernel.stats()
     return ReplaySummary(
         trades=sum(s.trades for s in stats),

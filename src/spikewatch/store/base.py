@@ -45,6 +45,8 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     last_id: int
     detectors: list[dict[str, Any]]
     saved_at: float  # wall-clock seconds
+    #: exchange time of the last trade (µs); None in checkpoints of older versions
+    last_time_us: int | None = None
 
 
 class SignalPage(msgspec.Struct, frozen=True):
