@@ -30,10 +30,10 @@ from spikewatch.core.bars import Bar
 from spikewatch.core.decimal import units_to_float
 from spikewatch.core.kernel import LAG_BUCKETS_MS, GapPolicy, Kernel, LagHistogram, Step
 from spikewatch.core.model import GapRecord, Signal, Trade, iso_utc
-from spikewatch.core.sequencer import Gap
+from spikewatch.core.sequencer import MAX_AHEAD_US, Gap
 from spikewatch.exchanges.base import Exchange
 from spikewatch.hub import Event, Hub
-from spikewatch.ingest.backfill import fetch_range, fetch_recent
+from spikewatch.ingest.backfill import fetch_after, fetch_range, fetch_recent
 from spikewatch.ingest.backoff import Backoff
 from spikewatch.ingest.client import ClientStatus, StreamClient
 from spikewatch.ingest.ratelog import RateLimitedLog
@@ -133,6 +133,7 @@ class Engine:
         self._interval: dict[str, float] = {}  # smoothed seconds between live trades
         self._tasks: set[asyncio.Task[None]] = set()
         self._restored = self._restore_checkpoints()
+        self._checkpointed = set(self._restored)  # symbols with a checkpoint to go on from
         self._client: StreamClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -142,14 +143,14 @@ class Engine:
         self._recorder: SinkWorker[tuple[bytes, int]] | None = None
         # The latest stored signals of this engine's own exchange only: a database shared
         # with a run on another venue must not make its signal this engine's latest.
+        # A signal stamped far in the future (a junk frame stored by an older version)
+        # must not stay the latest for good: only plausible times are looked at.
         name = self.exchange.name
-        for symbol in settings.symbols:
-            stored = store.latest(symbol, exchange=name)
-            if stored is not None:
-                self._remember(stored)
-        own_stored = store.latest(exchange=name)
-        if own_stored is not None:
-            self._remember(own_stored)
+        plausible = time.time_ns() // 1000 + MAX_AHEAD_US
+        for symbol in [*settings.symbols, None]:
+            page = store.page(exchange=name, symbol=symbol, until_us=plausible, limit=1)
+            if page.signals:
+                self._remember(page.signals[0])
         # The floor is the newest stored signal of any exchange: at or below it, pages
         # come from the store (a lower one would do for this exchange; this one is also
         # right for a page over every exchange).
@@ -265,7 +266,7 @@ class Engine:
             try:
                 self.hub.publish(Event("status", _encode(self.live_status())))
                 self._check_silence()
-                if time.monotonic() >= next_checkpoint:
+                if time.monotonic() >= next_checkpoint or self._first_checkpoint_due():
                     next_checkpoint = time.monotonic() + self.settings.checkpoint_interval
                     self.save_checkpoints()
             except Exception:
@@ -358,16 +359,51 @@ class Engine:
     # -- recovery: warm start, gaps, checkpoints, watchdog ---------------------------
 
     def _restore_checkpoints(self) -> list[str]:
-        """Continue each symbol from its stored checkpoint (same detectors only)."""
+        """Continue each symbol from its stored checkpoint (same detectors only). A symbol
+        without one whose signals are stored (the last run was killed before its first
+        checkpoint) continues from its last stored signal, one window before it: the
+        trades since are fetched as a gap (or recorded), never skipped silently."""
         restored = []
         name = self.exchange.name
-        for symbol, cp in self.store.checkpoints(name).items():
+        checkpoints = self.store.checkpoints(name)
+        for symbol, cp in checkpoints.items():
             if symbol not in self.settings.symbols:
                 continue
             if self.kernel.restore(name, symbol, cp.last_id, cp.detectors, cp.last_time_us):
                 restored.append(symbol)
                 log.info("%s continues from its checkpoint at trade %d", symbol, cp.last_id)
+        stored: dict[str, int] = {}
+        for (symbol, _), last_id in self._delivered_upto.items():
+            stored[symbol] = max(last_id, stored.get(symbol, -1))
+        window = self.kernel.warm_window
+        for symbol in self.settings.symbols:
+            last_signal = stored.get(symbol)
+            if symbol in checkpoints or last_signal is None or last_signal <= window:
+                continue  # (a checkpoint of other parameters: those warm up afresh)
+            self.kernel.resume(name, symbol, last_signal - window - 1)
+            restored.append(symbol)
+            log.info(
+                "%s has no checkpoint (the last run stopped before its first one): it "
+                "continues from its last stored signal, trade %d, fetching the %d trades "
+                "before it and the trades since",
+                symbol,
+                last_signal,
+                window,
+            )
         return restored
+
+    def _first_checkpoint_due(self) -> bool:
+        """A symbol has seen trades but has no checkpoint yet: a crash now would leave the
+        next run without one, so it is taken at once, not after checkpoint_interval."""
+        if len(self._checkpointed) == len(self.settings.symbols):
+            return False
+        name = self.exchange.name
+        with self._lock:
+            return any(
+                (state := self.kernel.find(name, symbol)) is not None and state.last_id >= 0
+                for symbol in self.settings.symbols
+                if symbol not in self._checkpointed
+            )
 
     def save_checkpoints(self) -> None:
         """Queue a checkpoint of every symbol, written after the signals before it."""
@@ -379,6 +415,7 @@ class Engine:
             for symbol in self.settings.symbols:
                 state = self.kernel.checkpoint(name, symbol)
                 if state is not None:
+                    self._checkpointed.add(symbol)
                     points.append(
                         Checkpoint(
                             exchange=name,

@@ -89,3 +89,58 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
         assert sorted(t for _, t in rows) == [t for _, t in reference_spikes(frames)]
     finally:
         sim.stop()
+
+
+def test_sigkill_before_the_first_checkpoint_then_restart_skips_nothing(
+    btc_frames: list[bytes], tmp_path: Path
+) -> None:
+    """The first checkpoint is taken within a second of the first trades, whatever the
+    interval; a database without one (a run killed before it, as older versions could
+    be) continues from its last stored signal: the missed trades are fetched, no gap
+    record, and the record is exactly the unbroken run's."""
+    frames = btc_frames[:12000]
+    sim = SimulatorThread(Simulator(tape_from_frames(frames), speed=40))
+    sim.start()
+    db, log = tmp_path / "early.db", tmp_path / "app.log"
+    hourly = {"SPIKEWATCH_CHECKPOINT_INTERVAL": "3600"}
+    args = ("--ws-url", sim.ws_url, "--rest-url", sim.rest_url, "--db", str(db))
+    try:
+        port = free_port()
+        app = start_app(port, log, *args, env=hourly)
+        try:
+            wait_until(lambda: get(port, "/api/status")["store"]["written"] >= 20)
+            wait_until(lambda: checkpoints(db) == 1)  # long before the hour is up
+        finally:
+            app.send_signal(signal.SIGKILL)
+            app.wait(10)
+        with sqlite3.connect(db) as conn:  # as if killed before that first checkpoint
+            conn.execute("DELETE FROM checkpoints")
+        assert stored_rows(db)
+
+        port = free_port()
+        app = start_app(port, log, *args, env=hourly)
+        try:
+            last_id = int(frames[-1].split(b'"t":', 1)[1].split(b",", 1)[0])
+
+            def caught_up() -> bool:
+                symbol = get(port, "/api/status")["symbols"]["BTCUSDT"]
+                return bool(symbol["last_trade_id"] == last_id and not symbol["backfilling"])
+
+            wait_until(caught_up)
+            status = get(port, "/api/status")
+            assert status["restored_from_checkpoint"] == ["BTCUSDT"]
+            assert status["symbols"]["BTCUSDT"]["gap_records"] == 0
+            wait_until(lambda: get(port, "/api/status")["store"]["queued"] == 0)
+        finally:
+            app.send_signal(signal.SIGTERM)
+            app.wait(10)
+        rows = stored_rows(db)
+        assert sorted(t for _, t in rows) == [t for _, t in reference_spikes(frames)]
+        assert len({sid for sid, _ in rows}) == len(rows)
+    finally:
+        sim.stop()
+
+
+def checkpoints(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0])

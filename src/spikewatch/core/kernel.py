@@ -378,6 +378,8 @@ class Kernel:
     def _judge(self, state: SymbolState, trade: Trade, step: Step, limit_us: int) -> None:
         """A live trade through the symbol's guard, then what it lets through onwards."""
         judged = state.guard.judge(trade, limit_us)
+        if judged.repeat:
+            state.duplicates += 1
         verdict = judged.verdict
         if verdict is Verdict.REJECTED:
             kind = "implausible_time" if judged.why is Suspicion.FUTURE else "implausible_id"
@@ -605,6 +607,15 @@ class Kernel:
             return None
         time_us = state.last.time_us if state.last is not None else None
         return state.last_id, time_us, [d.snapshot() for d in state.detectors]
+
+    def resume(self, exchange: str, symbol: str, after_id: int) -> None:
+        """Continue after trade ``after_id`` with fresh detectors (no checkpoint to restore
+        from, e.g. the last run was killed before its first one). The trades after it
+        come as a gap like any other: fetched (so the detectors warm up on the trades
+        just before the live ones), or recorded."""
+        state = self.state(exchange, symbol)
+        state.last_id = state.sequencer.last_id = state.guard.high_id = after_id
+        state.guard.high_time_us = UNKNOWN_TIME
 
     def restore(
         self,

@@ -192,6 +192,7 @@ class Judged(msgspec.Struct):
     suspects: list[Trade] = []  # of the verdict: rejected, or the first of a restart
     was: int = -1  # the highest id before the verdict
     why: Suspicion | None = None
+    repeat: bool = False  # the trade repeats one held: dropped (count it as a repeat)
 
 
 class TradeGuard:
@@ -201,10 +202,11 @@ class TradeGuard:
     a later time, or a time far ahead of the local clock) may be a junk frame or a real
     change: an outage, the exchange restarting its ids, a local clock that is off. The
     guard holds it as a suspect, moving nothing, until the next trades decide: if they
-    follow on from it (:data:`CONFIRM` in a row), it is real; if the old sequence goes
-    on, the suspects are rejected (counted and skipped). Repeats (ids already seen, at
-    their old times) pass meanwhile: the sequencer drops them. Pure and deterministic,
-    so live and replay agree (replay has no clock: no time is too far ahead).
+    go on from it (higher ids, no earlier times; :data:`CONFIRM` trades in all), it is
+    real; if the old sequence goes on, the suspects are rejected (counted and skipped).
+    Repeats (ids already seen, at their old times) pass meanwhile: the sequencer drops
+    them. Pure and deterministic, so live and replay agree (replay has no clock: no time
+    is too far ahead).
     """
 
     __slots__ = ("consecutive", "high_id", "high_time_us", "reach", "suspects", "why")
@@ -238,7 +240,11 @@ class TradeGuard:
         suspects = self.suspects
         if not suspects:
             return self._fresh(trade, limit_us)
-        if self._follows(suspects[-1], trade):
+        tid = trade.trade_id
+        if trade in suspects:
+            return Judged([], repeat=True)  # a suspect sent again (a reconnect's overlap)
+        last = suspects[-1]
+        if tid > last.trade_id and trade.time_us >= last.time_us:  # on from the suspects
             suspects.append(trade)
             if len(suspects) < CONFIRM:
                 return Judged([])
@@ -278,11 +284,6 @@ class TradeGuard:
         self.suspects = [trade]
         self.why = why
         return Judged([])
-
-    def _follows(self, last: Trade, trade: Trade) -> bool:
-        if self.consecutive:
-            return trade.trade_id == last.trade_id + 1
-        return trade.trade_id > last.trade_id and trade.time_us >= last.time_us
 
     def _repeat(self, trade: Trade) -> bool:
         return trade.trade_id <= self.high_id and trade.time_us <= self.high_time_us
