@@ -226,7 +226,11 @@ class TradeGuard:
         check (nothing held, the first id within reach, no time past ``limit_us``);
         then the caller :meth:`see` s its last trade."""
         high = self.high_id
-        return not self.suspects and high < ids[0] <= high + self.reach and latest_us <= limit_us
+        return (
+            not self.suspects
+            and (high < 0 or high < ids[0] <= high + self.reach)
+            and latest_us <= limit_us
+        )
 
     def see(self, trade_id: int, time_us: int) -> None:
         """A trade that needs no check (fetched over REST, or of a run already checked)."""
