@@ -106,6 +106,10 @@ class Capabilities:
     #: trade ids step by exactly one per symbol, so a jump in ids is a gap (Binance: yes;
     #: a venue without such ids only has repeats dropped, never gaps detected)
     consecutive_ids: bool = True
+    #: ids a venue may use for fills its trade stream and REST do not carry as market
+    #: trades (USD-M: insurance-fund and ADL fills), at most this many in a row: such a
+    #: hole that REST cannot fill is skipped (counted), not recorded as lost trades
+    id_holes: int = 0
     #: a gap can be fetched over REST by trade id (else a gap is recorded at once)
     fetch_by_id: bool = True
     #: the latest trades can be fetched over REST (warm start of the windows)

@@ -181,14 +181,15 @@ class Kernel:
         state = self._states.get(key)
         if state is None:
             venue = self._venues.get(exchange)
-            consecutive = venue.capabilities.consecutive_ids if venue is not None else True
+            capabilities = venue.capabilities if venue is not None else Capabilities()
             state = self._states[key] = SymbolState(
                 exchange,
                 symbol,
                 self._factory(exchange, symbol),
-                consecutive=consecutive,
+                consecutive=capabilities.consecutive_ids,
                 bars=self._bars,
                 max_held=self._max_held,
+                holes=capabilities.id_holes,
             )
             state.watched = self.watches(exchange, symbol)
         return state
@@ -470,7 +471,7 @@ class Kernel:
             self._after_release(state, step)
             return
         if policy is GapPolicy.RESET:
-            self._give_up(state, self.reset_reason, step)
+            self._give_up(state, self.reset_reason, step)  # (a venue's hole: skipped)
             return
         if gap.size > max(self.max_backfill, self.warm_window):
             # too many to fetch: keep the trades just before the live ones for a warm start
@@ -521,7 +522,16 @@ class Kernel:
     def _give_up(self, state: SymbolState, reason: str, step: Step) -> None:
         gap = state.sequencer.gap
         assert gap is not None
-        self._lose(state, gap, state.sequencer.last_id + 1, gap.last_id, reason, step)
+        first = state.sequencer.last_id + 1
+        venue = self._venues.get(state.exchange)
+        if venue is not None and gap.last_id - first + 1 <= venue.capabilities.id_holes:
+            # ids the venue gave to fills it does not publish as market trades: skip them
+            state.skipped += gap.last_id - first + 1
+            state.last_id = gap.last_id
+            self._run(state, state.sequencer.give_up(), step)
+            self._after_release(state, step)
+            return
+        self._lose(state, gap, first, gap.last_id, reason, step)
         state.reset()
         self._run(state, state.sequencer.give_up(), step)
         self._after_release(state, step)

@@ -38,14 +38,32 @@ class Sequencer:
     ``max_held``). ``fill(trades)`` takes fetched trades; ``give_up()`` abandons the gap.
     """
 
-    __slots__ = ("consecutive", "duplicates", "gap", "held", "last_id", "max_held", "overflowed")
+    __slots__ = (
+        "consecutive",
+        "duplicates",
+        "gap",
+        "held",
+        "holes",
+        "last_id",
+        "max_held",
+        "overflowed",
+        "skipped",
+    )
 
     def __init__(
-        self, last_id: int = -1, max_held: int = 200_000, *, consecutive: bool = True
+        self,
+        last_id: int = -1,
+        max_held: int = 200_000,
+        *,
+        consecutive: bool = True,
+        holes: int = 0,
     ) -> None:
         self.last_id = last_id  # -1: nothing seen yet, so no gap can be known
         # False for a venue whose ids only increase: repeats are dropped, no gap is known
         self.consecutive = consecutive
+        # ids in a row that fetched trades may skip (fills the venue does not publish)
+        self.holes = holes
+        self.skipped = 0
         self.gap: Gap | None = None
         self.held: list[Trade] = []
         self.max_held = max_held
@@ -106,9 +124,19 @@ class Sequencer:
             return [], True
         ready = []
         for trade in sorted(trades, key=lambda t: t.trade_id):
-            if trade.trade_id == self.last_id + 1 and trade.trade_id <= gap.last_id:
-                ready.append(trade)
-                self.last_id = trade.trade_id
+            tid = trade.trade_id
+            if tid <= self.last_id:
+                continue  # a repeat, or of what is done already
+            jump = tid - self.last_id - 1
+            if jump > self.holes:
+                break  # these trades do not follow on: the next page must
+            if tid > gap.last_id:  # past the gap: the ids left in it are a hole
+                self.skipped += gap.last_id - self.last_id
+                self.last_id = gap.last_id
+                break
+            self.skipped += jump
+            ready.append(trade)
+            self.last_id = tid
         if self.last_id < gap.last_id:
             return ready, False
         ready.extend(self._release())

@@ -45,6 +45,7 @@ class SymbolStats(msgspec.Struct, frozen=True):
     backfilled_trades: int
     gap_records: int  # gaps recorded as lost (the detectors warmed up again)
     id_restarts: int = 0  # the venue restarted its trade ids (confirmed), recorded too
+    skipped_ids: int = 0  # ids of fills the venue does not publish (Capabilities.id_holes)
 
 
 class LagHistogram(msgspec.Struct, frozen=True):
@@ -77,6 +78,7 @@ class SymbolState:
         "restarts",
         "sequencer",
         "signals",
+        "skipped",
         "symbol",
         "trades",
         "watched",
@@ -91,6 +93,7 @@ class SymbolState:
         consecutive: bool,
         bars: bool,
         max_held: int,
+        holes: int = 0,
     ) -> None:
         self.exchange = exchange
         self.symbol = symbol
@@ -99,7 +102,7 @@ class SymbolState:
         self.batch_detectors = tuple(
             d if isinstance(d, BatchDetector) else None for d in self.detectors
         )
-        self.sequencer = Sequencer(max_held=max_held, consecutive=consecutive)
+        self.sequencer = Sequencer(max_held=max_held, consecutive=consecutive, holes=holes)
         self.guard = TradeGuard(consecutive=consecutive)
         self.bars = BarSeries() if bars else None
         # trades run since the last settle(), for the bars: the chart can wait until a
@@ -109,6 +112,7 @@ class SymbolState:
         self.last: Trade | None = None
         self.trades = self.duplicates = self.gaps = self.missing = self.signals = 0
         self.backfills = self.backfilled = self.gap_records = self.restarts = 0
+        self.skipped = 0  # ids of a venue's unpublished fills (Capabilities.id_holes)
         self.lag_counts = [0] * (len(LAG_BUCKETS_MS) + 1)
         self.lag_sum = 0.0
         #: its trades are detected on (the kernel sets it; others are counted as ignored)
@@ -256,6 +260,7 @@ class SymbolState:
             backfilled_trades=self.backfilled,
             gap_records=self.gap_records,
             id_restarts=self.restarts,
+            skipped_ids=self.skipped + self.sequencer.skipped,
         )
 
 

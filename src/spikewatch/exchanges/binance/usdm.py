@@ -49,6 +49,10 @@ HISTORICAL_TRADES_WEIGHT = 20
 # https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info
 # (REQUEST_WEIGHT 2400 per minute and IP)
 CAPABILITIES = Capabilities(
+    # Futures trade ids skip the ids of insurance-fund / ADL fills: the stream sends them
+    # with X other than MARKET (skipped by the parser) and the public trade files leave
+    # single ids out (binance/binance-public-data#363: "3249558288 -> 3249558290").
+    id_holes=3,
     max_streams_per_connection=MAX_STREAMS_PER_CONNECTION,
     max_messages_per_second=10,
     max_connection_age_s=24 * 3600,
