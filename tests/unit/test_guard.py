@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel_kit import Outcome, feed_reads, make_kernel, trade_id, trades_of
 from spikewatch.core.kernel import GapPolicy, Kernel
 from spikewatch.core.model import Side, Signal, Trade
 from spikewatch.core.sequencer import CONFIRM, SUSPECT_JUMP, Suspicion, TradeGuard, Verdict
 from spikewatch.replay.runner import replay
 
+from kernel_kit import Outcome, feed_reads, make_kernel, trade_id, trades_of
 from reference import reference_spikes
 
 NOW_NS = time.time_ns()

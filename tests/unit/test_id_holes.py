@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from kernel_kit import Outcome
 from spikewatch.core.detectors import VolumeSpikeDetector
 from spikewatch.core.kernel import GapPolicy, Kernel
 from spikewatch.core.model import Trade
 from spikewatch.exchanges.binance import BinanceSpot, BinanceUsdm
 from spikewatch.replay.readers import read_trades
+
+from kernel_kit import Outcome
 
 CSV = "binance-usdm-BTCUSDT-trades-2024-08-08T2354Z_2400Z.csv.gz"
 

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel_kit import WINDOW, Outcome, feed_reads, make_kernel, trade_id, trades_of
 from spikewatch.core.detectors import VolumeSpikeDetector
 from spikewatch.core.frames import Capabilities, ParsedFrames
 from spikewatch.core.kernel import GapPolicy, Kernel
@@ -18,6 +17,7 @@ from spikewatch.core.model import GapRecord, Side, Signal, Trade, TradeBatch
 from spikewatch.exchanges.binance import BinanceSpot
 from spikewatch.replay.runner import replay
 
+from kernel_kit import WINDOW, Outcome, feed_reads, make_kernel, trade_id, trades_of
 from reference import reference_spikes
 
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from spikewatch.core.alerts import AlertEvent, AlertRules
 from spikewatch.core.bars import Bar
 from spikewatch.core.detectors import Detector
 from spikewatch.core.frames import SMALL_RUN, Capabilities, Control, MalformedFrame, ParsedFrames
@@ -86,6 +87,7 @@ class Step:
     """What one call into the kernel produced, for the runtime to act on."""
 
     __slots__ = (
+        "alerts",
         "arrived",
         "closed",
         "failures",
@@ -100,6 +102,8 @@ class Step:
     def __init__(self) -> None:
         #: new signals, in order: deliver them (store, live push, alerts...)
         self.signals: list[Signal] = []
+        #: alerts the signals opened or updated (when the kernel has alert rules)
+        self.alerts: list[AlertEvent] = []
         #: gaps to fetch (policy FETCH): answer with fill() pages or give_up()
         self.fetch: list[Gap] = []
         #: trades lost for good: store the records, tell live clients
@@ -147,8 +151,11 @@ class Kernel:
         warm_window: int = 0,
         bars: bool = True,
         max_held: int = 200_000,
+        rules: AlertRules | None = None,
     ) -> None:
         self._factory = detector_factory
+        #: alert rules the signals go through (None: signals only)
+        self.rules = rules
         self._venues: dict[str, Venue] = {v.name: v for v in venues}
         self._watch = (
             {ex: frozenset(symbols) for ex, symbols in watch.items()} if watch is not None else None
@@ -253,7 +260,7 @@ class Kernel:
         self._feed(parsed.batches, step, limit_us=limit_us)
         if recv_ns:
             self._lags.append((recv_ns // 1000, parsed.batches))
-        return step
+        return self._done(step)
 
     def settle(self) -> None:
         """The bookkeeping a step may leave for after its signals went out: bars and the
@@ -283,7 +290,7 @@ class Kernel:
         """Trades already parsed (replay, a message bus), in arrival order."""
         step = Step()
         self._feed(items, step)
-        return step
+        return self._done(step)
 
     def _parse_each(self, venue: Venue, frames: Sequence[bytes]) -> ParsedFrames:
         """Frames one at a time, after the batch parser failed: a frame it still fails
@@ -508,7 +515,7 @@ class Kernel:
             state.backfills += 1
             self._after_release(state, step)
         self._recheck(state, step)
-        return step
+        return self._done(step)
 
     def give_up(self, exchange: str, symbol: str, reason: str) -> Step:
         """The open gap cannot be fetched: record it, warm the detectors up again, and
@@ -517,7 +524,7 @@ class Kernel:
         state = self.state(exchange, symbol)
         if state.sequencer.gap is not None:
             self._give_up(state, reason, step)
-        return step
+        return self._done(step)
 
     def _give_up(self, state: SymbolState, reason: str, step: Step) -> None:
         gap = state.sequencer.gap
@@ -567,7 +574,7 @@ class Kernel:
         state.backfilled += state.trades - before
         self._recheck(state, step)
         step.arrived.discard((exchange, symbol))
-        return step
+        return self._done(step)
 
     def warm(self, exchange: str, symbol: str, trades: Sequence[Trade]) -> Step:
         """Recent trades fetched at start-up, to fill the windows before live trades."""
@@ -575,7 +582,7 @@ class Kernel:
         self._feed(trades, step, trusted=True)
         self._recheck(self.state(exchange, symbol), step)
         step.arrived.discard((exchange, symbol))
-        return step
+        return self._done(step)
 
     def _recheck(self, state: SymbolState, step: Step) -> None:
         """Fetched trades moved the guard's last id: suspects held for being far ahead
@@ -585,6 +592,31 @@ class Kernel:
             held, guard.suspects = guard.suspects, []
             for trade in held:
                 self._judge(state, trade, step, UNKNOWN_TIME)
+
+    def _done(self, step: Step) -> Step:
+        """The step's signals through the alert rules, if any."""
+        if self.rules is not None and step.signals:
+            step.alerts = self.rules.feed(step.signals)
+        return step
+
+    def flush(self, before_us: int = UNKNOWN_TIME) -> Step:
+        """Signals that wait for a later trade (an order is complete when the next trade
+        does not belong to it), for what is older than ``before_us`` (exchange time):
+        live, on a clock tick, so a quiet pair's last order is not held; at the end of a
+        replay, everything."""
+        step = Step()
+        self._flush_into(step, before_us)
+        return self._done(step)
+
+    def _flush_into(self, step: Step, before_us: int) -> None:
+        for state in self._states.values():
+            for detector in state.detectors:
+                flush = getattr(detector, "flush", None)
+                if flush is not None:
+                    found = flush(before_us)
+                    if found:
+                        state.signals += len(found)
+                        step.signals.extend(found)
 
     def end(self) -> Step:
         """The input is over (the end of a replay): trades the guards still hold have
@@ -603,7 +635,8 @@ class Kernel:
                 guard.see(held[-1].trade_id, held[-1].time_us)
             for trade in held:
                 self._offer(state, trade, step)
-        return step
+        self._flush_into(step, UNKNOWN_TIME)
+        return self._done(step)
 
     # -- restarts ----------------------------------------------------------------------
 

@@ -212,6 +212,34 @@ class VolumeSpikeSignal(Signal, frozen=True, tag="VolumeSpike"):
     threshold: float
 
 
+class NotionalSignal(Signal, frozen=True, tag="Notional"):
+    """A taker order (or a single trade) whose value reached a tier. ``trade_id`` is its
+    first fill, ``price`` its volume-weighted average, ``volume`` its whole quantity."""
+
+    usd_value: float | None  # None when the quote asset has no known USD rate yet
+    tier: float  # the highest tier reached, USD
+    unit: str  # "order" (fills folded) or "trade"
+    fills: int
+    levels: int  # distinct prices swept
+    first_price: float
+    last_price: float
+    last_trade_id: int
+
+
+class SurgeSignal(Signal, frozen=True, tag="Surge"):
+    """A time bucket whose volume so far reached ``factor`` x the median of the buckets
+    with trades before it. ``trade_id``, ``price`` and ``side`` are of the trade that
+    crossed; ``volume`` is the bucket's volume so far (base asset)."""
+
+    bucket_s: int
+    bucket_start: str  # ISO 8601
+    baseline: float  # median bucket volume, base asset
+    ratio: float  # volume / baseline
+    factor: float
+    trades_in_bucket: int
+    usd_value: float | None  # the bucket's value so far, USD
+
+
 def signal_types() -> tuple[type[Signal], ...]:
     """Every signal type defined so far (the subclasses of :class:`Signal`, any depth)."""
     found: list[type[Signal]] = []

@@ -1,0 +1,181 @@
+"""Alert rules: from many signals to the few alerts a trader acts on.
+
+A rule (TOML ``[[alerts]]``) names the detectors it listens to, the symbols, a minimum USD
+value and a severity. Signals that match open an :class:`Alert`; further matching signals
+of the same ``(exchange, symbol, rule)`` within ``cooldown_s`` of the last one are folded
+into it (counted, their value added), so one event is one alert. Pure and driven by
+exchange time: live and replay give the same alerts, with deterministic ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from spikewatch.core.model import Signal, iso_utc
+from spikewatch.core.orders import USD_STABLE, split_symbol
+
+SEVERITIES = ("info", "warning", "critical")
+
+
+class AlertRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One ``[[alerts]]`` table."""
+
+    name: str
+    detectors: list[str]  # detector names (config table names) or keys
+    symbols: list[str] = []  # empty: every symbol
+    min_usd: float = 0.0
+    severity: str = "warning"
+    cooldown_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.detectors:
+            raise ValueError("an alert rule needs a name and at least one detector")
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}")
+        if self.min_usd < 0 or self.cooldown_s < 0:
+            raise ValueError("min_usd and cooldown_s must be >= 0")
+
+
+class Alert(msgspec.Struct, frozen=True, kw_only=True):
+    """One alert: the first signal that opened it and what was folded in since."""
+
+    id: str  # rule:exchange:symbol:first signal's trade id (deterministic)
+    rule: str
+    severity: str
+    exchange: str
+    symbol: str
+    side: str  # "buy", "sell" or "mixed"
+    timestamp: str  # exchange time of the first signal, ISO 8601
+    time_us: int
+    last_time_us: int  # of the last signal folded in
+    price: float  # of the first signal
+    usd_value: float | None  # the first signal's USD value
+    usd_total: float | None  # all signals folded in (None if one had no USD value)
+    signals: int
+    detectors: list[str]
+    first_signal: str  # its id
+    summary: str  # one line for a human
+
+
+class AlertEvent(msgspec.Struct, frozen=True):
+    """An alert opened (``opened``: notify) or updated (a signal folded in)."""
+
+    alert: Alert
+    opened: bool
+
+
+def usd_of(signal: Signal) -> float | None:
+    """A signal's USD value, where it has one (notional and surge signals carry it; a
+    volume spike's quote value counts only for USD-stable quotes)."""
+    value = getattr(signal, "usd_value", None)
+    if value is not None:
+        return float(value)
+    parts = split_symbol(signal.symbol)
+    if parts is not None and parts[1] in USD_STABLE:
+        return float(signal.quote_volume)
+    return None
+
+
+class AlertRules:
+    """The rules and the open alert per ``(exchange, symbol, rule)``."""
+
+    def __init__(self, rules: Sequence[AlertRule], names: dict[str, str] | None = None) -> None:
+        self.rules = tuple(rules)
+        #: detector key -> the name of its config table (rules may name either)
+        self.names = dict(names or {})
+        self._open: dict[tuple[str, str, str], Alert] = {}
+
+    def _matches(self, rule: AlertRule, signal: Signal, usd: float | None) -> bool:
+        detector = signal.detector
+        if detector not in rule.detectors and self.names.get(detector) not in rule.detectors:
+            return False
+        if rule.symbols and signal.symbol not in rule.symbols:
+            return False
+        return not rule.min_usd or (usd is not None and usd >= rule.min_usd)
+
+    def feed(self, signals: Iterable[Signal]) -> list[AlertEvent]:
+        """The alerts these signals (in order) open or update."""
+        events: list[AlertEvent] = []
+        for signal in signals:
+            usd = usd_of(signal)
+            for rule in self.rules:
+                if self._matches(rule, signal, usd):
+                    events.append(self._apply(rule, signal, usd))
+        return events
+
+    def _apply(self, rule: AlertRule, signal: Signal, usd: float | None) -> AlertEvent:
+        key = (signal.exchange, signal.symbol, rule.name)
+        current = self._open.get(key)
+        cooldown_us = int(rule.cooldown_s * 1_000_000)
+        if current is not None and signal.time_us - current.last_time_us <= cooldown_us:
+            side = current.side if current.side == signal.side else "mixed"
+            total = (
+                current.usd_total + usd
+                if current.usd_total is not None and usd is not None
+                else None
+            )
+            detectors = current.detectors
+            if signal.detector not in detectors:
+                detectors = [*detectors, signal.detector]
+            folded = msgspec.structs.replace(
+                current,
+                side=side,
+                last_time_us=signal.time_us,
+                usd_total=total,
+                signals=current.signals + 1,
+                detectors=detectors,
+                summary=_summary(rule, signal, current.usd_value, current.signals + 1),
+            )
+            self._open[key] = folded
+            return AlertEvent(folded, opened=False)
+        alert = Alert(
+            id=f"{rule.name}:{signal.exchange}:{signal.symbol}:{signal.trade_id}",
+            rule=rule.name,
+            severity=rule.severity,
+            exchange=signal.exchange,
+            symbol=signal.symbol,
+            side=signal.side,
+            timestamp=iso_utc(signal.time_us),
+            time_us=signal.time_us,
+            last_time_us=signal.time_us,
+            price=signal.price,
+            usd_value=usd,
+            usd_total=usd,
+            signals=1,
+            detectors=[signal.detector],
+            first_signal=signal.id,
+            summary=_summary(rule, signal, usd, 1),
+        )
+        self._open[key] = alert
+        return AlertEvent(alert, opened=True)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The open alerts (their cooldowns run across a restart)."""
+        return {"open": [msgspec.to_builtins(a) for a in self._open.values()]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`snapshot`."""
+        self._open = {}
+        for raw in state.get("open", []):
+            alert = msgspec.convert(raw, Alert)
+            self._open[(alert.exchange, alert.symbol, alert.rule)] = alert
+
+
+def _money(usd: float | None) -> str:
+    if usd is None:
+        return "value unknown"
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if usd >= size:
+            return f"${usd / size:.2f}{unit}"
+    return f"${usd:,.0f}"
+
+
+def _summary(rule: AlertRule, signal: Signal, usd: float | None, count: int) -> str:
+    more = f" (+{count - 1} more)" if count > 1 else ""
+    return (
+        f"{signal.symbol} {rule.name}: {signal.signal_type} {signal.side} "
+        f"{_money(usd)} at {signal.price:,.8g} on {signal.exchange}{more}"
+    )

@@ -1,0 +1,193 @@
+"""Order-aware detectors on real recorded trades: orders folded from their fills, whale
+orders and trades by USD value, volume surges in time, and alert rules that make one
+alert of one event (issue 11)."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+
+from spikewatch.core.alerts import AlertRule, AlertRules
+from spikewatch.core.kernel import GapPolicy, Kernel
+from spikewatch.core.model import NotionalSignal, Side, Signal, SurgeSignal, Trade
+from spikewatch.core.notional import NotionalDetector
+from spikewatch.core.orders import OrderAggregator, UsdValue, split_symbol
+from spikewatch.core.surge import SurgeDetector
+from spikewatch.exchanges.binance import BinanceSpot
+from spikewatch.replay.runner import replay
+
+from kernel_kit import trades_of
+
+
+@pytest.fixture
+def btc(btc_frames: list[bytes]) -> list[Trade]:
+    return trades_of(btc_frames)
+
+
+def test_orders_fold_the_fills_of_one_taker_order(btc: list[Trade]) -> None:
+    """Every trade is in exactly one order; an order's fills share time and side; the
+    recording's biggest sweep (735 fills in one millisecond) is one order."""
+    agg = OrderAggregator()
+    orders = [o for t in btc if (o := agg.add(t)) is not None]
+    last = agg.flush(1 << 62)
+    assert last is not None
+    orders.append(last)
+    assert sum(o.fills for o in orders) == len(btc)
+    assert sum(o.qty for o in orders) == sum(t.qty for t in btc)
+    by_time_side = Counter((t.time_us, t.side) for t in btc)
+    biggest = max(orders, key=lambda o: o.fills)
+    assert biggest.fills == by_time_side[(biggest.time_us, biggest.side)] == 735
+    assert biggest.levels > 1
+    assert biggest.last_id - biggest.first_id + 1 == biggest.fills
+    fills = [t for t in btc if biggest.first_id <= t.trade_id <= biggest.last_id]
+    assert biggest.quote_value == sum(t.price * t.qty for t in fills)
+    assert {t.side for t in fills} == {biggest.side}
+
+
+def usd(trade: Trade) -> Decimal:
+    return Decimal(trade.price) * Decimal(trade.qty) / Decimal(10**16)
+
+
+def run(detectors: tuple[object, ...], trades: list[Trade]) -> list[Signal]:
+    kernel = Kernel(
+        lambda exchange, symbol: detectors,  # type: ignore[arg-type,return-value]
+        venues=(BinanceSpot(),),
+        gap_policy=GapPolicy.RESET,
+    )
+    found: list[Signal] = []
+    replay(trades, kernel, found.append)
+    return found
+
+
+def test_notional_per_trade_fires_exactly_on_trades_worth_the_tier(btc: list[Trade]) -> None:
+    tier = 50_000
+    signals = run((NotionalDetector([tier], unit="trade"),), btc)
+    expected = [t.trade_id for t in btc if usd(t) >= tier]
+    assert expected  # the recording has such trades
+    assert [s.trade_id for s in signals] == expected
+    assert all(isinstance(s, NotionalSignal) and s.unit == "trade" for s in signals)
+
+
+def test_notional_per_order_fires_once_per_whale_order(btc: list[Trade]) -> None:
+    tier = 100_000
+    signals = run((NotionalDetector([tier, 250_000], unit="order"),), btc)
+    agg = OrderAggregator()
+    orders = [o for t in btc if (o := agg.add(t)) is not None]
+    tail = agg.flush(1 << 62)
+    orders += [tail] if tail else []
+    expected = [o.first_id for o in orders if o.quote_value >= tier * 10**16]
+    assert [s.trade_id for s in signals] == expected
+    whale = max(signals, key=lambda s: s.quote_volume)
+    assert isinstance(whale, NotionalSignal)
+    assert whale.fills > 1
+    assert whale.tier == (250_000 if whale.quote_volume >= 250_000 else 100_000)
+
+
+def test_usd_values_of_other_quotes_come_from_the_feed_or_a_rate() -> None:
+    assert split_symbol("ETHBTC") == ("ETH", "BTC")
+    assert split_symbol("BTCFDUSD") == ("BTC", "FDUSD")
+    prices = {("binance", "BTCUSDT"): 60_000 * 10**8}
+    value = UsdValue(last_price=lambda ex, sym: prices.get((ex, sym)))
+    assert value.of("binance", "ETHBTC", 2.0) == 120_000.0
+    assert value.of("binance", "XRPETH", 1.0) is None  # no ETHUSDT price yet
+    assert UsdValue({"ETH": 2500}).of("binance", "XRPETH", 2.0) == 5000.0
+    assert value.of("binance", "BTCUSDC", 7.5) == 7.5
+
+
+def minute_trades(volumes: list[int], symbol: str = "PUMPBTC") -> list[Trade]:
+    """A quiet pair: each minute's volume in 10 trades, one every 6 s."""
+    trades = []
+    tid = 1
+    start = 1_700_000_040 * 1_000_000  # a minute boundary
+    for minute, volume in enumerate(volumes):
+        for k in range(10):
+            trades.append(
+                Trade(
+                    "binance",
+                    symbol,
+                    tid,
+                    2_000,  # 0.00002 BTC
+                    volume * 10**8 // 10,
+                    start + minute * 60_000_000 + k * 6_000_000,
+                    Side.BUY,
+                )
+            )
+            tid += 1
+    return trades
+
+
+@pytest.mark.parametrize("jump", [20, 1000])
+def test_a_pump_on_a_quiet_pair_surges_within_its_minute(jump: int) -> None:
+    """Sixty quiet minutes of 1,000 units (with noise), then a minute of ``jump`` times
+    that: the surge fires in that minute, on the trade whose volume crosses 5x."""
+    quiet = [1000 + (m * 37) % 200 for m in range(90)]
+    trades = minute_trades([*quiet, 1000 * jump, *quiet[:5]])
+    signals = run((SurgeDetector(bucket_s=60, baseline=60, factor=5),), trades)
+    (signal,) = signals
+    assert isinstance(signal, SurgeSignal)
+    pump_start = trades[90 * 10].time_us
+    assert pump_start <= signal.time_us < pump_start + 60_000_000
+    assert signal.ratio >= 5
+    # fired on the first trade of the pump minute that took it past 5x the median
+    median = statistics.median(quiet[30:90])  # the 60 minutes before the pump
+    crossing = next(k for k in range(1, 11) if jump * 1000 * k / 10 >= 5 * median)
+    assert signal.trades_in_bucket == crossing
+
+
+def test_a_quiet_pair_without_a_pump_stays_calm() -> None:
+    quiet = [1000 + (m * 37) % 200 for m in range(300)]
+    assert run((SurgeDetector(bucket_s=60, baseline=60, factor=5),), minute_trades(quiet)) == []
+
+
+def test_surge_state_survives_a_snapshot() -> None:
+    quiet = [1000 + (m * 37) % 200 for m in range(90)]
+    trades = minute_trades([*quiet, 30_000])
+    first = SurgeDetector()
+    for t in trades[:700]:
+        first.update(t)
+    second = SurgeDetector()
+    second.restore(first.snapshot())
+    assert [s for t in trades[700:] if (s := second.update(t))] == [
+        s for t in trades[700:] if (s := first.update(t))
+    ]
+
+
+def test_rules_fold_an_event_into_one_alert_and_reopen_after_the_cooldown(
+    btc: list[Trade],
+) -> None:
+    detector = NotionalDetector([20_000], unit="trade")
+    signals = run((detector,), btc)
+    assert len(signals) > 5
+    rules = AlertRules(
+        [AlertRule(name="whale", detectors=["notional"], cooldown_s=60, severity="critical")],
+        names={detector.key: detector.name},
+    )
+    events = rules.feed(signals)
+    assert len(events) == len(signals)
+    opened = [e.alert for e in events if e.opened]
+    # an alert opens when the previous signal is more than 60 s before
+    gaps = [b.time_us - a.time_us for a, b in itertools.pairwise(signals)]
+    assert len(opened) == 1 + sum(1 for g in gaps if g > 60_000_000)
+    assert opened[0].id == f"whale:binance:BTCUSDT:{signals[0].trade_id}"
+    last = events[-1].alert
+    assert sum(a.signals for a in opened) >= len(opened)
+    assert last.signals >= 1
+    again = AlertRules(rules.rules, names=rules.names)
+    again.restore(rules.snapshot())
+    assert again.snapshot() == rules.snapshot()
+
+
+def test_rules_filter_by_symbol_and_value(btc: list[Trade]) -> None:
+    detector = NotionalDetector([20_000], unit="trade")
+    signals = run((detector,), btc)
+    names = {detector.key: detector.name}
+    none = AlertRules([AlertRule(name="w", detectors=["notional"], symbols=["ETHUSDT"])], names)
+    assert none.feed(signals) == []
+    big = AlertRules([AlertRule(name="w", detectors=["notional"], min_usd=10**9)], names)
+    assert big.feed(signals) == []
+    with pytest.raises(ValueError, match="severity"):
+        AlertRule(name="w", detectors=["notional"], severity="loud")
