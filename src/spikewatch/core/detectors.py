@@ -20,9 +20,12 @@ from spikewatch.core.model import Side, Signal, Trade, TradeBatch, VolumeSpikeSi
 
 
 class Detector(Protocol):
-    """What the pipeline needs of a detector."""
+    """What the kernel needs of a detector."""
 
+    #: stable, in signal ids: the kind and every parameter that changes its decisions
     key: str
+    #: its kind, or the name of its ``[detectors.<name>]`` table (alert rules name it)
+    name: str
 
     def update(self, trade: Trade) -> Signal | None:
         """Feed the next trade of this detector's symbol; return a signal if it fires."""

@@ -50,7 +50,7 @@ class NotionalDetector:
         self.relative = float(relative)
         self.window = window
         self.usd = usd or UsdValue()
-        base = name or self.name
+        self.name = base = name or self.name  # its config table's name, for alert rules
         tier_text = "-".join(f"{t:g}" for t in self.tiers)
         self.key = f"{base}-{unit}-t{tier_text}" + (
             f"-r{self.relative:g}w{window}" if self.relative else ""

@@ -48,6 +48,7 @@ class SurgeDetector:
         self.factor = factor
         self.min_usd = float(min_usd)
         self.usd = usd or UsdValue()
+        self.name = name or self.name  # its config table's name, for alert rules
         self._num, self._den = factor.as_integer_ratio()
         self.key = (
             f"{name or self.name}-b{bucket_s}s-n{baseline}-x{format(factor.normalize(), 'f')}"

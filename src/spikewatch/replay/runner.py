@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 import msgspec
 
 from spikewatch.core import accel
+from spikewatch.core.alerts import AlertEvent
 from spikewatch.core.kernel import Kernel
 from spikewatch.core.model import GapRecord, Signal, Trade, TradeBatch
 from spikewatch.replay.readers import TradeReader
@@ -54,6 +55,7 @@ def replay(
     progress_every: int = 65536,
     on_gap: Callable[[GapRecord], None] | None = None,
     on_signals: Callable[[Sequence[Signal]], object] | None = None,
+    on_alerts: Callable[[Sequence[AlertEvent]], object] | None = None,
 ) -> ReplaySummary:
     """Run ``trades`` (in time order) through ``kernel``; ``on_signal`` gets each signal,
     ``on_gap`` each gap recorded as lost (by the kernel's gap policy, as live would);
@@ -95,6 +97,8 @@ def replay(
             first = low
         if last is None or high > last:
             last = high
+        if step.alerts and on_alerts is not None:
+            on_alerts(step.alerts)
         if step.signals:
             signals += len(step.signals)
             if on_signals is not None:
@@ -110,6 +114,8 @@ def replay(
             next_report = (count // progress_every + 1) * progress_every
             progress(count, signals, moment)
     step = kernel.end()  # trades held for judging that no later trade came to judge
+    if step.alerts and on_alerts is not None:
+        on_alerts(step.alerts)
     signals += len(step.signals)
     if step.signals and on_signals is not None:
         on_signals(step.signals)
