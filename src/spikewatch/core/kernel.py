@@ -199,6 +199,9 @@ class Kernel:
                 holes=capabilities.id_holes,
             )
             state.watched = self.watches(exchange, symbol)
+            if self.rules is not None:  # rules name detectors by their config tables
+                for detector in state.detectors:
+                    self.rules.names.setdefault(detector.key, detector.name)
         return state
 
     def find(self, exchange: str, symbol: str) -> SymbolState | None:

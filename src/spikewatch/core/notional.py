@@ -51,7 +51,7 @@ class NotionalDetector:
         self.window = window
         self.usd = usd or UsdValue()
         self.name = base = name or self.name  # its config table's name, for alert rules
-        tier_text = "-".join(f"{t:g}" for t in self.tiers)
+        tier_text = "-".join(f"{t:.0f}" if t.is_integer() else f"{t:g}" for t in self.tiers)
         self.key = f"{base}-{unit}-t{tier_text}" + (
             f"-r{self.relative:g}w{window}" if self.relative else ""
         )
