@@ -8,22 +8,31 @@ browser that Playwright downloads. The chart library comes from ``make assets``.
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
 
+from spikewatch.config import load_settings
 from spikewatch.core.model import Signal, VolumeSpikeSignal
 from spikewatch.engine import Engine
+from spikewatch.ingest.backoff import Backoff
+from spikewatch.replay.simulator import Simulator, SimulatorThread
+from spikewatch.replay.tape import tape_from_frames
+from spikewatch.store.sqlite import SQLiteSignalStore
+from spikewatch.web.app import create_app
 from spikewatch.web.dashboard import CHART_LIBRARY, STATIC_DIR
 
-from helpers import served_engine
+from helpers import free_port, served_engine, wait_until, waitress_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -44,6 +53,17 @@ CHROMIUM_ARGS = [
 LATENCY_LIMIT_S = 1.0
 SYMBOL = "BTCUSDT"
 EXCHANGE = "binance"
+#: A phone held upright (the issue: the dashboard must work 400 px wide).
+PHONE = {"width": 400, "height": 800}
+#: Records every text the header's stream pill shows, from the page's first moment on.
+RECORD_PILL = """
+window.pillTexts = [];
+new MutationObserver(() => {
+  const pill = document.getElementById("stream");
+  const seen = window.pillTexts;
+  if (pill && seen[seen.length - 1] !== pill.textContent) seen.push(pill.textContent);
+}).observe(document, { subtree: true, childList: true, characterData: true });
+"""
 
 
 @dataclass
@@ -122,7 +142,21 @@ def chart_library() -> None:
 @pytest.fixture
 def dashboard(chromium: Browser) -> Iterator[Dashboard]:
     """A fresh page on a laptop-sized screen that records every console problem."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 800})
+    with open_board(chromium, viewport={"width": 1280, "height": 800}) as board:
+        yield board
+
+
+@pytest.fixture
+def phone(chromium: Browser) -> Iterator[Dashboard]:
+    """The same on a phone: 400 x 800 CSS pixels, touch, the page's viewport meta honoured."""
+    with open_board(chromium, viewport=PHONE, is_mobile=True, has_touch=True) as board:
+        yield board
+
+
+@contextlib.contextmanager
+def open_board(chromium: Browser, **options: Any) -> Iterator[Dashboard]:
+    """A fresh page in a new browser context (``options`` as Playwright's new_context)."""
+    context = chromium.new_context(**options)
     board = Dashboard(context.new_page())
 
     def on_console(message: ConsoleMessage) -> None:
@@ -167,6 +201,56 @@ def live(tmp_path: Path, btc_frames: list[bytes]) -> Iterator[Live]:
 
         served.engine.add_listener(on_signal)
         yield live
+
+
+@dataclass
+class Offline:
+    """The app as on a machine without internet: its exchange URL is a port of 127.0.0.1
+    that nothing listens on, so every connection attempt is refused."""
+
+    engine: Engine
+    url: str
+    exchange_port: int
+    frames: list[bytes]
+    exchanges: list[SimulatorThread] = field(default_factory=list)
+
+    def exchange_comes_up(self) -> None:
+        """The exchange appears at last: the simulator starts on the engine's port."""
+        sim = SimulatorThread(
+            Simulator(tape_from_frames(self.frames), speed=10), port=self.exchange_port
+        )
+        self.exchanges.append(sim)
+        sim.start()
+
+
+@pytest.fixture
+def offline(tmp_path: Path, btc_frames: list[bytes]) -> Iterator[Offline]:
+    """The engine (not yet started) aimed at a closed local port, and the web server."""
+    port = free_port()
+    settings = load_settings(
+        {
+            "ws_url": f"ws://127.0.0.1:{port}",
+            "rest_url": f"http://127.0.0.1:{port}",
+            "db": str(tmp_path / "s.db"),
+        },
+        env={},
+    )
+    store = SQLiteSignalStore(settings.db)
+    engine = Engine(settings, store, backoff=Backoff(first=0.05, cap=0.2))
+    engine.status_interval = 0.2
+    app = create_app(settings, engine)
+    board = Offline(engine, "", port, btc_frames[:3000])
+    try:
+        with waitress_server(app, threads=8, connection_limit=100) as server:
+            board.url = f"http://127.0.0.1:{server.effective_port}/"
+            try:
+                yield board
+            finally:
+                engine.stop()
+    finally:
+        for sim in board.exchanges:
+            sim.stop()
+        store.close()
 
 
 def assert_newest_first(board: Dashboard) -> None:
@@ -312,3 +396,85 @@ def test_without_the_chart_library_the_page_still_works_and_says_how_to_install_
     expect(page.locator(f'#signals tbody tr[data-id="{emitted.signal.id}"]')).to_have_count(1)
     assert dashboard.problems == [], "no 404, no script error"
     assert dashboard.crashes == []
+
+
+def test_without_the_exchange_the_page_is_not_live_says_why_and_goes_live_once_connected(
+    offline: Offline, dashboard: Dashboard, chart_library: None, tmp_path: Path
+) -> None:
+    """`python app.py` on a machine without internet: the stream to the page is up, the
+    exchange is not. The page must not say LIVE, and must say why its chart is empty."""
+    page = dashboard.page
+    page.add_init_script(RECORD_PILL)
+    offline.engine.start()
+    dashboard.open(offline.url)
+    pill = page.locator("#stream")
+    note = page.locator("#exchange-note")
+    card = page.locator(f'#symbols li[data-symbol="{SYMBOL}"]')
+
+    expect(pill).to_have_text("offline")
+    expect(pill).to_have_attribute("data-look", "offline")
+    expect(note).to_be_visible()
+    connection = offline.engine.status().connection
+    assert connection.state != "connected"
+    assert connection.last_error, "the engine has tried and failed"
+    expect(note).to_contain_text(f"Not connected to Binance: {connection.last_error.rstrip('. ')}.")
+    expect(note).to_contain_text("No trades yet.")
+    expect(note).to_contain_text("Offline? Try make demo.")
+    expect(note.locator("code")).to_have_text("make demo")
+    expect(card).to_have_attribute("data-connection", re.compile("^(waiting|connecting)$"))
+    assert page.evaluate("window.spikewatch.bars()") == 0, "the chart is empty"
+
+    # it keeps trying, and the page keeps saying so (and never says live meanwhile)
+    tried = connection.failed_attempts
+    wait_until(lambda: offline.engine.status().connection.failed_attempts >= tried + 5, 10)
+    expect(note).to_contain_text(re.compile(r"Retrying \(\d+ failed attempts so far\)"))
+    expect(note).to_be_visible()
+    page.screenshot(path=tmp_path / "offline.png")
+    shown = page.evaluate("window.pillTexts")
+    assert "live" not in shown, shown
+
+    offline.exchange_comes_up()
+    expect(pill).to_have_text("live", timeout=10_000)
+    expect(pill).to_have_attribute("data-look", "live")
+    expect(note).to_be_hidden()
+    expect(card).to_have_attribute("data-connection", "connected")
+    page.wait_for_function("() => window.spikewatch.bars() > 0")
+    assert dashboard.problems == []
+    assert dashboard.crashes == []
+    assert dashboard.foreign == []
+
+
+def test_on_a_phone_the_page_fits_the_screen_with_price_state_and_the_essential_columns(
+    live: Live, phone: Dashboard, chart_library: None, tmp_path: Path
+) -> None:
+    page = phone.page
+    live.engine.start()
+    live.wait_for_signals(5)
+    phone.open(live.url)
+    expect(page.locator("#stream")).to_have_text("live")
+    expect(page.locator("#price")).not_to_have_text("\N{EM DASH}")
+    expect(page.locator("#signals tbody tr").first).to_be_visible()
+    page.wait_for_function("() => window.spikewatch.bars() > 0")
+
+    # no sideways scrolling
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    # the price, the stream's state and the symbol's connection on the first screen
+    for selector in ("#price", "#stream", f'#symbols li[data-symbol="{SYMBOL}"] .conn'):
+        box = page.locator(selector).bounding_box()
+        assert box is not None, f"{selector} is not shown"
+        left, top = box["x"], box["y"]
+        right, bottom = left + box["width"], top + box["height"]
+        assert left >= 0, (selector, box)
+        assert right <= PHONE["width"], (selector, box)
+        assert top >= 0, (selector, box)
+        assert bottom <= PHONE["height"], (selector, box)
+    # the table keeps the essential columns, and all of each fits its panel
+    expect(page.locator("#signals thead th:visible")).to_have_text(
+        ["Time (UTC)", "Symbol", "Price", "Volume"]
+    )
+    expect(page.locator("#signals tbody tr").first.locator("td:visible")).to_have_count(4)
+    scroll, client = page.eval_on_selector(".table-wrap", "w => [w.scrollWidth, w.clientWidth]")
+    assert scroll <= client, "the table is cut off in its panel"
+    page.screenshot(path=tmp_path / "phone.png", full_page=True)
+    assert phone.problems == []
+    assert phone.crashes == []

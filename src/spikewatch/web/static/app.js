@@ -12,6 +12,12 @@
  * The chart is TradingView's lightweight-charts v5 (standalone build, served by the app
  * from static/vendor/ after `make assets`). Without it the page still shows the table and
  * the status, and says how to install the chart.
+ *
+ * Two links stand between the page and the market: the live stream (page <-> app) and the
+ * app's connection to the exchange. The header says "live" only while both are up; while
+ * the exchange is not connected, the chart panel says why (the last connection error from
+ * /api/status, re-read every few seconds until connected), so an empty chart on a machine
+ * without internet is explained rather than silent.
  */
 (() => {
   "use strict";
@@ -22,6 +28,8 @@
   const MAX_BARS = 3600; // bars kept on the chart (the server keeps an hour)
   const RECONCILE_MS = 2000; // at most this often, re-read the bars that closed (see below)
   const RETRY_MS = 3000; // reopen a stream the browser gave up on (e.g. after a 503)
+  const STATUS_POLL_MS = 2000; // re-read /api/status this often while the exchange is down
+  const MAX_ERROR_CHARS = 300; // of the connection error shown (the full text is its title)
 
   const COLORS = {
     up: "#26a69a",
@@ -39,6 +47,11 @@
     reconnecting: "reconnecting…",
     offline: "offline",
   };
+  /** How the exchanges the app serves are named to people (the API's name otherwise). */
+  const EXCHANGE_NAMES = {
+    binance: "Binance",
+    "binance-usdm": "Binance USDⓈ-M futures",
+  };
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -50,6 +63,7 @@
     symbols: $("symbols"),
     chart: $("chart"),
     chartNote: $("chart-note"),
+    exchangeNote: $("exchange-note"),
     chartTitle: $("chart-title"),
     tbody: document.querySelector("#signals tbody"),
     count: $("signal-count"),
@@ -67,6 +81,10 @@
     liveSignals: new Map(), // key -> Map(id -> signal) pushed since the page opened
     lastEventId: null, // of the last `signal` event, to resume a stream opened anew
     stream: "connecting",
+    // The app's connection to the exchange, as the page last heard (/api/status and the
+    // stream's `status` events): state is "unknown" while the stream is down.
+    link: { state: "unknown", lastError: null, failedAttempts: 0, connectedSince: null },
+    trades: null, // trades the app has received from the exchange (all symbols), if known
     everConnected: false,
     ready: false,
     loadToken: 0,
@@ -394,8 +412,16 @@
     tr.dataset.exchange = s.exchange;
     tr.dataset.symbol = s.symbol;
     tr.dataset.time = String(s.time_us);
+    tr.dataset.side = s.side;
     if (fresh) tr.className = "fresh";
-    cell(tr, fmtTime(s.time_us), "time").title = `${s.timestamp} · trade ${s.trade_id}`;
+    // the milliseconds apart: a phone's narrow table leaves them out
+    const time = fmtTime(s.time_us);
+    const ms = document.createElement("span");
+    ms.className = "ms";
+    ms.textContent = time.slice(8);
+    const when = cell(tr, time.slice(0, 8), "time");
+    when.append(ms);
+    when.title = `${s.timestamp} · trade ${s.trade_id}`;
     const venue = document.createElement("span");
     venue.className = "venue";
     venue.textContent = `· ${s.exchange}`;
@@ -404,7 +430,7 @@
     side.className = `side ${s.side}`;
     side.textContent = s.side;
     cell(tr, "").append(side);
-    cell(tr, fmtPrice(s.price), "num");
+    cell(tr, fmtPrice(s.price), "num fill");
     cell(tr, fmtVolume(s.volume), "num");
     cell(tr, fmtRatio(s.ratio), "num").title = `mean of the last ${s.window} trades: ${fmtVolume(s.average_volume)}`;
     cell(tr, fmtQuote(s.quote_volume), "num");
@@ -494,6 +520,14 @@
   }
 
   function onStatus(list) {
+    const mine = list.filter((info) => (info.exchange || state.exchange) === state.exchange);
+    if (mine.length) {
+      const down = mine.find((info) => info.connection !== "connected");
+      state.link = { ...state.link, state: down ? down.connection : "connected" };
+      state.trades = mine.reduce((sum, info) => sum + info.trades, 0);
+      showLink();
+      if (down) watchLink(state.link.lastError ? STATUS_POLL_MS : 0);
+    }
     for (const info of list) {
       const exchange = info.exchange || state.exchange;
       const key = seriesKey(exchange, info.symbol);
@@ -534,15 +568,125 @@
   function setStream(value) {
     state.stream = value;
     el.stream.dataset.state = value;
-    el.stream.textContent = STREAM_TEXT[value];
     el.banner.hidden = value === "live" || value === "connecting";
     if (value !== "live") {
       // What the symbols are doing is unknown until the stream is back.
+      state.link = { ...state.link, state: "unknown" };
       for (const li of state.cards.values()) {
         li.dataset.connection = "unknown";
         li.querySelector(".conn").textContent = "unknown";
       }
     }
+    showLink();
+  }
+
+  // -- the exchange connection -----------------------------------------------------------
+
+  const exchangeName = () => EXCHANGE_NAMES[state.exchange] || state.exchange || "the exchange";
+
+  /** Learn the exchange connection from /api/status. */
+  function onEngineStatus(status) {
+    const c = status.connection || {};
+    state.link = {
+      state: status.running === false ? "stopped" : c.state || "unknown",
+      lastError: c.last_error ?? null,
+      failedAttempts: c.failed_attempts || 0,
+      connectedSince: c.connected_since ?? null,
+    };
+    state.trades = Object.values(status.symbols || {}).reduce((sum, s) => sum + s.trades, 0);
+    showLink();
+  }
+
+  let pollTimer = null;
+  /** While the exchange is not connected, re-read /api/status (for its last error). */
+  function watchLink(delay) {
+    if (pollTimer !== null) return;
+    const wanted = () => state.stream === "live" && state.link.state !== "connected";
+    pollTimer = setTimeout(async () => {
+      try {
+        if (wanted()) onEngineStatus(await getJSON("/api/status"));
+      } catch (err) {
+        // the stream's own state shows an outage of the app; the next event tries again
+      } finally {
+        pollTimer = null;
+      }
+      if (wanted()) watchLink(STATUS_POLL_MS);
+    }, delay);
+  }
+
+  /**
+   * The header's pill and the chart panel's notice. The pill says "live" only while the
+   * stream is open AND the app is connected to the exchange; otherwise the notice says
+   * why no market data comes (the exchange's last error, and what to try).
+   */
+  function showLink() {
+    const link = state.link;
+    const name = exchangeName();
+    let look = state.stream;
+    let text = STREAM_TEXT[state.stream];
+    let title = "Live stream (/api/stream): disconnected";
+    if (state.stream === "live") {
+      if (link.state === "connected") {
+        const since = link.connectedSince
+          ? ` since ${new Date(link.connectedSince * 1000).toISOString().slice(11, 19)} UTC`
+          : "";
+        title = `Live: connected to ${name}${since}`;
+      } else if (link.state === "stopped") {
+        [look, text, title] = ["offline", "stopped", "The app has stopped reading the exchange"];
+      } else if (link.lastError) {
+        [look, text, title] = ["offline", "offline", `Not connected to ${name}`];
+      } else {
+        [look, text, title] = ["connecting", STREAM_TEXT.connecting, `Connecting to ${name}…`];
+      }
+    } else if (state.stream === "connecting") {
+      title = "Opening the live stream (/api/stream)…";
+    }
+    el.stream.dataset.look = look;
+    el.stream.dataset.exchange = link.state;
+    el.stream.textContent = text;
+    el.stream.title = title;
+    showLinkNote(name);
+  }
+
+  function showLinkNote(name) {
+    const link = state.link;
+    const note = el.exchangeNote;
+    if (state.stream !== "live" || link.state === "connected" || link.state === "unknown") {
+      note.hidden = true;
+      return;
+    }
+    const quiet = state.trades === 0;
+    const parts = [];
+    let kind = "connecting";
+    if (link.state === "stopped") {
+      kind = "offline";
+      parts.push(`Not receiving trades from ${name}: the app's engine is stopped.`);
+    } else if (link.lastError) {
+      kind = "offline";
+      let error = link.lastError.trim().replace(/[.\s]+$/, "");
+      if (error.length > MAX_ERROR_CHARS) error = `${error.slice(0, MAX_ERROR_CHARS)}…`;
+      parts.push(`Not connected to ${name}: ${error}.`);
+    } else {
+      parts.push(`Connecting to ${name}…`);
+    }
+    if (quiet) parts.push("No trades yet.");
+    if (kind === "offline" && link.state !== "stopped") {
+      const n = link.failedAttempts;
+      parts.push(
+        n > 0 ? `Retrying (${n} failed attempt${n === 1 ? "" : "s"} so far).` : "Reconnecting…",
+      );
+    }
+    const children = [parts.join(" ")];
+    if (kind === "offline" && quiet && link.state !== "stopped") {
+      // No internet (or Binance blocked here)? The demo plays a bundled recording.
+      const code = document.createElement("code");
+      code.textContent = "make demo";
+      children.push(" Offline? Try ", code, ".");
+    }
+    note.replaceChildren(...children);
+    note.title = link.lastError || "";
+    note.dataset.kind = kind;
+    note.hidden = false;
   }
 
   function openStream() {
@@ -559,6 +703,7 @@
       const resumed = state.everConnected && state.stream !== "live";
       state.everConnected = true;
       setStream("live");
+      if (state.link.state === "unknown") watchLink(0); // the exchange's state, at once
       firstAnswer();
       if (resumed && state.key) {
         // Bars of the outage were missed: read them again (signals come by Last-Event-ID).
@@ -595,6 +740,7 @@
       }
     }
     state.exchange = status.exchange;
+    onEngineStatus(status);
     // The stream first (its subscription exists once it opens), then the history: a
     // signal raised in between is in one or the other, and de-duplicated by id.
     openStream();
