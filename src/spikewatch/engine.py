@@ -442,7 +442,20 @@ class Engine:
                 continue
             try:
                 trades = await fetch_recent(self.rest, self.exchange, symbol, need)
-            except Exception as exc:  # REST down or broken: warm up from the stream instead
+            except RestError as exc:
+                if exc.unreachable:  # no answer at all: the others would wait for none too
+                    log.info(
+                        "warm start skipped: %s cannot be reached (%s); the windows fill "
+                        "from the stream",
+                        self.rest.base_url,
+                        exc,
+                    )
+                    return
+                log.warning(
+                    "warm start of %s skipped (%s); warming up from the stream", symbol, exc
+                )
+                continue
+            except Exception as exc:  # REST broken: warm up from the stream instead
                 log.warning(
                     "warm start of %s skipped (%s); warming up from the stream", symbol, exc
                 )
@@ -465,21 +478,34 @@ class Engine:
             self._spawn(self._catch_up(symbol))
 
     async def _catch_up(self, symbol: str) -> None:
-        """Offer the trades after the last one seen, as if they had come live."""
+        """Offer the trades after the last one seen, as if they had come live, page by
+        page until they reach the live stream (which then carries on from them) or the
+        present (a short page); a gap the live stream opens meanwhile is backfill's. At
+        most ``max_backfill`` trades: any more show as a gap with the next live trade."""
         name = self.exchange.name
         state = self.kernel.state(name, symbol)
-        request = self.exchange.trades_from_id(
-            symbol, state.sequencer.last_id + 1, self.exchange.capabilities.rest_page
-        )
-        if request is None:
+        page_size = self.exchange.capabilities.rest_page
+        budget = max(self.kernel.max_backfill, page_size)
+        if not self.exchange.capabilities.fetch_by_id:
             return
-        try:
-            body = await self.rest.get(request.path, request.weight, request.headers)
-            trades = self.exchange.parse_rest_trades(body, symbol)
-        except Exception as exc:  # only an optimisation: the next live trade shows any gap
-            log.info("catch-up of %s after a reconnect skipped: %s", symbol, exc)
-            return
-        self._step(partial(self.kernel.catch_up, name, symbol, trades))
+        while budget > 0:
+            # on the loop's thread, as every kernel step: nothing moves between the
+            # checks and the step below (no await in between)
+            if state.sequencer.gap is not None:
+                return  # live trades showed a gap: backfill fetches it
+            try:
+                trades = await fetch_after(
+                    self.rest, self.exchange, symbol, state.sequencer.last_id + 1
+                )
+            except Exception as exc:  # only an optimisation: the next live trade shows any gap
+                log.info("catch-up of %s after a reconnect stopped: %s", symbol, exc)
+                return
+            if state.sequencer.gap is not None:
+                return
+            self._step(partial(self.kernel.catch_up, name, symbol, trades))
+            budget -= len(trades)
+            if len(trades) < page_size or state.sequencer.last_id > trades[-1].trade_id:
+                return  # the present, or the live stream has gone on from these trades
 
     def _start_backfill(self, gap: Gap) -> None:
         try:
@@ -515,6 +541,13 @@ class Engine:
                 "could not fill the %s gap %d..%d: %s", gap.symbol, gap.first_id, gap.last_id, exc
             )
             reason = str(exc) if isinstance(exc, RestError) else f"{type(exc).__name__}: {exc}"
+            self._step(partial(self.kernel.give_up, gap.exchange, gap.symbol, reason))
+            return
+        still = self.kernel.state(gap.exchange, gap.symbol).sequencer.gap
+        if still is not None and still.last_id == gap.last_id:
+            # every page came, and some ids are in none: a venue's hole (skipped), or
+            # trades its REST does not have (recorded)
+            reason = "the exchange's trade look-ups do not hold these trades"
             self._step(partial(self.kernel.give_up, gap.exchange, gap.symbol, reason))
 
     def _store_gap(self, record: GapRecord) -> None:

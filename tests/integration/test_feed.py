@@ -20,7 +20,11 @@ from picows import WSTransport
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from spikewatch.ingest.backoff import Backoff
+from spikewatch.ingest.client import StreamClient
 from spikewatch.ingest.feed import Feed, close, open_feed, wait_closed
+
+from helpers import free_port
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -382,3 +386,126 @@ def test_messages_before_a_protocol_error_in_the_same_read_are_handed_over() -> 
             assert "continuation" in reason
 
     run(scenario())
+
+
+# -- the reconnecting client over the feed: backoff after short connections, reachability
+
+
+class Delays(Backoff):
+    """The real backoff without jitter (every delay its ceiling), keeping the delays given."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        super().__init__(first, cap, rand=lambda: 1.0)
+        self.given: list[float] = []
+
+    def next_delay(self) -> float:
+        delay = super().next_delay()
+        self.given.append(delay)
+        return delay
+
+
+async def until(check: Callable[[], bool]) -> None:
+    """Wait on the loop until ``check()`` holds (the scenario's timeout bounds it)."""
+    while not check():  # noqa: ASYNC110 - the client's status is a value, with no event
+        await asyncio.sleep(0.005)
+
+
+def quiet(frames: list[bytes], recv_ns: int) -> bool:
+    return False
+
+
+def test_connections_that_deliver_data_but_drop_soon_reconnect_without_climbing_to_the_cap() -> (
+    None
+):
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send('{"e":"trade"}')  # data, then the server closes at once
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            backoff = Delays(first=0.01, cap=0.64)
+            client = StreamClient(url, quiet, backoff=backoff, stable_after=10)
+            task = asyncio.create_task(client.run())
+            await until(lambda: client.status.connections >= 8)
+            client.stop()
+            await task
+        # each reconnect comes within twice the first delay, not 0.01, 0.02 ... 0.64
+        assert len(backoff.given) >= 7
+        assert max(backoff.given) <= 0.02
+
+    run(scenario())
+
+
+def test_connections_that_close_before_any_data_back_off_further_each_time() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        return  # accepted, then closed before sending anything
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            backoff = Delays(first=0.01, cap=0.08)
+            client = StreamClient(url, quiet, backoff=backoff, stable_after=10)
+            task = asyncio.create_task(client.run())
+            await until(lambda: client.status.connections >= 7)
+            client.stop()
+            await task
+        assert backoff.given[:6] == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.08, 0.08])
+
+    run(scenario())
+
+
+def test_an_exchange_never_reached_is_reported_unreachable_in_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"ws://127.0.0.1:{free_port()}/ws"  # nothing listens: refused
+
+    async def scenario() -> None:
+        client = StreamClient(url, quiet, backoff=Delays(first=0.01, cap=0.02))
+        task = asyncio.create_task(client.run())
+        await until(lambda: client.status.failed_attempts >= 4)
+        status = client.status
+        client.stop()
+        await task
+        assert status.state in ("connecting", "waiting")
+        assert status.unreachable
+        assert not status.ever_connected
+        assert status.connected_since is None
+        assert status.last_error is not None
+
+    with caplog.at_level(logging.DEBUG, logger="spikewatch.ingest.client"):
+        run(scenario())
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 1, [r.getMessage() for r in loud]
+    assert "cannot be reached from this machine" in loud[0].getMessage()
+    assert "make demo" in loud[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_an_exchange_reached_once_is_not_reported_unreachable_when_it_goes_away(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send('{"e":"trade"}')
+        await until_closed(ws)
+
+    async def scenario() -> None:
+        async with server(handler) as url:
+            client = StreamClient(url, quiet, backoff=Delays(first=0.01, cap=0.02))
+            task = asyncio.create_task(client.run())
+            await until(lambda: client.status.state == "connected")
+            assert client.status.ever_connected
+            assert not client.status.unreachable
+        # the server is gone: every attempt is refused now
+        await until(lambda: client.status.failed_attempts >= 2)
+        status = client.status
+        client.stop()
+        await task
+        assert status.ever_connected
+        assert not status.unreachable
+        assert status.state in ("connecting", "waiting")
+        assert status.last_error is not None
+
+    with caplog.at_level(logging.INFO, logger="spikewatch.ingest.client"):
+        run(scenario())
+    # a lost exchange is a warning per attempt, as before
+    failed = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failed) >= 2
+    assert all(r.levelno == logging.WARNING for r in failed)

@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from picows import WSInvalidURL, WSMsgType, WSTransport
@@ -53,6 +54,10 @@ class ClientStatus(msgspec.Struct, frozen=True):
     connected_since: float | None = None  # wall-clock seconds
     next_attempt_in: float | None = None  # seconds, while waiting to reconnect
     oversized_frames: int = 0  # frames over MAX_FRAME_BYTES (each costs a reconnect)
+    ever_connected: bool = False  # a connection has opened since start
+    # no connection has ever opened and the latest attempt failed (refused, DNS, timeout,
+    # TLS, handshake): most likely the exchange cannot be reached from this machine
+    unreachable: bool = False
 
 
 #: An open connection: picows's transport and the feed that delivers its messages.
@@ -123,6 +128,7 @@ class StreamClient:
         self._stopping = False
         self._rotate = asyncio.Event()  # set: open a successor connection
         self._wake = asyncio.Event()  # set: stop sleeping, we are stopping
+        self._delivered: set[int] = set()  # connections of the session that sent data
         self.status = ClientStatus(url=url)
 
     def _set(self, **changes: object) -> None:
@@ -182,13 +188,14 @@ class StreamClient:
                 raise
             except Exception as exc:  # DNS, refused, TLS, handshake, timeout: all retried
                 delay = self._backoff.next_delay()
-                error = f"{type(exc).__name__}: {exc}"
-                log.warning("connect to %s failed (%s); retrying in %.2fs", self.url, error, delay)
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                self._log_failure(error, delay)
                 self._set(
                     state="waiting",
                     failed_attempts=self.status.failed_attempts + 1,
                     last_error=error,
                     next_attempt_in=delay,
+                    unreachable=not self.status.ever_connected,
                 )
                 await self._sleep(delay)
                 continue
@@ -198,12 +205,31 @@ class StreamClient:
                 reconnects=self.status.reconnects + (1 if reconnect else 0),
                 connected_since=time.time(),
                 next_attempt_in=None,
+                ever_connected=True,
+                unreachable=False,
             )
             log.info("connected to %s", self.url)
             if self._on_connect is not None:
                 self._on_connect(reconnect)
             return ws
         return None
+
+    def _log_failure(self, error: str, delay: float) -> None:
+        """One clear line when the exchange has never been reached (every later failed
+        attempt at debug level: the status has them), a warning per attempt once it has."""
+        if self.status.ever_connected:
+            log.warning("connect to %s failed (%s); retrying in %.2fs", self.url, error, delay)
+        elif self.status.failed_attempts == 0:
+            host = urlsplit(self.url).netloc or self.url
+            log.error(
+                "%s cannot be reached from this machine (%s); still trying in the "
+                "background. Offline? `make demo` runs spikewatch on a real recording "
+                "through its built-in exchange simulator, no network needed.",
+                host,
+                error,
+            )
+        else:
+            log.debug("connect to %s failed (%s); retrying in %.2fs", self.url, error, delay)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when stopped."""
@@ -218,10 +244,12 @@ class StreamClient:
             if self._stopping:
                 return
             if gen == self._gen:
+                self._delivered.add(gen)  # this connection works (see _session's backoff)
                 if self._handler(frames, recv_ns):
                     log.info("%s announced a shutdown; rotating", self.url)
                     self._rotate.set()
             elif gen == self._pending:
+                self._delivered.add(gen)
                 self._held.append((frames, recv_ns))
             # a retired connection's frames are dropped: its successor has them
 
@@ -258,6 +286,7 @@ class StreamClient:
         loop = asyncio.get_running_loop()
         self._pending = None
         self._held.clear()
+        self._delivered.clear()
         self._rotate.clear()  # before routing: frames that came with the handshake may ask
         self._drop_stale_items()
         self._gens += 1
@@ -306,6 +335,15 @@ class StreamClient:
                     log.warning("lost connection to %s: %s", self.url, item.reason)
                     if loop.time() - opened >= self._stable_after:
                         self._backoff.reset()
+                    elif item.gen in self._delivered:
+                        # short, but it delivered data: the server works, and a run of such
+                        # drops must not climb to the cap (signals would come that late).
+                        # One step above the smallest delay keeps reconnects to about one
+                        # a second at most (Binance: 300 connections per 5 minutes and IP).
+                        # https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams
+                        self._backoff.reset()
+                        self._backoff.attempt = 1
+                    # else it failed before any data: keep backing off further
                     delay = self._backoff.next_delay()
                     self._set(
                         state="waiting",

@@ -20,7 +20,8 @@ fault is set.
 on past the previous lap so they stay increasing.
 
 Faults for tests: drop a connection every N frames, insert malformed frames, send trades
-as fragmented messages, announce a ``serverShutdown``, fail REST calls with given statuses.
+as fragmented messages, announce a ``serverShutdown``, fail REST calls with given statuses,
+answer them with 200 replies that cannot be used.
 """
 
 from __future__ import annotations
@@ -62,6 +63,17 @@ BAD_FRAMES: tuple[bytes, ...] = (
 )
 
 
+#: What ``Faults.bad_replies`` may ask for: 200 replies a trade look-up cannot use.
+BAD_REPLIES = (
+    "html",  # an HTML page (a proxy's or captive portal's), as text/html
+    "garbage",  # bytes that are no JSON
+    "empty",  # no body at all
+    "empty_list",  # [] although the trades asked for exist
+    "error_object",  # a JSON error object instead of the list
+    "wrong_id",  # real trades, but from ten ids after the one asked for
+    "hole",  # real trades from the id asked for, with one missing (spot has no holes)
+)
+
 #: Trades due at the same moment sent in one write, at most.
 MAX_GROUP = 1024
 #: Bytes waiting in a client's send buffer beyond which the simulator waits for it.
@@ -92,6 +104,9 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     # statuses for the next historicalTrades calls (429, 418, 500, ...), then it works
     rest_failures: tuple[int, ...] = ()
     retry_after: int = 1  # Retry-After seconds on 429/418
+    # 200 replies that cannot be used, for the next historicalTrades calls (after any
+    # rest_failures), then it works: one of BAD_REPLIES' kinds each
+    bad_replies: tuple[str, ...] = ()
 
 
 class SimulatorStats(msgspec.Struct, frozen=True):
@@ -170,6 +185,10 @@ class Simulator:
         self._shutdowns = 0
         self._rest_calls = 0
         self._rest_failures = deque(self.faults.rest_failures)
+        unknown = set(self.faults.bad_replies) - set(BAD_REPLIES)
+        if unknown:
+            raise ValueError(f"unknown bad_replies {sorted(unknown)}: use {BAD_REPLIES}")
+        self._bad_replies = deque(self.faults.bad_replies)
         self._recent: deque[TapeEntry] = deque(maxlen=max(1, self.faults.resend_on_connect))
         self.done = asyncio.Event()
         self._server: Server | None = None
@@ -498,6 +517,8 @@ class Simulator:
             return _json(status, {"code": -1003, "msg": "Simulated failure."}, headers)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         weight = [("X-MBX-USED-WEIGHT-1M", str(self._rest_calls))]
+        if self._bad_replies and historical:
+            return self._bad_reply(self._bad_replies.popleft(), query, weight)
         if url.path == codec.ping_path:
             return _json(200, {}, weight)
         if url.path == codec.time_path:
@@ -540,6 +561,32 @@ class Simulator:
             chosen = played[start : start + limit]
         else:
             chosen = played[-limit:]
+        return _json(200, list(map(self.codec.rest_trade, chosen)), weight)
+
+    def _bad_reply(
+        self, kind: str, query: dict[str, str], weight: Sequence[tuple[str, str]]
+    ) -> Response:
+        """A 200 reply of ``kind`` (see :data:`BAD_REPLIES`) to a historicalTrades call."""
+        raw: bytes | None = {
+            "html": b"<html><head><title>502 Bad Gateway</title></head><body></body></html>",
+            "garbage": b"\x00\x9f\x92 not json {[",
+            "empty": b"",
+        }.get(kind)
+        if raw is not None:
+            kind_type = "text/html" if kind == "html" else "application/json"
+            headers = Headers([("Content-Type", kind_type), ("Content-Length", str(len(raw)))])
+            return Response(200, "OK", headers, raw)
+        if kind == "empty_list":
+            return _json(200, [], weight)
+        if kind == "error_object":
+            return _json(200, {"code": -1003, "msg": "Simulated error."}, weight)
+        played = self._trades.get(query.get("symbol", "").upper(), [])
+        start = _first_at_or_after(played, int(query.get("fromId", "0")))
+        limit = int(query.get("limit", "500"))
+        if kind == "wrong_id":
+            chosen = played[start + 10 : start + 10 + limit]
+        else:  # a hole: the second trade left out
+            chosen = played[start : start + 1] + played[start + 2 : start + limit]
         return _json(200, list(map(self.codec.rest_trade, chosen)), weight)
 
 
