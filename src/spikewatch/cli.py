@@ -178,11 +178,10 @@ def _sigterm_as_interrupt(before: Callable[[], None] | None = None) -> Iterator[
 
 def cmd_run(settings: Settings, banner: str = "") -> int:
     """Run the live engine and serve the web app until SIGINT/SIGTERM."""
-    from waitress.server import create_server
-
     from spikewatch.engine import Engine
     from spikewatch.store.sqlite import SQLiteSignalStore
     from spikewatch.web.app import create_app
+    from spikewatch.web.server import ServeError, create_server, server_url
 
     # The ingest thread is busy Python; by default another thread waits up to 5 ms for the
     # GIL at each hand-over, which web requests and live pushes pay several times over.
@@ -190,18 +189,15 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
     store = SQLiteSignalStore(settings.db)
     engine = Engine(settings, store)
     app = create_app(settings, engine)
-    # Live-stream clients each hold a worker thread: leave some for ordinary requests.
+    # Live-stream clients each hold a (sleeping) request thread: leave some for the rest.
     engine.hub.max_clients = max(1, settings.web_threads - 16)
-    server = create_server(
-        app,
-        host=settings.host,
-        port=settings.port,
-        threads=settings.web_threads,
-        connection_limit=max(100, settings.web_threads * 2),
-        channel_timeout=300,
-        ident="spikewatch",
-    )
-    url = f"http://{server.effective_host}:{server.effective_port}/"
+    try:
+        server = create_server(app, settings.host, settings.port, settings.web_threads)
+    except ServeError as exc:
+        store.close()
+        print(f"spikewatch: {exc}", file=sys.stderr)
+        return 2
+    url = server_url(server)
     # waitress handles the interrupt itself by waiting (5 s) for busy workers: live
     # streams must end before that, so the hub is closed in the signal handler
     with _sigterm_as_interrupt(before=engine.hub.close):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,3 +107,51 @@ def test_a_bad_setting_stops_start_up_naming_the_key(tmp_path: Path) -> None:
     assert app.returncode == 2
     assert b"threshold" in err
     assert b"--threshold" in err
+
+
+def test_a_port_in_use_is_one_line_and_status_2_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        log = tmp_path / "app.log"
+        app = start_app(port, log, "--db", str(tmp_path / "x.db"))
+        app.wait(30)
+    assert app.returncode == 2
+    assert log.read_text().splitlines() == [
+        f"spikewatch: port {port} is in use; try --port {port + 1}"
+    ]
+
+
+def test_a_host_that_is_not_this_machine_is_one_line_and_status_2(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    # 192.0.2.1 is reserved for documentation (RFC 5737): never an address of this
+    # machine, and binding to it fails at once, with no lookup and no traffic
+    app = start_app(free_port(), log, "--host", "192.0.2.1", "--db", str(tmp_path / "x.db"))
+    app.wait(30)
+    assert app.returncode == 2
+    assert log.read_text().splitlines() == [
+        "spikewatch: cannot listen on host '192.0.2.1': not an address of this machine"
+    ]
+
+
+def test_health_answers_while_hundreds_of_idle_connections_are_held(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    port = free_port()
+    args = ("--ws-url", simulator.ws_url, "--rest-url", simulator.rest_url)
+    app = start_app(port, tmp_path / "app.log", *args, "--db", str(tmp_path / "x.db"))
+    idle: list[socket.socket] = []
+    try:
+        assert wait_until(lambda: get(port, "/healthz"))["status"] == "ok"
+        # connected, never sending a request: more than the server once allowed at all
+        idle.extend(socket.create_connection(("127.0.0.1", port)) for _ in range(600))
+        for _ in range(5):
+            assert get(port, "/healthz") == {"status": "ok"}
+        assert get(port, "/api/status")["symbols"]["BTCUSDT"]["trades"] >= 0
+    finally:
+        for sock in idle:
+            sock.close()
+        app.send_signal(signal.SIGTERM)
+        app.wait(10)
+    assert app.returncode == 0

@@ -10,6 +10,7 @@ from spikewatch.status import EngineView
 from spikewatch.web.api import api
 from spikewatch.web.dashboard import dashboard
 from spikewatch.web.fastpath import LatestSignalFastPath
+from spikewatch.web.guard import check_state_change
 from spikewatch.web.metrics import metrics
 from spikewatch.web.openapi import openapi
 from spikewatch.web.params import BadRequest
@@ -28,6 +29,14 @@ def create_app(settings: Settings, engine: EngineView) -> Flask:
     app.register_blueprint(openapi)
     app.register_blueprint(dashboard)
     app.wsgi_app = LatestSignalFastPath(app.wsgi_app, engine)  # type: ignore[method-assign]
+    app.before_request(check_state_change)  # cross-site POSTs: 403 (web/guard.py)
+
+    @app.after_request
+    def no_sniffing(response: Response) -> Response:
+        # a browser must take every answer for what its Content-Type says (JSON is
+        # never run as a script or shown as HTML)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
 
     @app.errorhandler(BadRequest)
     def bad_request(exc: BadRequest) -> Response:

@@ -80,4 +80,7 @@ def asset(filename: str) -> Response:
         folder, name, mimetype=_TYPES.get(Path(name).suffix.lower()), max_age=0
     )
     response.headers["X-Content-Type-Options"] = "nosniff"
+    # the page's own policy on its files too: /assets/index.html (or an SVG) opened by
+    # itself must not run or load anything more than the page at / may
+    response.headers["Content-Security-Policy"] = _CSP
     return response

@@ -31,7 +31,11 @@ class LatestSignalFastPath:
             if body is not None:
                 start_response(
                     "200 OK",
-                    [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+                    [
+                        ("Content-Type", "application/json"),
+                        ("Content-Length", str(len(body))),
+                        ("X-Content-Type-Options", "nosniff"),  # as the app adds
+                    ],
                 )
                 return [body]
         return self.app(environ, start_response)

@@ -325,7 +325,11 @@ def build_document() -> Json:
                 ),
                 "400": _BAD_REQUEST,
                 "401": _json(error, "Missing or wrong bearer token."),
-                "403": _json(error, "No `api_token` is set and the server is not on loopback."),
+                "403": _json(
+                    error,
+                    "No `api_token` is set and the server is not on loopback; or a "
+                    "cross-site request (foreign `Host` or `Origin`).",
+                ),
                 "409": _json(error, "The engine is not running."),
             },
             tag="operations",
