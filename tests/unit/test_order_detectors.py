@@ -10,12 +10,15 @@ from collections import Counter
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from spikewatch.core.alerts import AlertRule, AlertRules
+from spikewatch.core.alerts import AlertEvent, AlertRule, AlertRules
 from spikewatch.core.kernel import GapPolicy, Kernel
-from spikewatch.core.model import NotionalSignal, Side, Signal, SurgeSignal, Trade
+from spikewatch.core.model import NotionalSignal, Side, Signal, SurgeSignal, Trade, TradeBatch
 from spikewatch.core.notional import NotionalDetector
 from spikewatch.core.orders import OrderAggregator, UsdValue, split_symbol
+from spikewatch.core.profile import DEFAULT_RULES, default_detectors
 from spikewatch.core.surge import SurgeDetector
 from spikewatch.exchanges.binance import BinanceSpot
 from spikewatch.replay.runner import replay
@@ -23,9 +26,14 @@ from spikewatch.replay.runner import replay
 from kernel_kit import trades_of
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def btc(btc_frames: list[bytes]) -> list[Trade]:
-    return trades_of(btc_frames)
+    _BTC[:] = trades_of(btc_frames)
+    return _BTC
+
+
+_BTC: list[Trade] = []  # the recording's trades, for the property test (filled by btc)
+_ONE_BY_ONE: list[tuple[list[Signal], list[AlertEvent]]] = []
 
 
 def test_orders_fold_the_fills_of_one_taker_order(btc: list[Trade]) -> None:
@@ -191,3 +199,43 @@ def test_rules_filter_by_symbol_and_value(btc: list[Trade]) -> None:
     assert big.feed(signals) == []
     with pytest.raises(ValueError, match="severity"):
         AlertRule(name="w", detectors=["notional"], severity="loud")
+
+
+@pytest.mark.slow  # seconds of examples: CI runs it, `make check` leaves it out
+@settings(max_examples=10, deadline=None)
+@given(cuts=st.lists(st.integers(0, 20_000), max_size=12))
+def test_batches_give_the_signals_of_trade_by_trade(cuts: list[int]) -> None:
+    """The shipped profile's detectors (an order signal comes with the trade after the
+    order) fed batches cut anywhere give the very signals, in the very order, of the
+    same trades fed one by one, with their alerts."""
+    trades = _BTC[:4000]
+    if not _ONE_BY_ONE:  # the same for every example: computed once
+        one = Kernel(
+            lambda e, s: default_detectors(),
+            venues=(BinanceSpot(),),
+            rules=AlertRules(DEFAULT_RULES),
+        )
+        for t in trades:
+            step = one.feed([t])
+            _ONE_BY_ONE.append((step.signals, step.alerts))
+    expected = [sig for signals, _ in _ONE_BY_ONE for sig in signals]
+    alerts = [a for _, events in _ONE_BY_ONE for a in events]
+    many = Kernel(
+        lambda e, s: default_detectors(), venues=(BinanceSpot(),), rules=AlertRules(DEFAULT_RULES)
+    )
+    got = []
+    got_alerts = []
+    points = sorted({c % len(trades) for c in cuts} | {0, len(trades)})
+    for a, b in itertools.pairwise(points):
+        if b > a:
+            step = many.feed([TradeBatch.from_trades(trades[a:b])])
+            got += step.signals
+            got_alerts += step.alerts
+    assert got == expected
+    assert got_alerts == alerts
+    assert {s.detector.split("-")[0] for s in expected} >= {"volume_spike", "whale_order"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _load(btc: list[Trade]) -> None:
+    """Loads the trades before the property test runs."""

@@ -15,6 +15,7 @@ configured rate or the live price of ``<quote>USDT`` from the same feed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,6 +39,7 @@ QUOTES: tuple[str, ...] = tuple(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def split_symbol(symbol: str) -> tuple[str, str] | None:
     """``("BTC", "USDT")`` for ``BTCUSDT``; None when no known quote asset ends it."""
     for quote in QUOTES:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from itertools import islice
-from operator import attrgetter, le, lt
+from operator import itemgetter, le, lt
 
 import msgspec
 
@@ -184,17 +184,33 @@ class SymbolState:
         self.last = batch.trade(-1)
         self.trades += n
         found: list[Signal] = []
-        produced = 0
+        per_detector: list[list[tuple[int, Signal]] | list[Signal]] = []
+        trades: list[Trade] | None = None
         for detector, batched in zip(self.detectors, self.batch_detectors, strict=True):
-            if batched is not None:
-                signals = batched.update_batch(batch)
-            else:
-                signals = [s for s in map(detector.update, batch.trades()) if s is not None]
-            if signals:
-                produced += 1
-                found.extend(signals)
-        if produced > 1:  # run() gives a trade's signals together, in detector order
-            found.sort(key=attrgetter("trade_id"))  # stable: detector order within a trade
+            if batched is not None:  # its signals are of the trades they fire on
+                per_detector.append(batched.update_batch(batch))
+                continue
+            if trades is None:
+                trades = batch.trades()
+            update = detector.update
+            placed: list[tuple[int, Signal]] = []
+            for i, trade in enumerate(trades):
+                signal = update(trade)
+                if signal is not None:  # (an order's signal comes on the trade after it)
+                    placed.append((i, signal))
+            per_detector.append(placed)
+        producing = [k for k, fired in enumerate(per_detector) if fired]
+        if len(producing) == 1:  # the usual case: one detector's signals, in order
+            found = [f[1] if isinstance(f, tuple) else f for f in per_detector[producing[0]]]
+        elif producing:  # as run() gives them: each trade's signals together, in detector order
+            where = {tid: i for i, tid in enumerate(ids)}
+            ordered = [
+                (f[0], k, f[1]) if isinstance(f, tuple) else (where[f.trade_id], k, f)
+                for k in producing
+                for f in per_detector[k]
+            ]
+            ordered.sort(key=itemgetter(0, 1))
+            found = [sig for _, _, sig in ordered]
         if self.bars is not None:
             self.pending.append(batch)
         self.signals += len(found)
