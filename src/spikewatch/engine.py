@@ -26,6 +26,7 @@ from functools import partial
 import msgspec
 
 from spikewatch.config import Settings
+from spikewatch.core.alerts import AlertEvent
 from spikewatch.core.bars import Bar
 from spikewatch.core.decimal import units_to_float
 from spikewatch.core.kernel import LAG_BUCKETS_MS, GapPolicy, Kernel, LagHistogram, Step
@@ -66,6 +67,12 @@ def _hand_over() -> None:
     rest of a burst: the CPU goes to them without waiting for the GIL's switch interval."""
     os.sched_yield()
 
+
+#: An order whose first fill is this old (exchange time against the local clock) has all
+#: its fills: the fills of one taker order reach the stream within milliseconds.
+ORDER_COMPLETE_US = 2_000_000
+
+_encode_alert = msgspec.json.Encoder().encode
 
 #: Signals kept in memory for history pages (about 2 MB of JSON).
 RECENT_SIGNALS = 5000
@@ -108,6 +115,8 @@ class Engine:
         # snapshot. Nothing else in the engine shares mutable state across threads.
         self._lock = threading.Lock()
         self._listeners: tuple[SignalListener, ...] = ()
+        self._alert_sinks: tuple[Callable[[Sequence[AlertEvent]], None], ...] = ()
+        self.alerts_opened = 0
         self._ratelog = RateLimitedLog(log)
         # the latest signal per (exchange, symbol), and over all of them
         self._latest: dict[tuple[str, str], Signal] = {}
@@ -266,6 +275,9 @@ class Engine:
             try:
                 self.hub.publish(Event("status", _encode(self.live_status())))
                 self._check_silence()
+                # a quiet pair's last order is complete once it is 2 s old
+                now_us = time.time_ns() // 1000
+                self._step(partial(self.kernel.flush, now_us - ORDER_COMPLETE_US))
                 if time.monotonic() >= next_checkpoint or self._first_checkpoint_due():
                     next_checkpoint = time.monotonic() + self.settings.checkpoint_interval
                     self.save_checkpoints()
@@ -319,6 +331,8 @@ class Engine:
         if not step.lost:  # the usual case
             for signal in step.signals:
                 self._emit(signal)
+            if step.alerts:
+                self._alert(step.alerts)
             if step.signals:
                 _hand_over()
             for gap in step.fetch:
@@ -332,10 +346,33 @@ class Engine:
             self._store_gap(record)
         for signal in step.signals[done:]:
             self._emit(signal)
+        if step.alerts:
+            self._alert(step.alerts)
         if step.signals:
             _hand_over()
         for gap in step.fetch:
             self._start_backfill(gap)
+
+    def _alert(self, events: Sequence[AlertEvent]) -> None:
+        """Alerts opened or updated: to live-stream clients, and to the alert sinks (the
+        outbox that delivers them) in order."""
+        for event in events:
+            alert = event.alert
+            payload = _encode_alert(event)
+            self.hub.publish(Event("alert", payload, None, alert.symbol, alert.exchange))
+            if event.opened:
+                self.alerts_opened += 1
+                log.info("alert: %s", alert.summary)
+        for sink in self._alert_sinks:
+            try:
+                sink(events)
+            except Exception:  # a sink's bug must not stop the stream
+                log.exception("an alert sink failed")
+
+    def add_alert_sink(self, sink: Callable[[Sequence[AlertEvent]], None]) -> None:
+        """Also hand each step's alert events to ``sink`` (called on the ingest thread:
+        it must only queue them)."""
+        self._alert_sinks = (*self._alert_sinks, sink)
 
     def _step(self, work: Callable[[], Step]) -> Step:
         """Run one kernel call under the lock and act on its result."""
