@@ -509,3 +509,17 @@ def test_an_exchange_reached_once_is_not_reported_unreachable_when_it_goes_away(
     failed = [r for r in caplog.records if "failed" in r.getMessage()]
     assert len(failed) >= 2
     assert all(r.levelno == logging.WARNING for r in failed)
+
+
+def test_a_server_that_hangs_up_during_the_handshake_fails_the_connect_with_the_reason() -> None:
+    async def scenario() -> None:
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.transport.abort()  # a proxy or firewall that cuts the connection
+
+        tcp = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        async with tcp:
+            port = tcp.sockets[0].getsockname()[1]
+            with pytest.raises(ConnectionError, match="during the WebSocket handshake"):
+                await connect(f"ws://127.0.0.1:{port}/")
+
+    run(scenario())

@@ -65,7 +65,8 @@ def simulator(
 
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Start]:
-    """Start an engine against ``ws_url`` and ``rest_url``; stopped at the end."""
+    """Start an engine against ``ws_url`` and ``rest_url`` (empty: Binance's own);
+    stopped at the end."""
     running: list[tuple[Engine, SQLiteSignalStore]] = []
 
     def run(
@@ -76,8 +77,9 @@ def start(tmp_path: Path) -> Iterator[Start]:
         backoff: Backoff | None = None,
         **flags: object,
     ) -> Engine:
+        urls = {"ws_url": ws_url, "rest_url": rest_url}
         settings = load_settings(
-            {"ws_url": ws_url, "rest_url": rest_url, "db": str(tmp_path / "s.db"), **flags},
+            {**{k: v for k, v in urls.items() if v}, "db": str(tmp_path / "s.db"), **flags},
             env={},
         )
         store = SQLiteSignalStore(settings.db)
@@ -85,7 +87,7 @@ def start(tmp_path: Path) -> Iterator[Start]:
             settings,
             store,
             backoff=backoff or Backoff(first=0.02, cap=0.05),
-            rest=rest or fast_rest(rest_url),
+            rest=rest or fast_rest(settings.rest_url),
         )
         engine.start()
         running.append((engine, store))
@@ -189,9 +191,9 @@ def test_unusable_replies_during_recovery_cost_no_trade(
         engine = start(sim.ws_url, sim.rest_url, rest=rest)
         wait_until(caught_up(engine, trade_id(frames[-1])))
         status = engine.status()
-        assert status.rest.bad_replies == len(bad)
         assert status.symbols["BTCUSDT"].gap_records == 0
         assert stored(engine) == sorted(reference_spikes(frames))
+        assert status.rest.bad_replies == len(bad)
 
 
 def test_a_retry_after_beyond_the_budget_records_the_gap_with_the_reason(
@@ -319,12 +321,17 @@ def test_a_catch_up_after_a_reconnect_fetches_every_missed_trade_of_a_quiet_symb
         assert stored(engine) == sorted(reference_spikes(frames))
 
 
+@pytest.mark.parametrize("failure", ["refused", "no DNS"])
 def test_an_unreachable_exchange_is_one_clear_line_and_a_clear_status(
-    start: Start, caplog: pytest.LogCaptureFixture
+    start: Start, caplog: pytest.LogCaptureFixture, failure: str
 ) -> None:
-    port = free_port()  # nothing listens there: every connection is refused
+    if failure == "refused":  # nothing listens there: every connection is refused
+        port = free_port()
+        ws_url, rest_url = f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}"
+    else:  # Binance's own hosts, which no test may look up (conftest): a DNS failure
+        ws_url, rest_url = "", ""
     caplog.set_level(logging.DEBUG)
-    engine = start(f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}")
+    engine = start(ws_url, rest_url)
     wait_until(lambda: engine.status().connection.failed_attempts >= 5, timeout=30)
     status = engine.status()
     assert status.running
@@ -340,8 +347,11 @@ def test_an_unreachable_exchange_is_one_clear_line_and_a_clear_status(
     # one line says so, with the way out; no traceback, no warning per attempt
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(loud) == 1, [r.getMessage() for r in loud]
-    assert "cannot be reached from this machine" in loud[0].getMessage()
-    assert "make demo" in loud[0].getMessage()
+    line = loud[0].getMessage()
+    assert "cannot be reached from this machine" in line
+    assert "make demo" in line
+    if failure == "no DNS":
+        assert line.startswith("stream.binance.com:9443 cannot be reached")
     assert not [r for r in caplog.records if r.exc_info]
 
 

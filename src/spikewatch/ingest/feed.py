@@ -12,6 +12,7 @@ sink returns (so a slow consumer pushes back on the server through TCP).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -151,7 +152,10 @@ async def open_feed(
         ),
         timeout=open_timeout,
     )
-    assert isinstance(feed, Feed)
+    if not isinstance(feed, Feed):  # picows makes no listener when the server hung up
+        with contextlib.suppress(Exception):
+            transport.disconnect(graceful=False)
+        raise ConnectionError("the server closed the connection during the WebSocket handshake")
     return transport, feed
 
 
