@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from helpers import wait_until
@@ -75,6 +76,8 @@ class Receiver:
         self._default = Reply(200)
         self._hold_from: int | None = None
         self._released = threading.Event()
+        #: called with each request before it is answered (not for held ones)
+        self.on_request: Callable[[Received], None] | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -93,6 +96,9 @@ class Receiver:
                 if reply == HANG:
                     receiver._released.wait(60)
                     return
+                hook = receiver.on_request
+                if hook is not None:
+                    hook(receiver.requests[-1])
                 self.send_response(reply.status)
                 if reply.retry_after is not None:
                     self.send_header("Retry-After", reply.retry_after)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from spikewatch.alerting import (
     DeliveryWorker,
@@ -29,7 +30,7 @@ from spikewatch.core.alerts import Alert, AlertEvent
 from spikewatch.sinks import SinkWorker
 
 from helpers import ROOT, free_port, wait_until
-from receiver import HANG, Receiver, Reply
+from receiver import HANG, Received, Receiver, Reply
 
 SECRET = "test-secret"
 T0_US = 1_723_161_600_000_000  # 2024-08-09T00:00:00Z
@@ -268,6 +269,40 @@ def test_a_restarted_worker_delivers_what_was_pending(tmp_path: Path) -> None:
     assert all(r.status == 503 for r in receiver.requests[:refused])
     assert sorted(receiver.alert_ids()) == sorted(ids(10))  # none lost, none twice
     assert first.attempts == refused + 1  # the attempts carried over
+
+
+def test_an_acknowledged_alert_whose_commit_fails_is_recorded_later_not_sent_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "a.db"
+    locks: list[sqlite3.Connection] = []
+
+    def lock_the_database(_: Received) -> None:
+        # another writer holds the file while the receiver answers 200: the commit fails
+        conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        conn.execute("BEGIN IMMEDIATE")
+        locks.append(conn)
+
+    with Receiver().start() as receiver:
+        receiver.on_request = lock_the_database
+        hook = webhook(receiver.url())
+        outbox = Outbox(db, [hook.name], busy_timeout_s=0.2)
+        outbox.add(opened(2))
+        worker = DeliveryWorker(outbox, [hook])
+        worker.start()
+        try:
+            wait_until(lambda: "the outbox failed" in caplog.text, 30)
+            receiver.on_request = None
+            (lock,) = locks
+            lock.execute("COMMIT")
+            lock.close()
+            assert worker.wait_idle(30)
+            rows = outbox.deliveries()
+        finally:
+            worker.stop()
+            outbox.close()
+    assert sorted(receiver.alert_ids()) == sorted(ids(2))  # the first was not sent again
+    assert [(r.state, r.attempts) for r in rows] == [("sent", 1), ("sent", 1)]
 
 
 CHILD = """

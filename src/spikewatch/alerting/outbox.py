@@ -113,7 +113,10 @@ class Outbox:
         destinations: Sequence[str],
         *,
         clock: Callable[[], float] = time.time,
+        busy_timeout_s: float = 10.0,
     ) -> None:
+        """Open (or create) the outbox's tables in ``path``; ``busy_timeout_s`` is how long
+        a write waits for another connection's write (the store's writer) to finish."""
         self.path = str(path)
         self.destinations = tuple(destinations)
         self._clock = clock
@@ -121,7 +124,7 @@ class Outbox:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(
-            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         try:
             if self.path != ":memory:":
@@ -129,7 +132,7 @@ class Outbox:
                 # as the store: durable across process crashes (a kill -9), which is what
                 # "never loses one" needs; only an OS crash can undo the last commits
                 self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA busy_timeout=10000")
+            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             self._migrate()
         except BaseException:
             self._conn.close()

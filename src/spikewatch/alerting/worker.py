@@ -115,6 +115,9 @@ class _Lane:
         self.last_error: str | None = None
         self.paused_until = 0.0
         self.errors_in_loop = 0
+        #: messages the receiver acknowledged whose commit failed (the outbox failing):
+        #: recorded before anything else is sent, so they are not sent again
+        self.unrecorded: list[Message] = []
         counts = worker.outbox.counts(destination.name)
         self.last_error = counts.last_error
         self.stats = self._stats(counts)
@@ -155,6 +158,7 @@ class _Lane:
     def _round(self) -> float:
         """Send what is due now; returns when to look again (wall-clock seconds)."""
         worker, dest = self.worker, self.destination
+        self._record()
         now = worker.clock()
         if now < self.paused_until:
             return self.paused_until
@@ -218,11 +222,20 @@ class _Lane:
         if result.ok:
             # commit at once: the window in which a crash resends an acknowledged message
             # is this one statement (see docs/ALERTS.md, "Delivery")
-            worker.outbox.mark_sent(dest.name, message.alert_ids, message.id)
+            self.unrecorded.append(message)
             self._sent(message)
+            self._record()
             return True
         self._failed(message, result)
         return False
+
+    def _record(self) -> None:
+        """Commit the acknowledged messages as sent; raises while the outbox fails (the
+        loop retries with backoff, and sends nothing until they are recorded)."""
+        while self.unrecorded:
+            message = self.unrecorded[0]
+            self.worker.outbox.mark_sent(self.destination.name, message.alert_ids, message.id)
+            self.unrecorded.pop(0)
 
     def _sent(self, message: Message) -> None:
         dest = self.destination
@@ -247,7 +260,7 @@ class _Lane:
 
     def _failed(self, message: Message, result: SendResult) -> None:
         worker, dest = self.worker, self.destination
-        error = result.error or "failed"
+        error = (result.error or "failed")[:500]
         self.failed_attempts += 1
         self.spell_failures += 1
         self.last_error = error
@@ -367,6 +380,17 @@ class DeliveryWorker:
                 if lane.thread.is_alive():
                     log.warning("alerts to %s: still sending at shutdown", lane.destination.name)
             lane.sender.close()
+            if lane.unrecorded and not lane.thread.is_alive():
+                try:
+                    lane._record()
+                except Exception as exc:
+                    log.warning(
+                        "alerts to %s: %d delivered message(s) could not be recorded (%s); "
+                        "the next start sends them again, with the same idempotency ids",
+                        lane.destination.name,
+                        len(lane.unrecorded),
+                        exc,
+                    )
         with self._cond:
             self._cond.notify_all()
 
