@@ -125,7 +125,7 @@ def states(outbox: Outbox) -> Counter[str]:
 def test_each_alert_reaches_the_webhook_once_signed(tmp_path: Path) -> None:
     with Receiver().start() as receiver:
         hook = webhook(receiver.url())
-        with delivering(tmp_path / "a.db", [hook], opened(5)) as (_outbox, worker):
+        with delivering(tmp_path / "a.db", [hook], opened(5)) as (_, worker):
             assert worker.wait_idle(30)
             wait_until(lambda: stats(worker).sent == 5, 30)
             got = stats(worker)
@@ -167,7 +167,7 @@ def test_server_errors_are_retried_and_retry_after_is_honoured(tmp_path: Path) -
         with delivering(tmp_path / "a.db", [hook], opened(1)) as (outbox, worker):
             assert worker.wait_idle(30)
             (row,) = outbox.deliveries()
-    _first, second, third = receiver.requests
+    _, second, third = receiver.requests
     assert [r.status for r in receiver.requests] == [500, 429, 200]
     assert {r.alert_id for r in receiver.requests} == {alert(1).id}
     # backoff alone would have retried within 0.1 s; the receiver asked for a second
