@@ -10,7 +10,7 @@ import msgspec
 
 from spikewatch.core import accel
 from spikewatch.core.alerts import AlertEvent
-from spikewatch.core.kernel import Kernel
+from spikewatch.core.kernel import Kernel, Step
 from spikewatch.core.model import GapRecord, Signal, Trade, TradeBatch
 from spikewatch.replay.readers import TradeReader
 
@@ -67,6 +67,22 @@ def replay(
     symbols; ``progress(trades, signals, time_us)`` is called every ``progress_every``
     trades (or at the end of the batch that crosses the mark).
     """
+    def deliver(step: Step) -> int:
+        """Hand a step's results to the callbacks; the trades it recorded as lost."""
+        if step.alerts and on_alerts is not None:
+            on_alerts(step.alerts)
+        if step.signals and on_signals is not None:
+            on_signals(step.signals)
+        if on_signal is not None:
+            for signal in step.signals:
+                on_signal(signal)
+        missing = 0
+        for record in step.lost:
+            missing += record.missing
+            if on_gap is not None:
+                on_gap(record)
+        return missing
+
     started = time.perf_counter()
     count = signals = lost = 0
     first: int | None = None
@@ -97,35 +113,15 @@ def replay(
             first = low
         if last is None or high > last:
             last = high
-        if step.alerts and on_alerts is not None:
-            on_alerts(step.alerts)
-        if step.signals:
+        if step.signals or step.lost:
             signals += len(step.signals)
-            if on_signals is not None:
-                on_signals(step.signals)
-            if on_signal is not None:
-                for signal in step.signals:
-                    on_signal(signal)
-        for record in step.lost:
-            lost += record.missing
-            if on_gap is not None:
-                on_gap(record)
+            lost += deliver(step)
         if progress is not None and count >= next_report:
             next_report = (count // progress_every + 1) * progress_every
             progress(count, signals, moment)
     step = kernel.end()  # trades held for judging that no later trade came to judge
-    if step.alerts and on_alerts is not None:
-        on_alerts(step.alerts)
     signals += len(step.signals)
-    if step.signals and on_signals is not None:
-        on_signals(step.signals)
-    if on_signal is not None:
-        for signal in step.signals:
-            on_signal(signal)
-    for record in step.lost:
-        lost += record.missing
-        if on_gap is not None:
-            on_gap(record)
+    lost += deliver(step)
     stats = kernel.stats()
     return ReplaySummary(
         trades=sum(s.trades for s in stats),
