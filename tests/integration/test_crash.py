@@ -69,17 +69,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
         port = free_port()
         app = start_crashable(port, sim, db, log)
         try:
-            last_id = int(frames[-1].split(b'"t":', 1)[1].split(b",", 1)[0])
-
-            def caught_up() -> bool:
-                symbol = get(port, "/api/status")["symbols"]["BTCUSDT"]
-                return bool(symbol["last_trade_id"] == last_id and not symbol["backfilling"])
-
-            wait_until(caught_up)
-            status = get(port, "/api/status")
-            assert status["restored_from_checkpoint"] == ["BTCUSDT"]
-            assert status["symbols"]["BTCUSDT"]["gap_records"] == 0
-            wait_until(lambda: get(port, "/api/status")["store"]["queued"] == 0)
+            restarted_exactly(port, frames)
         finally:
             app.send_signal(signal.SIGTERM)
             app.wait(10)
@@ -120,17 +110,7 @@ def test_sigkill_before_the_first_checkpoint_then_restart_skips_nothing(
         port = free_port()
         app = start_app(port, log, *args, env=hourly)
         try:
-            last_id = int(frames[-1].split(b'"t":', 1)[1].split(b",", 1)[0])
-
-            def caught_up() -> bool:
-                symbol = get(port, "/api/status")["symbols"]["BTCUSDT"]
-                return bool(symbol["last_trade_id"] == last_id and not symbol["backfilling"])
-
-            wait_until(caught_up)
-            status = get(port, "/api/status")
-            assert status["restored_from_checkpoint"] == ["BTCUSDT"]
-            assert status["symbols"]["BTCUSDT"]["gap_records"] == 0
-            wait_until(lambda: get(port, "/api/status")["store"]["queued"] == 0)
+            restarted_exactly(port, frames)
         finally:
             app.send_signal(signal.SIGTERM)
             app.wait(10)
@@ -139,6 +119,22 @@ def test_sigkill_before_the_first_checkpoint_then_restart_skips_nothing(
         assert len({sid for sid, _ in rows}) == len(rows)
     finally:
         sim.stop()
+
+
+def restarted_exactly(port: int, frames: list[bytes]) -> None:
+    """The restarted app caught up with the last frame, from a checkpoint (or what
+    stands for one), with no gap recorded, and wrote everything."""
+    last_id = int(frames[-1].split(b'"t":', 1)[1].split(b",", 1)[0])
+
+    def caught_up() -> bool:
+        symbol = get(port, "/api/status")["symbols"]["BTCUSDT"]
+        return bool(symbol["last_trade_id"] == last_id and not symbol["backfilling"])
+
+    wait_until(caught_up)
+    status = get(port, "/api/status")
+    assert status["restored_from_checkpoint"] == ["BTCUSDT"]
+    assert status["symbols"]["BTCUSDT"]["gap_records"] == 0
+    wait_until(lambda: get(port, "/api/status")["store"]["queued"] == 0)
 
 
 def checkpoints(db: Path) -> int:
