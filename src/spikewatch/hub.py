@@ -44,7 +44,9 @@ STALL_S = 30.0
 #: The push thread's share of wall time, at most: after a round that took ``t``, the
 #: next starts ``t * (1 / PUSH_DUTY - 1)`` later at the earliest. With few clients a round
 #: takes microseconds and events go out at once; with many, they go out in batches.
-PUSH_DUTY = 0.25
+#: Measured (bench/bench_push.py, docs/BENCHMARKS.md): with 1,000 clients at 10,000
+#: trades/s ingest keeps up at 0.5, and the push p50 is half what 0.25 gives.
+PUSH_DUTY = 0.5
 #: Events waiting for the push thread, at most; past that it has fallen hopelessly
 #: behind and every pushed client is disconnected (counted) to resume from the store.
 MAX_PENDING = 100_000

@@ -30,8 +30,11 @@ _ABORT = struct.pack("ii", 1, 0)
 class ChannelOutlet:
     """A live stream written straight into its waitress channel (see the module doc).
 
-    Relies on waitress's channel: ``write_soon`` (thread-safe: it is what request
-    threads call), ``total_outbufs_len``, ``last_activity``, ``connected``, ``cancel``."""
+    Relies on waitress's channel (2.x and 3.x alike): ``outbuf_lock`` (held around every
+    use of its buffers and socket), ``write_soon`` (what request threads call),
+    ``total_outbufs_len``, ``current_outbuf_count``, ``last_activity``, ``connected``,
+    ``socket``, ``cancel`` and ``server.pull_trigger``; ``tests/integration/
+    test_web_hardening.py`` and ``test_stream.py`` run it on the real server."""
 
     def __init__(self, channel: HTTPChannel, chunked: bool) -> None:
         self._channel: Any = channel
@@ -46,12 +49,39 @@ class ChannelOutlet:
         if self._chunked:
             data = b"%X\r\n%b\r\n" % (len(data), data)
         try:
-            # never blocks: the hub keeps what is unsent far below waitress's high
-            # watermark, the only point at which write_soon waits
-            channel.write_soon(data)
+            with channel.outbuf_lock:
+                if channel.total_outbufs_len:  # behind: queue it after what waits
+                    channel.write_soon(data)
+                    return True
+                # nothing waits: straight to the socket (non-blocking), which is most of
+                # the time; waitress's buffers only take what the socket would not
+                sent = self._send(data)
+                if sent < 0:
+                    return False
+                if sent:
+                    channel.last_activity = time.time()
+                if sent < len(data):
+                    # start a fresh buffer (waitress's own trick between requests): a
+                    # buffer keeps all ever written to it until it is replaced, which for
+                    # a stream open for hours is only at the high watermark
+                    channel.current_outbuf_count = channel.adj.outbuf_high_watermark
+                    # never blocks: the hub keeps what is unsent far below waitress's
+                    # high watermark, the only point at which write_soon waits
+                    channel.write_soon(data[sent:])
         except ClientDisconnected:
             return False
         return True
+
+    def _send(self, data: bytes) -> int:
+        """Bytes of ``data`` the socket took now; -1 if the connection is gone."""
+        try:
+            return int(self._channel.socket.send(data))
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:  # reset, broken pipe: the server's loop closes it
+            self._channel.cancel()
+            self._channel.server.pull_trigger()
+            return -1
 
     def unsent(self) -> int:
         """See :class:`spikewatch.hub.Outlet`."""
