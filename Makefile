@@ -7,8 +7,14 @@ STAMP := $(VENV)/.installed
 # copied next to the page's other static files, and served by the app itself (no CDN).
 VENDOR := src/spikewatch/web/static/vendor
 CHART_JS := $(VENDOR)/lightweight-charts.standalone.production.js
+# What the whole test suite needs beyond Python: Debian's Chromium for the dashboard's
+# browser tests (driven by Playwright, which never downloads a browser here), and npm for
+# the chart library. `make test-deps` installs them with apt-get when it can (as root on
+# Debian, as .ci/run does), else says exactly what to install.
+CHROMIUM ?= /usr/bin/chromium
+APT_GET ?= apt-get
 
-.PHONY: install assets run demo test check lint typecheck unit fast clean
+.PHONY: install assets run demo test test-deps check lint typecheck unit fast clean
 
 # Order-only: the chart library is installed with the package, without reinstalling the
 # package whenever the library is refreshed.
@@ -48,7 +54,26 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test: lint typecheck unit
+test-deps:
+	@missing=""; \
+	[ -x "$(CHROMIUM)" ] || missing="chromium"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	missing=$${missing# }; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v "$(APT_GET)" >/dev/null 2>&1; then \
+		echo "make test: installing $$missing (apt-get)"; \
+		DEBIAN_FRONTEND=noninteractive "$(APT_GET)" update && \
+		DEBIAN_FRONTEND=noninteractive "$(APT_GET)" install -y --no-install-recommends $$missing; \
+	else \
+		echo "make test needs: $$missing (Chromium at $(CHROMIUM) runs the dashboard's browser tests; npm installs its chart library)" >&2; \
+		echo "  On Debian or Ubuntu: sudo apt-get install --no-install-recommends $$missing" >&2; \
+		echo "  Or, without them: make check (lint, types and the tests that need no browser)" >&2; \
+		exit 1; \
+	fi
+
+# test-deps first (it may install npm, which the chart library's step needs), then the rest.
+test: test-deps
+	@$(MAKE) --no-print-directory lint typecheck unit
 
 # The developer loop: lint, types and the fast tests (no `slow` or `browser` marker), on
 # every core; under a minute on 2 cores. `make test` (CI) runs everything.

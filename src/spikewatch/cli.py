@@ -12,19 +12,28 @@ import logging
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from spikewatch import __version__
 from spikewatch.config import ConfigError, Settings, load_settings
 
+if TYPE_CHECKING:
+    from spikewatch.core.model import Signal
+    from spikewatch.replay.readers import ReadStats
+
 log = logging.getLogger("spikewatch")
 
 DEMO_RECORDING = "demo-btcusdt-2024-08-08.jsonl.gz"
+#: Seconds between the signal summary lines of `run` and `demo` (each signal is at DEBUG).
+SUMMARY_EVERY = 10.0
+#: Seconds between replay progress lines when stderr is not a terminal.
+PROGRESS_EVERY = 5.0
 
 
 # -- arguments ---------------------------------------------------------------------------
@@ -37,10 +46,13 @@ def _detector_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING or ERROR")
 
 
-def _server_flags(parser: argparse.ArgumentParser) -> None:
+def _server_flags(
+    parser: argparse.ArgumentParser,
+    db_help: str = "SQLite file, or :memory: (default ./spikewatch.db)",
+) -> None:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", help="port to listen on (default 5000)")
-    parser.add_argument("--db", help="SQLite file, or :memory: (default ./spikewatch.db)")
+    parser.add_argument("--db", help=db_help)
     parser.add_argument("--web-threads", dest="web_threads", help="web server threads")
 
 
@@ -67,8 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ws-url", dest="ws_url", help="stream base URL (default Binance)")
     run.add_argument("--rest-url", dest="rest_url", help="REST base URL (default Binance)")
     run.add_argument("--record-dir", dest="record_dir", help="also record raw frames here")
-    run.add_argument("--demo", action="store_true", help="run the demo instead (no Binance)")
-    run.add_argument("--speed", default="1", help="with --demo: N times the recorded pace")
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="run the demo instead (no Binance; see spikewatch demo --help)",
+    )
+    run.add_argument(
+        "--speed", default="1", help="with --demo: N times the recorded pace (a number > 0)"
+    )
 
     rep = sub.add_parser("replay", help="detect spikes in recorded or historical trades")
     rep.add_argument("files", nargs="+", metavar="FILE", help="trade CSVs or frame recordings")
@@ -121,9 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     _fault_flags(sim)
 
     demo = sub.add_parser("demo", help="the full app on a bundled real recording (no Binance)")
-    demo.add_argument("--speed", default="1", help="N times the recorded pace (default 1)")
+    demo.add_argument(
+        "--speed", default="1", help="N times the recorded pace: a number > 0 (default 1)"
+    )
     _detector_flags(demo)
-    _server_flags(demo)
+    _server_flags(
+        demo,
+        db_help="SQLite file to keep the demo's signals in (default: a temporary file, "
+        "deleted when the demo stops; never ./spikewatch.db)",
+    )
     return parser
 
 
@@ -143,6 +167,27 @@ def _speed(text: str) -> float | None:
     return speed
 
 
+def _demo_speed(text: str) -> float:
+    """The demo's pace: a number > 0. Not 'max': the demo loops its recording, and at no
+    pace at all it would only spin (``spikewatch simulate --speed max`` is for that)."""
+    try:
+        speed = float(text)
+    except ValueError:
+        speed = float("nan")
+    if not 0 < speed < float("inf"):
+        raise ConfigError(
+            f"bad value for speed = {text!r}: the demo plays at a pace, a number > 0 "
+            "(e.g. 10); for no pause at all use spikewatch simulate --speed max"
+        )
+    return speed
+
+
+#: Libraries that log every connection and disconnection at INFO: below WARNING unless
+#: the level is DEBUG (picows: the client; websockets: the simulator; waitress: clients
+#: that went away while a live stream was being served).
+CHATTY_LOGGERS = ("websockets", "picows", "waitress")
+
+
 def setup_logging(level: str) -> None:
     """Log lines with time, level and source to stderr."""
     logging.basicConfig(
@@ -150,10 +195,65 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # the WebSocket libraries (picows: the client; websockets: the simulator) log every
-    # connection at DEBUG
-    for name in ("websockets", "picows"):
-        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
+    debug = logging.getLogger().level <= logging.DEBUG
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+class SignalSummary:
+    """Signals told on the terminal as one INFO line every ``every`` seconds ("12 signals
+    in the last 10 s, latest BTCUSDT 0.27 @ 61,607.98 (sell)") instead of one line each
+    (those are at DEBUG): a busy market raises several a second.
+
+    :meth:`note` is an engine listener (on the ingest thread: it only counts);
+    :meth:`start` runs the thread that writes the lines, :meth:`stop` ends it.
+    """
+
+    def __init__(self, every: float = SUMMARY_EVERY) -> None:
+        self.every = every
+        self._lock = threading.Lock()
+        self._count = 0
+        self._latest: Signal | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def note(self, signal: Signal) -> None:
+        """Count one signal."""
+        with self._lock:
+            self._count += 1
+            self._latest = signal
+
+    def take(self) -> str | None:
+        """The line for the signals noted since the last call; None if there was none."""
+        with self._lock:
+            count, latest = self._count, self._latest
+            self._count = 0
+        if not count or latest is None:
+            return None
+        return (
+            f"{count:,} signal{'' if count == 1 else 's'} in the last {self.every:g} s, "
+            f"latest {latest.symbol} {latest.volume:,} @ {latest.price:,} ({latest.side})"
+        )
+
+    def start(self) -> None:
+        """Write a line every ``every`` seconds while there were signals."""
+        self._thread = threading.Thread(target=self._run, name="spikewatch-summary", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread (the signals since its last line are told now)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        line = self.take()
+        if line is not None:
+            log.info(line)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            line = self.take()
+            if line is not None:
+                log.info(line)
 
 
 @contextlib.contextmanager
@@ -188,6 +288,8 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
     sys.setswitchinterval(0.0005)
     store = SQLiteSignalStore(settings.db)
     engine = Engine(settings, store)
+    summary = SignalSummary()  # one line every 10 s on the terminal, not one per signal
+    engine.add_listener(summary.note)
     app = create_app(settings, engine)
     # Live-stream clients each hold a (sleeping) request thread: leave some for the rest.
     engine.hub.max_clients = max(1, settings.web_threads - 16)
@@ -202,6 +304,7 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
     # streams must end before that, so the hub is closed in the signal handler
     with _sigterm_as_interrupt(before=engine.hub.close):
         engine.start()
+        summary.start()
         log.info(
             "spikewatch %s: %s from %s, window %d, threshold %s",
             __version__,
@@ -223,6 +326,7 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
             engine.hub.wait_closed(0.5)
             server.close()
             engine.stop(timeout=1.5)
+            summary.stop()
             store.close()
     return 0
 
@@ -230,17 +334,42 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
 # -- replay ----------------------------------------------------------------------------
 
 
-def _progress(trades: int, signals: int, time_us: int) -> None:
-    from spikewatch.core.model import iso_utc
+class _Progress:
+    """Replay progress on ``stream``: on a terminal one line updated in place; otherwise
+    (a log file, CI) a plain line at once and then every ``every`` seconds at most."""
 
-    sys.stderr.write(f"\r  {trades:>12,} trades  {signals:>8,} signals  at {iso_utc(time_us)}")
-    sys.stderr.flush()
+    def __init__(self, stream: IO[str], every: float = PROGRESS_EVERY) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._every = every
+        self._next = 0.0  # monotonic seconds of the next plain line
+        self._open = False  # a terminal line waits for its newline
+
+    def __call__(self, trades: int, signals: int, time_us: int) -> None:
+        from spikewatch.core.model import iso_utc
+
+        text = f"  {trades:>12,} trades  {signals:>8,} signals  at {iso_utc(time_us)}"
+        if self._tty:
+            self._stream.write(f"\r{text}")
+            self._open = True
+        else:
+            now = time.monotonic()
+            if now < self._next:
+                return
+            self._next = now + self._every
+            self._stream.write(f"{text}\n")
+        self._stream.flush()
+
+    def end(self) -> None:
+        """End the terminal's progress line, if one is shown."""
+        if self._open:
+            self._stream.write("\n")
+            self._open = False
 
 
 def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
     """Run files of trades through the kernel and write the signals."""
     from spikewatch.core.kernel import GapPolicy
-    from spikewatch.core.model import Signal
     from spikewatch.replay.outputs import OutputSink, open_sink
     from spikewatch.replay.readers import ReadStats, read_trades
     from spikewatch.replay.runner import replay
@@ -267,7 +396,7 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
         output.put_many(signals)
 
     stats = ReadStats()
-    show = not ns.quiet and sys.stderr.isatty()
+    progress = None if ns.quiet else _Progress(sys.stderr)
     try:
         exchange = build_exchange(settings)
         trades = read_trades(
@@ -282,23 +411,29 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
             None,
             on_signals=deliver,
             symbols=symbols,
-            progress=_progress if show else None,
+            progress=progress,
         )
     except BrokenPipeError:
         pass  # the reader of stdout went away (| head): the summary below still goes out
     except (ValueError, OSError) as exc:
-        print(f"\nspikewatch: {exc}", file=sys.stderr)
+        if progress is not None:
+            progress.end()
+        print(f"spikewatch: {exc}", file=sys.stderr)
         return 2
     finally:
         output.flush()
         output.close(timeout=600)  # closes the output (Parquet is written then)
+    if progress is not None:
+        progress.end()
     if target.broken:
         return 0
     if output.stats().failures:
         print(f"spikewatch: writing signals to {ns.out or 'stdout'} failed", file=sys.stderr)
         return 1
-    if show:
-        sys.stderr.write("\n")
+    problem = _nothing_replayed(ns, stats, summary.trades, summary.other_symbols, symbols)
+    if problem is not None:
+        print(f"spikewatch: {problem}", file=sys.stderr)
+        return 2
     if not ns.quiet:
         from spikewatch.core.model import iso_utc
 
@@ -309,15 +444,62 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
             else "no trades"
         )
         bad = sum(stats.bad_rows.values())
+        other = (
+            f"{stats.skipped:,} other lines (depth, tickers...) skipped, " if stats.skipped else ""
+        )
         print(
             f"replayed {summary.trades:,} trades from {stats.files} file(s): "
             f"{summary.signals:,} signals ({summary.signals_per_hour:.1f}/h), {span}; "
             f"{summary.trades_per_second:,.0f} trades/s; "
-            f"{bad:,} bad rows, {summary.duplicates:,} duplicates, {summary.gaps:,} id gaps"
+            f"{other}{bad:,} bad rows, {summary.duplicates:,} duplicates, {summary.gaps:,} id gaps"
             f" ({summary.lost_trades:,} trades missing)",
             file=sys.stderr,
         )
     return 0
+
+
+def _nothing_replayed(
+    ns: argparse.Namespace,
+    stats: ReadStats,
+    trades: int,
+    others: frozenset[str],
+    symbols: frozenset[str] | None,
+) -> str | None:
+    """Why a replay found no trade at all, naming the fix; None when it found some."""
+    if trades:
+        return None
+    files = ns.files[0] if len(ns.files) == 1 else f"the {len(ns.files)} files"
+    if stats.trades and symbols is not None:
+        return (
+            f"no trades of {', '.join(sorted(symbols))} in {files} (only of "
+            f"{', '.join(sorted(others))}): check --symbols"
+        )
+    hint = _format_hint(ns)
+    if stats.bad:
+        kinds = ", ".join(f"{kind} x{n:,}" for kind, n in sorted(stats.bad_rows.items()))
+        return f"no trades read from {files}: all {stats.bad:,} rows were bad ({kinds}); {hint}"
+    if stats.rows:
+        return f"no trades read from {files}: none of its {stats.rows:,} lines is a trade; {hint}"
+    return f"no trades read from {files}: empty"
+
+
+def _format_hint(ns: argparse.Namespace) -> str:
+    """What to check when files gave no trade: a ``--format`` that does not fit them (by
+    their contents), else the format and the exchange."""
+    from spikewatch.replay.readers import detect_format
+
+    if ns.format is not None:
+        for path in ns.files:
+            try:
+                kind = detect_format(path)
+            except (ValueError, OSError):
+                continue
+            if kind != ns.format:
+                return (
+                    f"{path} looks like {kind}: drop --format {ns.format} (or use --format {kind})"
+                )
+    venue = ns.exchange or "binance"
+    return f"are these {venue} trade files? check --format and --exchange"
 
 
 # -- record ----------------------------------------------------------------------------
@@ -457,7 +639,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     from spikewatch.replay.simulator import Simulator, SimulatorThread
     from spikewatch.replay.tape import read_frame_lines, tape_from_frames
 
-    speed = _speed(ns.speed) or 1.0
+    speed = _demo_speed(ns.speed)
     recording = resources.files("spikewatch.data").joinpath(DEMO_RECORDING)
     with resources.as_file(recording) as path:
         tape = tape_from_frames(read_frame_lines(path))
@@ -478,11 +660,12 @@ def cmd_demo(ns: argparse.Namespace) -> int:
         banner = (
             f"\n  spikewatch demo: real BTCUSDT trades of 2024-08-08 23:54 UTC replayed at "
             f"{speed:g}x by a local exchange (no Binance needed)\n"
-            "  open {url}api/get_signal  (also {url}api/signals and {url}api/status)\n"
+            "  dashboard: {url}\n"
+            "  API:       {url}api/get_signal  {url}api/signals  {url}api/status\n"
             "  Ctrl-C to stop\n"
         )
         try:
-            return cmd_run(settings, banner)
+            return _serve(settings, banner)
         finally:
             sim.stop()
 
@@ -503,6 +686,17 @@ _RUN_KEYS = (
     "log_level",
     "record_dir",
 )
+
+
+def _serve(settings: Settings, banner: str = "") -> int:
+    """:func:`cmd_run`, with a database that cannot be opened told in one line (exit 2)."""
+    from spikewatch.store.sqlite import StoreOpenError
+
+    try:
+        return cmd_run(settings, banner)
+    except StoreOpenError as exc:
+        print(f"spikewatch: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -534,4 +728,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spikewatch: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
-    return cmd_run(settings)
+    return _serve(settings)

@@ -152,6 +152,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             msgspec.structs.force_setattr(self, "rest_url", venue.default_rest_url)
         _check(bool(self.symbols), "symbols", "at least one symbol is needed")
         for symbol in self.symbols:
+            if symbol.isascii() and symbol.isalnum():  # the right characters: the length?
+                _check(
+                    bool(_SYMBOL.match(symbol)),
+                    "symbols",
+                    f"{symbol!r} is {len(symbol)} character{_s(len(symbol))} long; "
+                    "a symbol has 2 to 30",
+                )
             _check(bool(_SYMBOL.match(symbol)), "symbols", f"{symbol!r} is not a symbol")
         _check(len(set(self.symbols)) == len(self.symbols), "symbols", "a symbol is repeated")
         _check(2 <= self.window <= 1_000_000, "window", "must be between 2 and 1000000")
@@ -173,6 +180,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _check(self.max_backfill >= 0, "max_backfill", "must be >= 0")
         _check(self.checkpoint_interval > 0, "checkpoint_interval", "must be > 0")
         _check(self.watchdog_silence >= 1, "watchdog_silence", "must be >= 1 second")
+
+
+def _s(count: int) -> str:
+    """The plural ending for ``count`` things."""
+    return "" if count == 1 else "s"
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -301,6 +313,18 @@ def _apply_exchange_table(layers: dict[str, tuple[Any, str]]) -> None:
         layers[key] = (value, f"{tables[1]} [exchanges.{exchange}]")
 
 
+#: msgspec's "Expected `<type>`" (the value has the wrong type), in a user's words.
+_EXPECTED = {
+    "int": "must be a whole number",
+    "float": "must be a number",
+    "decimal": "must be a number",
+    "bool": "must be true or false",
+    "str": "must be text",
+    "array": "must be a list",
+    "object": "must be a table",
+}
+
+
 def _explain(message: str, layers: Mapping[str, tuple[Any, str]]) -> str:
     match = re.search(r"at `\$\.(\w+)", message) or re.match(r"(\w+): ", message)
     key = match.group(1) if match else None
@@ -309,5 +333,10 @@ def _explain(message: str, layers: Mapping[str, tuple[Any, str]]) -> str:
         detail = re.sub(r" - at `\$\.\w+.*`$", "", message)
         if detail.startswith(f"{key}: "):
             detail = detail[len(key) + 2 :]
+        expected = re.match(r"Expected `(\w+)[^`]*`, got `\w+`$", detail)
+        if expected and expected.group(1) in _EXPECTED:
+            detail = _EXPECTED[expected.group(1)]
+        elif detail.startswith("Invalid decimal string"):
+            detail = _EXPECTED["decimal"]
         return f"bad value for {key} = {value!r} (from {source}): {detail}"
     return f"bad configuration: {message}"

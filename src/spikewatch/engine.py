@@ -664,7 +664,7 @@ class Engine:
                 listener(signal)
             except Exception:
                 log.exception("a signal listener failed")
-        log.info(  # last: a log line costs more than the rest
+        log.debug(  # last; at DEBUG: the command line logs a summary every 10 s instead
             "%s %s %s %s: %s @ %s (%s)",
             signal.signal_type,
             signal.exchange,
@@ -771,12 +771,14 @@ class Engine:
         )
 
     def ready(self) -> bool:
-        """Connected, and every symbol's window is full (detection is live)."""
+        """Connected, every symbol's window is full (detection is live), and the store
+        takes writes."""
         status = self.status()
         return (
             status.running
             and status.connection.state == "connected"
             and all(s.warmed_up for s in status.symbols.values())
+            and status.store.healthy
         )
 
     def bars(self, symbol: str, limit: int | None = None, exchange: str | None = None) -> list[Bar]:

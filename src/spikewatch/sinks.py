@@ -23,6 +23,8 @@ from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
+from spikewatch.core.model import iso_utc
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -37,6 +39,10 @@ class Overflow(enum.Enum):
 
     BLOCK = "block"  # the producer waits for room (counted): nothing is ever lost
     DROP_NEWEST = "drop_newest"  # the new item is dropped (counted): the producer never waits
+    #: the producer waits for room while the sink works (a slow disk pushes back); while
+    #: it keeps failing (a full disk) the new item is dropped (counted) instead, so a
+    #: broken sink can never stall the producer (the live engine) for good
+    BLOCK_UNLESS_FAILING = "block_unless_failing"
 
 
 class Sink(Protocol[T_contra]):
@@ -65,6 +71,14 @@ class SinkStats(msgspec.Struct, frozen=True):
     full_waits: int  # times the producer waited for room
     failures: int  # sink calls that raised
     last_batch_ms: float | None  # how long the last successful write took
+    #: when the current run of failures began (ISO 8601 UTC); None while the sink works
+    failing_since: str | None = None
+    last_error: str | None = None  # the latest failure, while failing
+
+    @property
+    def healthy(self) -> bool:
+        """False from a failed write until the next one that succeeds."""
+        return self.failing_since is None
 
 
 class SinkWorker(Generic[T]):
@@ -75,6 +89,11 @@ class SinkWorker(Generic[T]):
     per sink call. ``retry=True`` keeps offering a failed batch (backoff up to 5 s) until
     it succeeds or the worker closes, for sinks that must not lose anything (the store);
     otherwise a failed batch is counted, logged and let go.
+
+    A failure starts a *failing* state that lasts until a write succeeds: it is in the
+    stats (``failing_since``, ``last_error``) and logged once when it begins and once when
+    it ends; the failures in between are logged at DEBUG only (a full disk must not write
+    a traceback every few seconds).
     """
 
     def __init__(
@@ -101,6 +120,11 @@ class SinkWorker(Generic[T]):
         self._closing = False
         self._delivered = self._dropped = self._full_waits = self._failures = 0
         self._last_ms: float | None = None
+        self._failing_since: float | None = None  # wall-clock seconds
+        self._last_error: str | None = None
+        self._spell_failures = 0  # failed writes since the sink last worked
+        self._drops_logged = False  # the first drop of a failing spell was logged
+        self._lost = 0  # items given up at close while failing
         self._thread = threading.Thread(target=self._run, name=f"spikewatch-{name}", daemon=True)
         self._thread.start()
 
@@ -112,13 +136,20 @@ class SinkWorker(Generic[T]):
         """Queue ``items`` in order; how many were taken (the rest were dropped by the
         ``drop_newest`` policy; ``block`` waits for room and takes them all)."""
         taken = 0
+        first_drop = False
         with self._cond:
             waited = False
             while taken < len(items):
                 room = self._maxsize - len(self._items)
                 if room <= 0:
-                    if self._overflow is Overflow.DROP_NEWEST or self._closing:
+                    failing = (
+                        self._overflow is Overflow.BLOCK_UNLESS_FAILING
+                        and self._failing_since is not None
+                    )
+                    if self._overflow is Overflow.DROP_NEWEST or self._closing or failing:
                         self._dropped += len(items) - taken
+                        if failing and not self._drops_logged:
+                            self._drops_logged = first_drop = True
                         break
                     if not waited:
                         self._full_waits += 1
@@ -130,6 +161,12 @@ class SinkWorker(Generic[T]):
                 self._unfinished += len(chunk)
                 taken += len(chunk)
                 self._cond.notify_all()
+        if first_drop:
+            log.warning(
+                "sink %s: its queue is full while it fails; new items are dropped (counted) "
+                "until it works again",
+                self.name,
+            )
         return taken
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -160,6 +197,12 @@ class SinkWorker(Generic[T]):
                 full_waits=self._full_waits,
                 failures=self._failures,
                 last_batch_ms=self._last_ms,
+                failing_since=(
+                    iso_utc(int(self._failing_since * 1_000_000))
+                    if self._failing_since is not None
+                    else None
+                ),
+                last_error=self._last_error,
             )
 
     def _run(self) -> None:
@@ -177,6 +220,13 @@ class SinkWorker(Generic[T]):
                     self._unfinished -= count
                     self._cond.notify_all()
         finally:
+            if self._lost:
+                log.error(
+                    "sink %s closed while failing (%s): %d items were not written",
+                    self.name,
+                    self._last_error,
+                    self._lost,
+                )
             try:
                 self._sink.close()
             except Exception:
@@ -189,19 +239,60 @@ class SinkWorker(Generic[T]):
             started = time.perf_counter()
             try:
                 self._sink.write(items)
-            except Exception:
-                with self._cond:
-                    self._failures += 1
-                    closing = self._closing
-                if not self._retry or closing:
-                    log.exception("sink %s failed on %d items; they are skipped", self.name, count)
-                    return
-                log.exception("sink %s failed on %d items; retrying", self.name, count)
-                time.sleep(delay)
+            except Exception as exc:
+                if not self._failed(exc, len(items)) or not items:
+                    return  # let go (or nothing is left to retry): still failing
+                with self._cond:  # back off; a close() cuts the wait short
+                    self._cond.wait_for(lambda: self._closing, delay)
                 delay = min(delay * 2, 5.0)
                 continue
             elapsed = time.perf_counter() - started
             with self._cond:
                 self._delivered += count
                 self._last_ms = elapsed * 1000
+                since, self._failing_since = self._failing_since, None
+                spell, self._spell_failures = self._spell_failures, 0
+                self._last_error = None
+                self._drops_logged = False
+            if since is not None:
+                log.warning(
+                    "sink %s works again, after %.1f s and %d failed writes",
+                    self.name,
+                    time.time() - since,
+                    spell,
+                )
             return
+
+    def _failed(self, exc: Exception, count: int) -> bool:
+        """Count a failed write of ``count`` items; True when it is to be retried."""
+        error = f"{type(exc).__name__}: {exc}"
+        with self._cond:
+            self._failures += 1
+            self._spell_failures += 1
+            closing = self._closing
+            first = self._failing_since is None
+            if first:
+                self._failing_since = time.time()
+                self._cond.notify_all()  # a producer waiting for room may now drop instead
+            self._last_error = error
+            retry = self._retry and not closing
+            if not retry and self._retry:
+                self._lost += count
+        if first and retry:
+            log.error(
+                "sink %s failed on %d items (%s); retrying until it works (further failures "
+                "are logged at DEBUG)",
+                self.name,
+                count,
+                error,
+            )
+        elif first and not self._retry:
+            log.error(
+                "sink %s failed on %d items; they are skipped (%s); further failures are "
+                "logged at DEBUG until it works again",
+                self.name,
+                count,
+                error,
+            )
+        log.debug("sink %s failed on %d items", self.name, count, exc_info=exc)
+        return retry

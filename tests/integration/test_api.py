@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 import json
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
@@ -716,3 +717,97 @@ def test_get_signal_over_a_real_socket(served: str, replayed: Spikewatch) -> Non
     assert status == 200
     assert content_type == "application/json"
     assert body == as_json(replayed.emitted[-1])
+
+
+# -- symbols the server does not watch, and the wording of errors ------------------------
+
+
+def test_get_signal_of_a_symbol_neither_watched_nor_stored_is_a_400_naming_the_watched(
+    replayed: Spikewatch,
+) -> None:
+    status, body = replayed.get("/api/get_signal", symbol="foousdt")
+
+    assert status == 400
+    assert body == {
+        "error": "symbol: FOOUSDT is not watched on binance (watched: BTCUSDT, ETHUSDT)",
+        "param": "symbol",
+    }
+    # a watched symbol without a signal yet still awaits its first one
+    assert replayed.get("/api/get_signal", symbol="ethusdt") == (200, AWAITING)
+
+
+def test_live_stream_of_a_symbol_not_watched_is_a_400_before_it_opens(
+    replayed: Spikewatch,
+) -> None:
+    response = replayed.client.get("/api/stream", query_string={"symbol": "FOOUSDT"})
+
+    assert response.status_code == 400
+    assert response.mimetype == "application/json"
+    assert response.get_json() == {
+        "error": "symbol: FOOUSDT is not watched on binance (watched: BTCUSDT, ETHUSDT)",
+        "param": "symbol",
+    }
+    assert replayed.engine.hub.stats().clients == 0
+
+
+def test_a_too_long_symbol_is_told_its_length_not_its_letters(replayed: Spikewatch) -> None:
+    status, body = replayed.get("/api/get_signal", symbol="B" * 31)
+
+    assert status == 400
+    assert (
+        body["error"]
+        == f"symbol: '{'B' * 31}' is 31 characters long; a symbol has 2 to 30 (e.g. BTCUSDT)"
+    )
+    assert "letters" not in body["error"]
+
+
+def doubled_word(message: str) -> str | None:
+    """The first word written twice in a row ("cursor: cursor is ..."), if any."""
+    words = [w.strip(":;,.()'\"").lower() for w in message.split()]
+    for first, second in itertools.pairwise(words):
+        if first and first == second:
+            return first
+    return None
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/api/get_signal", {"symbol": "bad!"}),
+        ("/api/get_signal", {"symbol": "FOOUSDT"}),
+        ("/api/get_signal", {"symbol": "X"}),
+        ("/api/get_signal", {"exchange": "binance-usdm"}),
+        ("/api/get_signal", {"exchange": "bad exchange"}),
+        ("/api/signals", {"cursor": "garbage"}),
+        ("/api/signals", {"cursor": "!!"}),
+        ("/api/signals", {"limit": "abc"}),
+        ("/api/signals", {"limit": "0"}),
+        ("/api/signals", {"since": "yesterday"}),
+        ("/api/signals", {"since": "1999-12-31T23:59:59Z"}),
+        ("/api/signals", {"since": "2024-08-09T00:05:00Z", "until": "2024-08-09T00:00:00Z"}),
+        ("/api/signals", {"limt": "5"}),
+        ("/api/bars", {"symbol": "SOLUSDT"}),
+        ("/api/bars", {"limit": "-1"}),
+        ("/api/gaps", {"until": "x"}),
+        ("/api/status", {"verbose": "1"}),
+        ("/api/stream", {"symbol": "SOLUSDT"}),
+        ("/api/stream", {"last_event_id": "abc"}),
+    ],
+)
+def test_no_error_message_repeats_a_word(
+    replayed: Spikewatch, path: str, query: dict[str, str]
+) -> None:
+    response = replayed.client.get(path, query_string=query)
+
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert doubled_word(error) is None, error
+
+
+def test_a_limit_that_is_not_a_number_says_it_must_be_a_whole_number(
+    replayed: Spikewatch,
+) -> None:
+    status, body = replayed.get("/api/signals", limit="abc")
+
+    assert status == 400
+    assert body["error"] == "limit: 'abc' is not a whole number"

@@ -7,6 +7,7 @@ import csv
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -449,3 +450,183 @@ def test_demo_serves_spikes_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
         code = stop(app)
     assert code == 0, (tmp_path / "demo.log").read_text()
     assert (tmp_path / "demo.db").exists()
+
+
+# -- a database that cannot be opened ----------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [(), ("--demo",)], ids=["run", "demo"])
+@pytest.mark.parametrize("where", ["/proc", "a directory"])
+def test_a_database_that_cannot_be_opened_stops_start_up_in_one_line(
+    tmp_path: Path, command: tuple[str, ...], where: str
+) -> None:
+    db = "/proc/spikewatch.db" if where == "/proc" else str(tmp_path)
+    status, out, err = spikewatch(
+        tmp_path,
+        *command,
+        "--db",
+        db,
+        "--port",
+        str(free_port()),
+        "--ws-url",
+        "ws://127.0.0.1:9",  # never reached: the database comes first
+    )
+
+    assert status == 2
+    assert out == b""
+    assert err.startswith(f"spikewatch: cannot open the database {db}: ")
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+# -- demo -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args", [("demo", "--speed", "max"), ("demo", "--speed", "0"), ("--demo", "--speed", "-2")]
+)
+def test_demo_refuses_a_speed_that_is_not_a_pace(tmp_path: Path, args: tuple[str, ...]) -> None:
+    status, out, err = spikewatch(tmp_path, *args, "--port", str(free_port()))
+
+    assert status == 2
+    assert out == b""
+    assert err.startswith("spikewatch: configuration error: bad value for speed = ")
+    assert "a number > 0" in err
+    assert "simulate --speed max" in err
+    assert err.count("\n") == 1, err
+
+
+def test_demo_help_says_where_its_signals_are_kept(tmp_path: Path) -> None:
+    status, out, _ = spikewatch(tmp_path, "demo", "--help")
+
+    assert status == 0
+    help_text = " ".join(out.decode().split())
+    assert "a temporary file, deleted when the demo stops" in help_text
+    assert "default ./spikewatch.db" not in help_text
+
+
+def test_demo_banner_names_the_dashboard_and_the_log_sums_signals_up(tmp_path: Path) -> None:
+    port = free_port()
+    log_path = tmp_path / "demo.log"
+    app = start(log_path, "demo", "--port", str(port), "--speed", "100")
+    try:
+        wait_until(
+            lambda: "signals in the last 10 s" in log_path.read_text(),
+            "a summary line",
+            timeout=60,
+        )
+    finally:
+        code = stop(app)
+    log = log_path.read_text()
+    assert code == 0, log
+    assert f"dashboard: http://127.0.0.1:{port}/\n" in log
+    summary = next(line for line in log.splitlines() if "signals in the last 10 s" in line)
+    assert " INFO " in summary
+    assert ", latest BTCUSDT " in summary
+    # no line per signal, and no library chatter, at the default level
+    assert " VolumeSpike binance BTCUSDT " not in log
+    for chatty in ("websockets", "picows", "waitress"):
+        assert re.search(rf"(DEBUG|INFO) +{chatty}[.:]", log) is None, log
+
+
+# -- replay: what it cannot use -----------------------------------------------------------
+
+
+def test_replay_of_a_directory_says_to_give_its_files(tmp_path: Path) -> None:
+    status, out, err = spikewatch(tmp_path, "replay", str(tmp_path))
+
+    assert status == 2
+    assert out == b""
+    assert (
+        err
+        == f"spikewatch: {tmp_path} is a directory: give the files in it, e.g. {tmp_path}/*.gz\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("BTCUSDT-trades.csv", bytes(range(256)) * 64, "not a text file"),
+        ("BTCUSDT-trades.csv", gzip.compress(b"1,2,3\n"), "rename it BTCUSDT-trades.csv.gz"),
+        ("BTCUSDT-trades.csv.gz", b"\x89PNG\r\n\x1a\n" + bytes(500), "not gzip-compressed"),
+    ],
+    ids=["binary", "gzip-without-gz", "gz-that-is-not"],
+)
+def test_replay_of_a_file_that_is_not_trades_says_why_without_quoting_its_bytes(
+    tmp_path: Path, name: str, content: bytes, says: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+
+    for extra in ((), ("--format", "trades")):
+        status, out, err = spikewatch(tmp_path, "replay", str(path), *extra)
+        assert status == 2
+        assert out == b""
+        assert says in err
+        assert err.count("\n") == 1, err
+        assert "\\x" not in err
+        assert "Traceback" not in err
+
+
+def test_replay_with_a_wrong_format_names_the_right_one(fixtures_dir: Path, tmp_path: Path) -> None:
+    path = str(fixtures_dir / BTC_FRAMES)
+    status, out, err = spikewatch(tmp_path, "replay", path, "--format", "trades")
+
+    assert status == 2
+    assert out == b""
+    # the reader's warning about the first bad row, then the error naming the fix
+    *_, last = err.splitlines()
+    assert last.startswith(
+        f"spikewatch: no trades read from {path}: all {BTC_TRADES:,} rows were bad"
+    )
+    assert last.endswith(f"{path} looks like frames: drop --format trades (or use --format frames)")
+    assert "Traceback" not in err
+
+
+def test_replay_with_a_symbols_filter_that_leaves_nothing_says_what_the_files_hold(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    path = str(fixtures_dir / BTC_CSV)
+    status, out, err = spikewatch(tmp_path, "replay", path, "--symbols", "ethusdt")
+
+    assert status == 2
+    assert out == b""
+    assert err == f"spikewatch: no trades of ETHUSDT in {path} (only of BTCUSDT): check --symbols\n"
+
+
+def test_replay_skips_the_depth_lines_of_a_mixed_recording_and_counts_them(
+    fixtures_dir: Path,
+    tmp_path: Path,
+    btc_frames: list[bytes],
+    btc_reference: list[tuple[str, int]],
+) -> None:
+    depth = (
+        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1723161835777,'
+        b'"s":"BTCUSDT","U":50093645881,"u":50093645881,"b":[["56717.98000000",'
+        b'"0.00000000"]],"a":[]}}'
+    )
+    mixed = tmp_path / "btcusdt-trade-and-depth.jsonl.gz"
+    mixed.write_bytes(gzip.compress(b"".join(depth + b"\n" + f + b"\n" for f in btc_frames)))
+
+    status, out, err = spikewatch(tmp_path, "replay", str(mixed))
+
+    assert status == 0
+    assert [(s["symbol"], s["trade_id"]) for s in json_lines(out)] == btc_reference
+    assert err.count("\n") == 1, err  # the summary only: no warning about the depth lines
+    assert f"replayed {BTC_TRADES:,} trades" in err
+    assert f"{len(btc_frames):,} other lines (depth, tickers...) skipped" in err
+
+
+def test_replay_progress_is_plain_lines_when_stderr_is_not_a_terminal(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    path = str(fixtures_dir / BTC_CSV)
+    status, _, err = spikewatch(tmp_path, "replay", path, path, path, path)  # 79,616 trades
+
+    assert status == 0
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert len(lines) == 2, err
+    progress, summary = lines
+    assert re.fullmatch(r" +[0-9,]+ trades +[0-9,]+ signals  at 2024-08-0\S+Z", progress), err
+    assert summary.startswith(f"replayed {BTC_TRADES:,} trades from 4 file(s)")

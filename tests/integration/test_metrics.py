@@ -376,3 +376,14 @@ def test_live_metrics_show_the_connection_the_trades_and_the_store_writes(live: 
     assert value(m["spikewatch_sse_clients"], "spikewatch_sse_clients") == 1
     signals = sum(s.value for s in m["spikewatch_signals"] if s.name == "spikewatch_signals_total")
     assert signals == status.symbols["BTCUSDT"].signals > 0
+
+
+def test_store_health_is_exported_as_healthy_while_writes_succeed(offline: Offline) -> None:
+    m = offline.metrics()
+
+    assert value(m["spikewatch_store_healthy"], "spikewatch_store_healthy") == 1
+    assert (
+        value(m["spikewatch_store_failing_since_seconds"], "spikewatch_store_failing_since_seconds")
+        == 0
+    )
+    assert value(m["spikewatch_store_dropped"], "spikewatch_store_dropped_total") == 0

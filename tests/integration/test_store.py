@@ -17,7 +17,9 @@ import pytest
 
 from spikewatch.core.model import GapRecord, Signal, VolumeSpikeSignal, iso_utc
 from spikewatch.store import Cursor, SQLiteSignalStore, StoreWriter
-from spikewatch.store.sqlite import SCHEMA_VERSION, SchemaTooNew
+from spikewatch.store.sqlite import SCHEMA_VERSION, SchemaTooNew, StoreOpenError
+
+from helpers import wait_until
 
 DETECTOR = "volume_spike-w200-x10"
 #: 2024-08-09T00:00:00Z, the middle of the recorded fixtures.
@@ -639,3 +641,106 @@ def test_a_version_3_database_migrates_in_place_keeping_its_signals_apart_by_exc
             (FUTURES, "BTCUSDT"),
         ).fetchall()
         assert "TEMP B-TREE" not in " / ".join(str(row[-1]) for row in plan)
+
+
+# -- a full disk, and a database that cannot be opened --------------------------------
+# The disk fills up for real: PRAGMA max_page_count (SQLiteSignalStore.limit_pages) makes
+# SQLite fail each write that needs one more page with SQLITE_FULL, "database or disk is
+# full", as a full file system does (see tests/integration/test_disk_full.py).
+
+
+def many_signals(count: int) -> list[Signal]:
+    return [make_signal("BTCUSDT", 3_735_683_259 + i, T0_US + i * 1000) for i in range(count)]
+
+
+def test_a_full_disk_fails_writes_as_sqlite_full_until_there_is_room(
+    store: SQLiteSignalStore,
+) -> None:
+    store.limit_pages(store.page_count())
+
+    def fill() -> None:  # a page or two of room may be left: fill it
+        for i in range(0, 400, 20):
+            store.add(many_signals(400)[i : i + 20])
+
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+        fill()
+
+    store.limit_pages(None)
+    assert store.add(many_signals(400)) > 0
+    assert store.count() == 400
+
+
+def test_writer_reports_a_full_disk_until_a_write_succeeds_and_then_writes_it_all(
+    store: SQLiteSignalStore, writer: StoreWriter
+) -> None:
+    assert writer.stats().healthy
+    store.limit_pages(store.page_count())
+    signals = many_signals(300)
+
+    for signal in signals:
+        writer.put(signal)  # the queue has room: nothing is dropped
+    wait_until(lambda: not writer.stats().healthy)
+    failing = writer.stats()
+    assert failing.failing_since is not None
+    assert failing.last_error == "OperationalError: database or disk is full"
+    assert failing.dropped == 0
+
+    store.limit_pages(None)
+    assert writer.flush(timeout=30)
+    done = writer.stats()
+    assert (done.healthy, done.failing_since, done.last_error) == (True, None, None)
+    assert done.failures >= 1
+    assert store.count() == done.written == 300  # nothing lost, nothing written twice
+
+
+def test_a_failing_store_drops_what_its_full_queue_cannot_take_instead_of_waiting(
+    store: SQLiteSignalStore,
+) -> None:
+    store.limit_pages(store.page_count())
+    writer = StoreWriter(store, maxsize=10)
+    try:
+        for signal in many_signals(300):  # fill the disk: writes begin to fail
+            writer.put(signal)
+        wait_until(lambda: not writer.stats().healthy)
+        dropped = writer.stats().dropped
+        # from now on a full queue never makes the caller wait: it drops, and counts
+        for signal in many_signals(1000):
+            writer.put(signal)
+        stats = writer.stats()
+        assert stats.queued <= 10
+        assert stats.dropped - dropped >= 1000 - 10
+    finally:
+        writer.close(timeout=1)
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("a directory", "it is a directory; give a file name in it, e.g. "),
+        ("a file in the way", " is not a folder"),
+        ("/proc", ""),
+        ("not a database", "file is not a database"),
+    ],
+)
+def test_a_database_that_cannot_be_opened_is_refused_in_one_line_naming_why(
+    tmp_path: Path, where: str, reason: str
+) -> None:
+    if where == "a directory":
+        path = tmp_path
+    elif where == "a file in the way":
+        (tmp_path / "plain").write_text("a file, not a folder")
+        path = tmp_path / "plain" / "signals.db"
+    elif where == "/proc":
+        path = Path("/proc/spikewatch-test.db")
+    else:
+        path = tmp_path / "garbage.db"
+        path.write_bytes(b"this is not SQLite\n" * 100)
+
+    with pytest.raises(StoreOpenError) as caught:
+        SQLiteSignalStore(path)
+
+    message = str(caught.value)
+    assert message.startswith(f"cannot open the database {path}: ")
+    assert reason in message
+    assert "\n" not in message
+    assert message != f"cannot open the database {path}: unable to open database file"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -300,3 +301,82 @@ def test_detector_tables_configure_several_detectors(tmp_path: Path) -> None:
     assert [d.key for d in detectors] == ["volume_spike-w300-x8", "volume_spike-w50-x4.5"]
     plain = detector_factory(load_settings(env={}))("binance", "BTCUSDT")
     assert [d.key for d in plain] == ["volume_spike-w200-x10"]
+
+
+# -- the wording of errors: the real problem, no word twice ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"window": "abc"}, "bad value for window = 'abc' (from --window): must be a whole number"),
+        ({"window": "2.5"}, "bad value for window = '2.5' (from --window): must be a whole number"),
+        ({"port": "abc"}, "bad value for port = 'abc' (from --port): must be a whole number"),
+        (
+            {"threshold": "abc"},
+            "bad value for threshold = 'abc' (from --threshold): must be a number",
+        ),
+        (
+            {"symbols": "B" * 31},
+            f"bad value for symbols = '{'B' * 31}' (from --symbols): "
+            f"'{'B' * 31}' is 31 characters long; a symbol has 2 to 30",
+        ),
+        (
+            {"symbols": "B"},
+            "bad value for symbols = 'B' (from --symbols): 'B' is 1 character long; "
+            "a symbol has 2 to 30",
+        ),
+        (
+            {"symbols": "BTC-USDT"},
+            "bad value for symbols = 'BTC-USDT' (from --symbols): 'BTC-USDT' is not a symbol",
+        ),
+    ],
+)
+def test_a_bad_flag_is_told_what_is_wrong_with_it(flags: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(flags=flags, env={})
+    assert str(info.value) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("window = 2.5", "must be a whole number"),
+        ('threshold = "x"', "must be a number"),
+        ("symbols = 5", "must be a list"),
+        ("web_threads = true", "must be a whole number"),
+    ],
+)
+def test_a_toml_value_of_the_wrong_type_says_which_type_it_must_be(
+    tmp_path: Path, line: str, expected: str
+) -> None:
+    path = write_toml(tmp_path, line + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={}, config_path=path)
+    assert str(info.value).endswith(f": {expected}")
+    assert "Expected `" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SPIKEWATCH_WINDOW": "abc"},
+        {"SPIKEWATCH_WINDOW": "1"},
+        {"SPIKEWATCH_THRESHOLD": "NaN"},
+        {"SPIKEWATCH_PORT": "70000"},
+        {"SPIKEWATCH_WS_URL": "http://x"},
+        {"SPIKEWATCH_SYMBOLS": "btcusdt,BTCUSDT"},
+        {"SPIKEWATCH_SYMBOLS": " , "},
+        {"SPIKEWATCH_LOG_LEVEL": "LOUD"},
+        {"SPIKEWATCH_EXCHANGE": "kraken"},
+        {"SPIKEWATCH_WEB_THREADS": "0"},
+        {"SPIKEWATCH_STORE_QUEUE": "0"},
+        {"SPIKEWATCH_NOPE": "1"},
+    ],
+)
+def test_no_config_error_repeats_a_word(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env)
+    words = [w.strip(":;,.()'\"`").lower() for w in str(info.value).split()]
+    doubled = [a for a, b in itertools.pairwise(words) if a and a == b]
+    assert doubled == [], str(info.value)

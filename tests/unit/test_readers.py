@@ -629,3 +629,70 @@ def test_an_unknown_exchange_is_handed_every_frame(fixtures_dir: Path, tmp_path:
     assert toy.frames == 102  # the blank line is no frame
     assert len(trades) == 100
     assert {t.exchange for t in trades} == {"toy"}
+
+
+# -- files that cannot be trade files: one line naming the fix, never their bytes ---------
+
+
+def test_a_directory_is_refused_naming_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"is a directory: give the files in it, e\.g\. "):
+        read_trades([tmp_path])
+
+
+@pytest.mark.parametrize("fmt", [None, "trades", "frames"])
+def test_a_binary_file_is_refused_without_quoting_its_bytes(
+    tmp_path: Path, fmt: str | None
+) -> None:
+    path = tmp_path / "BTCUSDT-trades-2024-08-08.csv"
+    path.write_bytes(bytes(range(256)) * 16)
+
+    with pytest.raises(ValueError, match="not a text file") as caught:
+        read_trades([path], fmt=fmt)
+    assert "\\x" not in str(caught.value)
+
+
+def test_a_compressed_file_without_its_suffix_is_told_how_to_rename_it(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    gz = tmp_path / "BTCUSDT-trades-2024-08-08.csv"
+    shutil.copyfile(fixtures_dir / BTC_CSV, gz)
+    archive = tmp_path / "BTCUSDT-trades-2024-08-09.csv"
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("BTCUSDT-trades-2024-08-09.csv", "1,2,3\n")
+
+    with pytest.raises(ValueError, match=r"gzip-compressed, but not named \.gz: rename it "):
+        read_trades([gz])
+    with pytest.raises(ValueError, match=r"a zip archive, but not named \.zip: rename it "):
+        read_trades([archive], fmt="trades")
+
+
+def test_a_gz_file_that_is_not_gzip_is_refused_without_quoting_its_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "BTCUSDT-trades-2024-08-08.csv.gz"
+    path.write_bytes(b"1,61837.63,0.1,6183.7,1723161600000,True,True\n")
+
+    with pytest.raises(ValueError, match=r"named \.gz, but not gzip-compressed") as caught:
+        detect_format(path)
+    assert "b'" not in str(caught.value)
+
+
+def test_the_lines_of_other_streams_are_counted_as_skipped(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    trades = btc_frame_lines(fixtures_dir, 300)
+    mixed = [DEPTH_SNAPSHOT]
+    for frame in trades:
+        mixed += [DEPTH_UPDATE, BOOK_TICKER, frame]
+    path = tmp_path / "btcusdt-wsraw.hftbacktest.gz"
+    path.write_bytes(gzip.compress(capture(mixed)))
+    stats = ReadStats()
+
+    assert len(list(read_trades([path], stats=stats))) == 300
+
+    assert stats.skipped == len(mixed) - 300
+    assert stats.bad == 0
+
+
+def test_a_csv_skips_nothing_quietly(fixtures_dir: Path) -> None:
+    stats = ReadStats()
+    assert len(list(read_trades([fixtures_dir / BTC_CSV], stats=stats))) == BTC_TRADES
+    assert stats.skipped == 0

@@ -24,6 +24,7 @@ Docs: https://github.com/binance/binance-public-data
 from __future__ import annotations
 
 import bisect
+import codecs
 import contextlib
 import functools
 import gzip
@@ -106,6 +107,12 @@ class ReadStats:
     def bad(self) -> int:
         """All bad rows, of every kind."""
         return sum(self.bad_rows.values())
+
+    @property
+    def skipped(self) -> int:
+        """Lines of recordings that held no trade (other streams: depth, tickers...),
+        skipped quietly; 0 for CSVs, whose every row is a trade or a bad row."""
+        return max(0, self.rows - self.trades - self.bad)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,9 +254,15 @@ def _plan(
     plan: list[tuple[Path, str, str]] = []
     for raw in paths:
         path = Path(raw)
+        if path.is_dir():
+            raise ValueError(f"{path} is a directory: give the files in it, e.g. {path}/*.gz")
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
-        kind = fmt or detect_format(path)
+        if fmt is None:
+            kind = detect_format(path)
+        else:
+            _check_text(path)
+            kind = fmt
         if kind == "frames":
             if path.suffix.lower() == ".zip":
                 raise ValueError(f"{path}: frame recordings are read plain or .gz, not .zip")
@@ -274,6 +287,7 @@ def detect_format(path: str | Path) -> str:
     path = Path(path)
     with _open_binary(path) as handle:
         head = _read_head(path, handle)
+    _refuse_binary(path, head)
     first = head.split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff").strip()
     if not first:
         hinted = _format_from_name(path.name)
@@ -287,6 +301,39 @@ def detect_format(path: str | Path) -> str:
             f"(first line: {first[:80]!r}); pass the format if it is one"
         )
     return kind
+
+
+def _check_text(path: Path) -> None:
+    """Raise ValueError when ``path`` cannot be a trade file of any format (binary)."""
+    with _open_binary(path) as handle:
+        _refuse_binary(path, _read_head(path, handle))
+
+
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+_ZIP_MAGIC: Final = b"PK\x03\x04"
+#: Control characters that no text trade file holds (tab, newline and return aside).
+_CONTROL: Final = bytes(c for c in range(32) if c not in (9, 10, 13)) + b"\x7f"
+
+
+def _refuse_binary(path: Path, head: bytes) -> None:
+    """Raise ValueError naming the fix when the (decompressed) ``head`` of ``path`` is
+    not text: a compressed file without its suffix, or not a trade file at all. The
+    message never quotes the bytes."""
+    if head.startswith(_GZIP_MAGIC):
+        raise ValueError(f"{path}: gzip-compressed, but not named .gz: rename it {path.name}.gz")
+    if head.startswith(_ZIP_MAGIC):
+        raise ValueError(f"{path}: a zip archive, but not named .zip: rename it {path.name}.zip")
+    sample = head[:4096]
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+        binary = any(c in _CONTROL for c in sample)
+    except UnicodeDecodeError:
+        binary = True
+    if binary:
+        raise ValueError(
+            f"{path}: not a text file; replay reads trade CSVs and JSON-lines frame "
+            "recordings (plain, .gz or .zip)"
+        )
 
 
 def symbol_from_filename(path: str | Path) -> str | None:
@@ -414,7 +461,11 @@ def _open_binary(path: Path) -> Iterator[_Readable]:
 def _read_head(path: Path, handle: _Readable) -> bytes:
     try:
         return handle.read(1 << 14)
-    except (EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile) as exc:
+    except gzip.BadGzipFile:  # its message quotes the first bytes
+        raise ValueError(
+            f"{path}: named .gz, but not gzip-compressed: rename it without .gz"
+        ) from None
+    except (EOFError, zlib.error, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: corrupt or truncated compressed file ({exc})") from exc
 
 

@@ -26,6 +26,8 @@ class ReplaySummary(msgspec.Struct, frozen=True):
     last_time_us: int | None  # latest trade time seen
     wall_seconds: float
     lost_trades: int = 0  # in gaps recorded as lost (the windows warmed up again after)
+    #: symbols whose trades the ``symbols`` filter left out
+    other_symbols: frozenset[str] = frozenset()
 
     @property
     def span_hours(self) -> float:
@@ -67,6 +69,7 @@ def replay(
     symbols; ``progress(trades, signals, time_us)`` is called every ``progress_every``
     trades (or at the end of the batch that crosses the mark).
     """
+
     def deliver(step: Step) -> int:
         """Hand a step's results to the callbacks; the trades it recorded as lost."""
         if step.alerts and on_alerts is not None:
@@ -92,9 +95,11 @@ def replay(
     items: Iterable[Trade | TradeBatch] = (
         trades.batches() if isinstance(trades, TradeReader) and not trades.started else trades
     )
+    others: set[str] = set()
     for item in items:
         if type(item) is TradeBatch:
             if symbols is not None and item.symbol not in symbols:
+                others.add(item.symbol)
                 continue
             n = len(item)
             if not n:
@@ -105,6 +110,7 @@ def replay(
         else:
             assert isinstance(item, Trade)
             if symbols is not None and item.symbol not in symbols:
+                others.add(item.symbol)
                 continue
             count += 1
             low = high = moment = item.time_us
@@ -132,6 +138,7 @@ def replay(
         first_time_us=first,
         last_time_us=last,
         wall_seconds=time.perf_counter() - started,
+        other_symbols=frozenset(others),
     )
 
 

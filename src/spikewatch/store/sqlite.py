@@ -7,6 +7,7 @@ run while a write is in progress. ``:memory:`` keeps one shared connection under
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -92,23 +93,84 @@ def _filters(
     return where, args
 
 
-class SchemaTooNew(RuntimeError):
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already: after SQLITE_FULL or an
+    I/O error it may have, and a second ROLLBACK would hide the error behind "no
+    transaction is active"."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+class StoreOpenError(RuntimeError):
+    """The database cannot be opened for writing: ``cannot open the database <path>:
+    <reason>`` (the command line prints it as it is, and exits with status 2)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot open the database {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class SchemaTooNew(StoreOpenError):
     """The database was written by a newer spikewatch."""
+
+
+def _why_not_writable(path: str, exc: BaseException) -> str:
+    """What stops ``path`` from being opened for writing, as a user can act on it.
+
+    SQLite says "unable to open database file" whatever the cause: the OS is asked again
+    here, only after a failure, for the real one."""
+    where = Path(path)
+    if where.is_dir():
+        return f"it is a directory; give a file name in it, e.g. {where / 'spikewatch.db'}"
+    if isinstance(exc, FileExistsError | NotADirectoryError):  # a file in the folders' way
+        return f"{exc.filename or where.parent} is not a folder"
+    if isinstance(exc, OSError):  # making its folder failed
+        return f"cannot make its folder {exc.filename or where.parent}: {exc.strerror or exc}"
+    existed = where.exists()
+    try:
+        fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        doing = "open it for writing" if existed else "create it"
+        return f"cannot {doing}: {err.strerror or err}"
+    os.close(fd)
+    if not existed:
+        where.unlink(missing_ok=True)
+    folder = where.parent
+    if not os.access(folder, os.W_OK):
+        return (
+            f"its folder {folder} is not writable (SQLite keeps {where.name}-wal and "
+            f"{where.name}-shm files beside it)"
+        )
+    return str(exc)
 
 
 class SQLiteSignalStore:
     """A :class:`~spikewatch.store.base.SignalStore` in one SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
+        """Open (or create) the database and bring its schema up to date; raises
+        :class:`StoreOpenError` naming the reason when it cannot be written."""
         self.path = str(path)
         self._memory = self.path == ":memory:"
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
-        self._shared = self._connect() if self._memory else None
+        self._max_pages: int | None = None  # see limit_pages
+        self._limit_gen = 0  # bumped by limit_pages; connections apply it on next use
+        self._shared_gen = 0
+        self._default_max_pages = 0
+        self._shared: sqlite3.Connection | None = None
         try:
+            self._shared = self._connect() if self._memory else None
             with self._conn() as conn:
                 self._migrate(conn)
+        except StoreOpenError:
+            self.close()
+            raise
+        except (OSError, sqlite3.Error) as exc:
+            self.close()
+            raise StoreOpenError(self.path, _why_not_writable(self.path, exc)) from None
         except BaseException:
             self.close()
             raise
@@ -125,9 +187,30 @@ class SQLiteSignalStore:
             # power loss can undo the last commits).
             conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=10000")
+        if not self._default_max_pages:
+            self._default_max_pages = int(conn.execute("PRAGMA max_page_count").fetchone()[0])
         with self._lock:
             self._all.append(conn)
         return conn
+
+    def limit_pages(self, pages: int | None) -> None:
+        """Let the database grow to ``pages`` pages at most (None: SQLite's own limit).
+
+        Beyond it a write fails with SQLITE_FULL ("database or disk is full"), exactly as
+        on a full disk: a size cap, and how the tests fill the disk for real. Every
+        connection applies it before its next use, on its own thread."""
+        with self._lock:
+            self._max_pages = pages
+            self._limit_gen += 1
+
+    def page_count(self) -> int:
+        """Pages the database file holds now (``PRAGMA page_count``)."""
+        with self._conn() as conn:
+            return int(conn.execute("PRAGMA page_count").fetchone()[0])
+
+    def _apply_limit(self, conn: sqlite3.Connection) -> None:
+        pages = self._max_pages if self._max_pages is not None else self._default_max_pages
+        conn.execute(f"PRAGMA max_page_count = {int(pages)}")
 
     class _Use:
         def __init__(self, store: SQLiteSignalStore) -> None:
@@ -135,12 +218,21 @@ class SQLiteSignalStore:
 
         def __enter__(self) -> sqlite3.Connection:
             store = self.store
+            gen = store._limit_gen
             if store._shared is not None:
                 store._lock.acquire()
+                if store._shared_gen != gen:
+                    store._apply_limit(store._shared)
+                    store._shared_gen = gen
                 return store._shared
-            conn: sqlite3.Connection | None = getattr(store._local, "conn", None)
+            local = store._local
+            conn: sqlite3.Connection | None = getattr(local, "conn", None)
             if conn is None:
-                conn = store._local.conn = store._connect()
+                conn = local.conn = store._connect()
+                local.gen = 0
+            if local.gen != gen:
+                store._apply_limit(conn)
+                local.gen = gen
             return conn
 
         def __exit__(self, *exc: object) -> None:
@@ -150,15 +242,15 @@ class SQLiteSignalStore:
     def _conn(self) -> SQLiteSignalStore._Use:
         return SQLiteSignalStore._Use(self)
 
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
+    def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise SchemaTooNew(
-                    f"database schema version {version} is newer than this spikewatch "
-                    f"({SCHEMA_VERSION}); upgrade spikewatch"
+                    self.path,
+                    f"its schema version {version} is newer than this spikewatch's "
+                    f"({SCHEMA_VERSION}); upgrade spikewatch",
                 )
             for step in range(version, SCHEMA_VERSION):
                 for statement in MIGRATIONS[step].split(";"):
@@ -167,7 +259,7 @@ class SQLiteSignalStore:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
 
     def schema_version(self) -> int:
@@ -200,7 +292,7 @@ class SQLiteSignalStore:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
             return conn.total_changes - before
 
@@ -337,7 +429,7 @@ class SQLiteSignalStore:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
 
     def checkpoints(self, exchange: str) -> dict[str, Checkpoint]:

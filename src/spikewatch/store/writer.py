@@ -3,7 +3,6 @@ order, in batches, off the ingest thread."""
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -14,8 +13,6 @@ from spikewatch.core.model import Signal
 from spikewatch.sinks import Overflow, SinkStats, SinkWorker
 from spikewatch.store.base import SignalStore
 
-log = logging.getLogger(__name__)
-
 Job = Callable[[SignalStore], None]
 """Work on the store that must keep its place among the signals (gaps, checkpoints)."""
 
@@ -23,7 +20,7 @@ Item = tuple[int | None, Signal] | Job
 
 
 class WriterStats(msgspec.Struct, frozen=True):
-    """Counters of the writer thread."""
+    """Counters of the writer thread, and whether the store takes writes."""
 
     queued: int
     written: int
@@ -31,6 +28,13 @@ class WriterStats(msgspec.Struct, frozen=True):
     failures: int
     queue_full_waits: int
     last_write_ms: float | None
+    #: False from a failed write (a full disk, say) until a write succeeds again
+    healthy: bool = True
+    failing_since: str | None = None  # ISO 8601 UTC, while failing
+    last_error: str | None = None  # the latest failure, while failing
+    #: items (signals, gap records, checkpoints) not stored: the queue was full while
+    #: the store kept failing
+    dropped: int = 0
 
 
 class StoreSink:
@@ -45,8 +49,10 @@ class StoreSink:
         self.job_failures = 0
 
     def write(self, items: Sequence[Item]) -> None:
-        """Signals in runs (one insert each), jobs in their place; a failed insert raises
-        with what was finished removed from ``items``, so a retry does not repeat it."""
+        """Signals in runs (one insert each), jobs in their place; a failure raises with
+        what was finished removed from ``items``, so a retry does not repeat it. A failed
+        job is removed too: it is not retried (the next checkpoint replaces it), but it
+        counts as a failure of the store like a failed insert."""
         assert isinstance(items, list)
         while items:
             run = 0
@@ -63,7 +69,7 @@ class StoreSink:
             except Exception:  # a job (gap record, checkpoint) is not retried
                 with self._lock:
                     self.job_failures += 1
-                log.exception("a store job failed")
+                raise
 
     def _insert(self, batch: list[tuple[int | None, Signal]]) -> None:
         signals = [signal for _, signal in batch]
@@ -85,9 +91,13 @@ class StoreSink:
 class StoreWriter:
     """Writes signals to a store in batches from its own thread.
 
-    Overflow policy: the queue is bounded; when it is full (the disk has stalled for
-    thousands of signals) :meth:`put` waits for room and counts the wait. A signal is
-    never dropped. A failed write is retried until it succeeds or the writer is closed.
+    Overflow policy (``block_unless_failing``): the queue is bounded; when it is full
+    while writes succeed (a slow disk) :meth:`put` waits for room and counts the wait, so
+    nothing is lost. While writes fail (a full disk), a failed write is retried (backoff
+    up to 5 s) until it succeeds or the writer is closed, and once the queue is full new
+    items are dropped and counted instead of stalling the caller: the live engine keeps
+    detecting and pushing signals to live clients, and the store's health is in
+    :meth:`stats` (``/api/status``, ``/readyz``, ``/metrics``).
     """
 
     def __init__(
@@ -98,17 +108,23 @@ class StoreWriter:
     ) -> None:
         self._sink = StoreSink(store, on_written)
         self._worker: SinkWorker[Item] = SinkWorker(
-            "writer", self._sink, maxsize=maxsize, overflow=Overflow.BLOCK, retry=True
+            "writer",
+            self._sink,
+            maxsize=maxsize,
+            overflow=Overflow.BLOCK_UNLESS_FAILING,
+            retry=True,
         )
 
     def put(self, signal: Signal, seq: int | None = None) -> None:
         """Queue ``signal`` (delivery number ``seq``) for writing; blocks only while the
-        queue is full."""
+        queue is full and the store works (while it fails, a full queue drops the signal
+        and counts it in ``dropped``)."""
         self._worker.put((seq, signal))
 
     def put_job(self, job: Job) -> None:
         """Run ``job(store)`` on the writer thread after everything queued before it (gap
-        records, checkpoints: they must not overtake the signals they follow)."""
+        records, checkpoints: they must not overtake the signals they follow); dropped
+        as :meth:`put` drops."""
         self._worker.put(job)
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -132,7 +148,11 @@ class StoreWriter:
             queued=worker.queued,
             written=sink.written,
             duplicates=sink.duplicates,
-            failures=worker.failures + sink.job_failures,
+            failures=worker.failures,  # failed jobs included: they raise
             queue_full_waits=worker.full_waits,
             last_write_ms=worker.last_batch_ms,
+            healthy=worker.healthy,
+            failing_since=worker.failing_since,
+            last_error=worker.last_error,
+            dropped=worker.dropped,
         )

@@ -43,7 +43,12 @@ def get_signal() -> Response:
     symbol = params.symbol(request.args)
     exchange = params.exchange(request.args, served(engine))
     signal = engine.latest_signal(symbol, exchange) or engine.store.latest(symbol, exchange)
-    return _json(signal if signal is not None else AWAITING)
+    if signal is None:
+        # A symbol watched before a restart still has its stored signals; one neither
+        # watched nor stored (a typo) would await its first signal for ever.
+        params.watched(symbol, engine.settings.symbols, exchange or engine.exchange.name)
+        return _json(AWAITING)
+    return _json(signal)
 
 
 #: History pages built at once, at most. Every thread that wants the interpreter gets its
@@ -78,10 +83,12 @@ def signals() -> Response:
     if args.get("cursor"):
         try:
             if not params.CURSOR.fullmatch(args["cursor"]):
-                raise ValueError("cursor is not one this server issued")
+                raise ValueError(args["cursor"])
             cursor = Cursor.decode(args["cursor"])
-        except ValueError as exc:
-            raise params.BadRequest("cursor", str(exc)) from None
+        except ValueError:
+            raise params.BadRequest(
+                "cursor", "not one this server issued (pass next_cursor as it came)"
+            ) from None
     with _HISTORY_SLOTS:  # see _HISTORY_SLOTS
         # recent pages from memory; older history (or a page reaching into it) from the store
         query = PageQuery(exchange, symbol, since, until, limit, cursor)
@@ -108,11 +115,7 @@ def bars() -> Response:
     engine = _engine()
     symbol = params.symbol(args) or engine.settings.symbols[0]
     exchange = params.exchange(args, served(engine)) or engine.exchange.name
-    if symbol not in engine.settings.symbols:
-        raise params.BadRequest(
-            "symbol",
-            f"{symbol} is not watched on {exchange} (one of {list(engine.settings.symbols)})",
-        )
+    params.watched(symbol, engine.settings.symbols, exchange)
     limit = params.integer(args, "limit", DEFAULT_BARS, 1, MAX_BARS)
     return _json(
         BarList(

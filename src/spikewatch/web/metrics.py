@@ -9,6 +9,7 @@ process, like the test suite, may build many apps, and each must report its own 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 
 from flask import Blueprint, Response, current_app
 from flask.blueprints import BlueprintSetupState
@@ -222,6 +223,24 @@ def _store(status: EngineStatus) -> Iterator[Metric]:
         "Times the ingest thread waited for room in the full store queue.",
         store.queue_full_waits,
     )
+    yield GaugeMetricFamily(
+        "spikewatch_store_healthy",
+        "1 while the store takes writes, 0 from a failed write (a full disk) until one "
+        "succeeds again.",
+        value=1 if store.healthy else 0,
+    )
+    since = store.failing_since
+    yield GaugeMetricFamily(
+        "spikewatch_store_failing_since_seconds",
+        "Unix time when the store's writes began to fail; 0 while it takes writes.",
+        value=datetime.fromisoformat(since).timestamp() if since is not None else 0,
+    )
+    yield CounterMetricFamily(
+        "spikewatch_store_dropped",
+        "Signals (and gap records, checkpoints) not stored: the store queue was full while "
+        "writes kept failing.",
+        store.dropped,
+    )
 
 
 def _stream(status: EngineStatus) -> Iterator[Metric]:
@@ -256,6 +275,9 @@ def not_ready_reasons(engine: EngineView) -> list[str]:
     for symbol, s in status.symbols.items():
         if not s.warmed_up:
             reasons.append(f"{symbol} warming up {min(s.trades, window)}/{window}")
+    store = status.store
+    if not store.healthy:
+        reasons.append(f"store writes failing since {store.failing_since}: {store.last_error}")
     return reasons
 
 
@@ -276,7 +298,7 @@ def scrape() -> Response:
 
 @metrics.get("/readyz")
 def readyz() -> Response:
-    """Readiness: 200 when connected and warmed up, else 503 with the reasons."""
+    """Readiness: 200 when connected, warmed up and storing, else 503 with the reasons."""
     engine = _engine()
     if engine.ready():
         return json_response(Readiness("ready"))

@@ -60,8 +60,24 @@ def symbol(args: Mapping[str, str], name: str = "symbol") -> str | None:
     if raw is None or raw == "":
         return None
     if not _SYMBOL.fullmatch(raw):
+        if raw.isascii() and raw.isalnum():  # the right characters: the length is wrong
+            raise BadRequest(
+                name,
+                f"{raw[:40]!r} is {len(raw)} character{'' if len(raw) == 1 else 's'} long; "
+                "a symbol has 2 to 30 (e.g. BTCUSDT)",
+            )
         raise BadRequest(name, f"{raw[:40]!r} is not a symbol (letters and digits, e.g. BTCUSDT)")
     return raw.upper()
+
+
+def watched(
+    symbol: str | None, symbols: Sequence[str], exchange: str, name: str = "symbol"
+) -> None:
+    """Raise for a symbol the runtime does not watch: nothing will ever come of it."""
+    if symbol is not None and symbol not in symbols:
+        raise BadRequest(
+            name, f"{symbol} is not watched on {exchange} (watched: {', '.join(symbols)})"
+        )
 
 
 def exchange(args: Mapping[str, str], served: Sequence[str], name: str = "exchange") -> str | None:
@@ -87,7 +103,7 @@ def integer(args: Mapping[str, str], name: str, default: int, low: int, high: in
     if raw is None or raw == "":
         return default
     if not _INTEGER.fullmatch(raw):
-        raise BadRequest(name, f"{raw[:40]!r} is not an integer")
+        raise BadRequest(name, f"{raw[:40]!r} is not a whole number")
     value = int(raw)
     if not low <= value <= high:
         raise BadRequest(name, f"must be between {low} and {high}, got {value}")
