@@ -187,3 +187,33 @@ def test_live_and_replay_agree_on_junk(btc_frames: list[bytes]) -> None:
     replay(trades_of(stream), make_kernel(GapPolicy.RESET), replayed.append)
     assert replayed == out.signals
     assert out.ids() == reference_spikes(btc_frames[:9000])
+
+
+def test_the_lag_histogram_counts_live_trades_not_replayed_history(
+    btc_frames: list[bytes],
+) -> None:
+    """Recorded 2024 trades served today (a simulator, a demo) are not an ingest lag of
+    two years: only trades received within an hour of their exchange time count."""
+    frames = btc_frames[:500]
+    old = make_kernel(GapPolicy.RESET)
+    old.feed_frames("binance", frames, NOW_NS)
+    fresh = make_kernel(GapPolicy.RESET)
+    for frame, trade in zip(frames, trades_of(frames), strict=True):
+        fresh.feed_frames("binance", [frame], trade.time_us * 1000 + 5_000_000)  # 5 ms late
+    old.settle()
+    fresh.settle()
+    assert sum(old.states()[0].lag_counts) == 0
+    assert sum(fresh.states()[0].lag_counts) == 500
+
+
+def test_a_local_clock_an_hour_behind_costs_nothing(btc_frames: list[bytes]) -> None:
+    """Every trade looks an hour in the future of a local clock set wrong: the first
+    ones confirm each other, the guard allows for the clock, and every trade counts."""
+    frames = btc_frames[:3000]
+    kernel = make_kernel(GapPolicy.FETCH)
+    out = Outcome()
+    for frame, trade in zip(frames, trades_of(frames), strict=True):
+        out.add(kernel.feed_frames("binance", [frame], (trade.time_us - 3_600_000_000) * 1000))
+    assert out.ids() == reference_spikes(frames)
+    assert kernel.counters().malformed == {}
+    assert kernel.stats()[0].trades == len(frames)

@@ -344,7 +344,7 @@ class Kernel:
                 elif (
                     guard.suspects
                     or not guard.high_id < tid <= guard.high_id + guard.reach
-                    or item.time_us > limit_us
+                    or item.time_us > limit_us + guard.lead_us
                 ):
                     self._judge(state, item, step, limit_us)  # all but the usual: checked
                     continue

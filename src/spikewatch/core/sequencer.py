@@ -237,7 +237,7 @@ class TradeGuard:
     is too far ahead).
     """
 
-    __slots__ = ("consecutive", "high_id", "high_time_us", "reach", "suspects", "why")
+    __slots__ = ("consecutive", "high_id", "high_time_us", "lead_us", "reach", "suspects", "why")
 
     def __init__(self, *, consecutive: bool = True) -> None:
         self.consecutive = consecutive
@@ -248,6 +248,9 @@ class TradeGuard:
         self.high_time_us = 0  # its exchange time
         self.suspects: list[Trade] = []
         self.why: Suspicion | None = None
+        #: how far the exchange's clock was confirmed to be ahead of the local one (a
+        #: local clock set wrong): times within MAX_AHEAD_US beyond that pass
+        self.lead_us = 0
 
     def fits(self, ids: Sequence[int], latest_us: int, limit_us: int) -> bool:
         """Whether a run of increasing ``ids`` whose latest time is ``latest_us`` needs no
@@ -257,7 +260,7 @@ class TradeGuard:
         return (
             not self.suspects
             and (high < 0 or high < ids[0] <= high + self.reach)
-            and latest_us <= limit_us
+            and latest_us <= limit_us + self.lead_us
         )
 
     def see(self, trade_id: int, time_us: int) -> None:
@@ -287,6 +290,8 @@ class TradeGuard:
                 self.high_id, self.high_time_us = trade.trade_id, trade.time_us
                 return Judged(suspects, Verdict.RESTARTED, suspects[:1], was, why)
             self.see(trade.trade_id, trade.time_us)
+            if why is Suspicion.FUTURE:  # the local clock is behind: allow for it
+                self.lead_us = max(self.lead_us, trade.time_us - (limit_us - MAX_AHEAD_US))
             return Judged(suspects, Verdict.CONFIRMED, [], was, why)
         if self._repeat(trade):
             return Judged([trade])  # an overlap's repeat: the sequencer drops it
@@ -298,7 +303,7 @@ class TradeGuard:
     def _fresh(self, trade: Trade, limit_us: int) -> Judged:
         high = self.high_id
         tid = trade.trade_id
-        if trade.time_us > limit_us:
+        if trade.time_us > limit_us + self.lead_us:
             return self._suspect(trade, Suspicion.FUTURE)
         if high < 0:
             self.see(tid, trade.time_us)
