@@ -25,6 +25,7 @@ from functools import partial
 
 import msgspec
 
+from spikewatch.alerting.outbox import Outbox
 from spikewatch.config import Settings
 from spikewatch.core.alerts import AlertEvent
 from spikewatch.core.bars import Bar
@@ -117,6 +118,8 @@ class Engine:
         self._listeners: tuple[SignalListener, ...] = ()
         self._alert_sinks: tuple[Callable[[Sequence[AlertEvent]], None], ...] = ()
         self.alerts_opened = 0
+        #: every alert and its deliveries (set up with the alert rules; None without)
+        self.outbox: Outbox | None = None
         self._ratelog = RateLimitedLog(log)
         # the latest signal per (exchange, symbol), and over all of them
         self._latest: dict[tuple[str, str], Signal] = {}

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import msgspec
 
+from spikewatch.alerting.outbox import Outbox
 from spikewatch.config import Settings
 from spikewatch.core.bars import Bar
 from spikewatch.core.kernel import LAG_BUCKETS_MS, LagHistogram
@@ -116,6 +117,9 @@ class EngineView(Protocol):
     store: SignalStore
     hub: Hub
     recent: RecentSignals
+    #: the alert log (the delivery outbox: every alert, its deliveries); None when no
+    #: alert rules are configured
+    outbox: Outbox | None
 
     @property
     def exchange(self) -> ServedExchange:
