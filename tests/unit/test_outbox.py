@@ -20,6 +20,7 @@ from spikewatch.alerting.messages import (
     text,
     webhook_body,
 )
+from spikewatch.alerting.outbox import MIGRATIONS, SCHEMA_VERSION
 from spikewatch.core.alerts import Alert, AlertEvent
 
 T0 = 1_723_161_600.0  # 2024-08-09T00:00:00Z
@@ -226,6 +227,95 @@ def test_prune_forgets_old_alerts_with_nothing_pending(outbox: Outbox, clock: Cl
     assert {r.alert_id for r in outbox.deliveries()} == {alert(2).id}
 
 
+# -- the alert log (Outbox.page) --------------------------------------------------------
+
+
+def other(
+    n: int, *, rule: str = "whale", exchange: str = "binance", symbol: str = "BTCUSDT"
+) -> Alert:
+    """Alert number ``n`` of another rule, exchange or symbol (its id says which)."""
+    base = alert(n, symbol=symbol)
+    return msgspec.structs.replace(
+        base, id=f"{rule}:{exchange}:{symbol}:{1000 + n}", rule=rule, exchange=exchange
+    )
+
+
+def test_the_alert_log_pages_newest_first_and_every_alert_comes_once(outbox: Outbox) -> None:
+    outbox.add([opened(n) for n in (4, 1, 5, 3, 2)])
+    seen: list[str] = []
+    page = outbox.page(limit=2)
+    pages = 1
+    seen += [a.id for a in page.alerts]
+    while page.next_cursor is not None:
+        page = outbox.page(limit=2, after=page.next_cursor)
+        seen += [a.id for a in page.alerts]
+        pages += 1
+    assert seen == [alert(n).id for n in (5, 4, 3, 2, 1)]
+    assert pages == 3
+    assert outbox.page(limit=5).next_cursor is None  # exactly one page: no cursor
+
+
+def test_alerts_at_the_same_moment_are_ordered_by_id_across_pages(outbox: Outbox) -> None:
+    same = [msgspec.structs.replace(alert(1), id=f"whale:binance:BTCUSDT:{i}") for i in "abc"]
+    outbox.add([AlertEvent(a, opened=True) for a in same])
+    first = outbox.page(limit=2)
+    assert first.next_cursor is not None
+    second = outbox.page(limit=2, after=first.next_cursor)
+    assert [a.id for a in first.alerts + second.alerts] == [a.id for a in reversed(same)]
+
+
+def test_the_alert_log_filters_by_rule_exchange_symbol_and_time(outbox: Outbox) -> None:
+    outbox.add(
+        [
+            AlertEvent(other(1), opened=True),
+            AlertEvent(other(2, rule="surge"), opened=True),
+            AlertEvent(other(3, exchange="binance-usdm"), opened=True),
+            AlertEvent(other(4, symbol="ETHUSDT"), opened=True),
+            AlertEvent(other(5), opened=True),
+        ]
+    )
+
+    def ids(**filters: str | int) -> list[int]:
+        page = outbox.page(**filters)  # type: ignore[arg-type]
+        return [int(a.id.rsplit(":", 1)[1]) - 1000 for a in page.alerts]
+
+    assert ids() == [5, 4, 3, 2, 1]
+    assert ids(rule="surge") == [2]
+    assert ids(exchange="binance") == [5, 4, 2, 1]
+    assert ids(exchange="binance", symbol="ETHUSDT") == [4]
+    assert ids(symbol="BTCUSDT", rule="whale") == [5, 3, 1]
+    t2, t4 = other(2).time_us, other(4).time_us
+    assert ids(since_us=t2, until_us=t4) == [3, 2]  # since inclusive, until exclusive
+    assert ids(rule="nothing") == []
+
+
+def test_a_page_shows_the_latest_fold_and_the_delivery_states(outbox: Outbox, clock: Clock) -> None:
+    outbox.add([opened(1), opened(2)])
+    outbox.add([AlertEvent(alert(1, signals=4), opened=False)])
+    outbox.mark_sent("hook", [alert(1).id], alert(1).id)
+    outbox.mark_failed("telegram", [alert(1).id], "HTTP 500", max_attempts=1, delay=float)
+
+    page = outbox.page()
+
+    assert page.alerts == [alert(2), alert(1, signals=4)]
+    assert page.deliveries == {
+        alert(1).id: {"hook": "sent", "telegram": "dead"},
+        alert(2).id: {"hook": "pending", "telegram": "pending"},
+    }
+
+
+def test_an_alert_another_version_wrote_is_left_out_of_the_log(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    outbox.add([opened(1), opened(2), opened(3)])
+    with sqlite3.connect(tmp_path / "spikewatch.db") as conn:
+        conn.execute("UPDATE alerts SET payload = ? WHERE id = ?", (b'{"id": 1}', alert(3).id))
+    first = outbox.page(limit=1)
+    assert first.alerts == []  # unreadable, but the cursor moves past it
+    assert first.next_cursor is not None
+    assert outbox.page(limit=5, after=first.next_cursor).alerts == [alert(2), alert(1)]
+
+
 # -- the schema -------------------------------------------------------------------------
 
 
@@ -239,7 +329,7 @@ def test_the_outbox_keeps_its_own_schema_beside_the_signal_store(tmp_path: Path)
     assert store_version > 0
     for _ in range(2):  # opening again migrates nothing and changes nothing
         box = Outbox(db, ["hook"])
-        assert box.schema_version() == 1
+        assert box.schema_version() == SCHEMA_VERSION == 2
         box.add([opened(1)])
         box.close()
     with sqlite3.connect(db) as conn:
@@ -248,6 +338,40 @@ def test_the_outbox_keeps_its_own_schema_beside_the_signal_store(tmp_path: Path)
         assert conn.execute("SELECT COUNT(*) FROM alerting_schema").fetchone()[0] == 1
         assert conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0] == 1
     SQLiteSignalStore(db).close()  # and the store still opens
+
+
+def test_alerts_stored_by_the_first_schema_are_in_the_log_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "spikewatch.db"
+    first = MIGRATIONS[0]
+    assert isinstance(first, str)
+    with sqlite3.connect(db) as conn:  # a database as the first outbox left it
+        conn.executescript(first)
+        conn.execute("CREATE TABLE alerting_schema (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO alerting_schema VALUES (1)")
+        for n, payload in ((1, msgspec.json.encode(alert(1))), (2, b"{}")):
+            conn.execute(
+                "INSERT INTO alerts VALUES (?, ?, ?, 1, ?, ?, ?)",
+                (alert(n).id, alert(n).time_us, alert(n).time_us, payload, T0, T0),
+            )
+    box = Outbox(db, ["hook"])
+    try:
+        assert box.schema_version() == 2
+        assert box.page(exchange="binance", symbol="BTCUSDT", rule="whale").alerts == [alert(1)]
+        assert [a.id for a in box.page().alerts] == [alert(1).id]  # the unreadable one: out
+    finally:
+        box.close()
+    with sqlite3.connect(db) as conn:  # a page of one exchange is read in order, not sorted
+        query_plan = str(
+            conn.execute(
+                "EXPLAIN QUERY PLAN SELECT payload FROM alerts WHERE exchange = ? "
+                "ORDER BY time_us DESC, id DESC LIMIT 10",
+                ("binance",),
+            ).fetchall()
+        )
+    assert "alerts_by_exchange" in query_plan
+    assert "TEMP B-TREE" not in query_plan
 
 
 def test_an_outbox_written_by_a_newer_version_is_refused(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ It lives in the signals' SQLite file (WAL, ``synchronous=NORMAL``, as the store 
 but owns its tables and its schema version (``alerting_schema``), on a connection of its
 own, so the store's migrations and this module's never touch each other's tables.
 
-* ``alerts``: one row per alert id, its JSON, replaced when a later signal folds into it.
+* ``alerts``: one row per alert id, its JSON, replaced when a later signal folds into it;
+  its rule, exchange and symbol beside it for :meth:`Outbox.page` (the alert log the API
+  and the dashboard read).
 * ``alert_deliveries``: one row per (alert id, destination): ``pending``, ``sent`` or
   ``dead``; attempts, the next attempt's time, the last error, when it was sent and the id
   of the message that carried it (a summary carries many).
@@ -21,14 +23,61 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Literal, cast
 
 import msgspec
 
 from spikewatch.core.alerts import Alert, AlertEvent
+from spikewatch.store.base import Cursor
+
+#: A delivery's state.
+DeliveryState = Literal["pending", "sent", "dead"]
+
+
+class _Names(msgspec.Struct):
+    """What migration 2 reads of a stored alert's JSON."""
+
+    rule: str
+    exchange: str
+    symbol: str
+
+
+_decode_names = msgspec.json.Decoder(_Names).decode
+
+
+def _v2_columns(conn: sqlite3.Connection) -> None:
+    """v2: rule, exchange and symbol as columns (the alert log is filtered by them), filled
+    in for the alerts stored before, and indexes for pages newest first."""
+    have = {str(row[1]) for row in conn.execute("PRAGMA table_info(alerts)")}
+    for column in ("rule", "exchange", "symbol"):
+        if column not in have:  # ADD COLUMN has no IF NOT EXISTS: checked, so it can rerun
+            conn.execute(f"ALTER TABLE alerts ADD COLUMN {column} TEXT")
+    rows = conn.execute("SELECT id, payload FROM alerts WHERE rule IS NULL").fetchall()
+    for alert_id, payload in rows:
+        try:
+            names = _decode_names(payload)
+        except msgspec.DecodeError:
+            continue  # unreadable (another version's): it stays out of filtered pages
+        conn.execute(
+            "UPDATE alerts SET rule = ?, exchange = ?, symbol = ? WHERE id = ?",
+            (names.rule, names.exchange, names.symbol, alert_id),
+        )
+    # the API always names an exchange (the one served), often a symbol too
+    conn.execute("CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (time_us, id)")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS alerts_by_exchange_time ON alerts (exchange, time_us, id)"
+    )
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS alerts_by_exchange_symbol_time "
+        "ON alerts (exchange, symbol, time_us, id)"
+    )
+
 
 #: Each entry moves the alerting schema from version i to i + 1; append, never edit. Every
-#: statement is idempotent, so a migration interrupted half-way simply runs again.
-MIGRATIONS: tuple[str, ...] = (
+#: step is idempotent, so a migration interrupted half-way simply runs again (each also
+#: runs in one transaction with the version's update). SQL, or a function for a step SQL
+#: alone cannot make idempotent.
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """
     CREATE TABLE IF NOT EXISTS alerts (
         id TEXT PRIMARY KEY,
@@ -54,6 +103,7 @@ MIGRATIONS: tuple[str, ...] = (
         ON alert_deliveries (destination, state, next_attempt_at);
     CREATE INDEX IF NOT EXISTS alert_deliveries_sent ON alert_deliveries (destination, sent_at);
     """,
+    _v2_columns,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -94,6 +144,15 @@ class Counts(msgspec.Struct, frozen=True):
     dead: int = 0
     last_sent_at: float | None = None
     last_error: str | None = None  # of the latest failed attempt still on record
+
+
+class AlertPage(msgspec.Struct, frozen=True):
+    """One page of the alert log, newest first, and where the next page starts."""
+
+    alerts: list[Alert]
+    next_cursor: Cursor | None  # None on the last page
+    #: per alert id on the page: its delivery state per destination (empty: none configured)
+    deliveries: dict[str, dict[str, DeliveryState]]
 
 
 class Failed(msgspec.Struct, frozen=True):
@@ -169,7 +228,11 @@ class Outbox:
                     f"than this spikewatch's ({SCHEMA_VERSION}); upgrade spikewatch"
                 )
             for step in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[step].split(";"):
+                migration = MIGRATIONS[step]
+                if callable(migration):
+                    migration(conn)
+                    continue
+                for statement in migration.split(";"):
                     if statement.strip():
                         conn.execute(statement)
             if version != SCHEMA_VERSION:
@@ -197,7 +260,8 @@ class Outbox:
                 payload = _encode(alert)
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO alerts (id, time_us, last_time_us, signals, payload, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "created_at, updated_at, rule, exchange, symbol) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         alert.id,
                         alert.time_us,
@@ -206,6 +270,9 @@ class Outbox:
                         payload,
                         now,
                         now,
+                        alert.rule,
+                        alert.exchange,
+                        alert.symbol,
                     ),
                 )
                 if cur.rowcount == 1:
@@ -391,6 +458,68 @@ class Outbox:
         with self._read() as conn:
             row = conn.execute("SELECT payload FROM alerts WHERE id = ?", (alert_id,)).fetchone()
         return None if row is None else _decode(row[0])
+
+    def page(
+        self,
+        *,
+        rule: str | None = None,
+        exchange: str | None = None,
+        symbol: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int = 100,
+        after: Cursor | None = None,
+    ) -> AlertPage:
+        """Stored alerts newest first (by the time of their first signal, then id), with
+        ``since_us <= time < until_us``, one page at a time, each with its latest fold and
+        its delivery states. A row whose JSON no longer decodes (another version's) is left
+        out; the cursor still moves past it."""
+        where: list[str] = []
+        args: list[str | int] = []
+        for clause, value in (
+            ("rule = ?", rule),
+            ("exchange = ?", exchange),
+            ("symbol = ?", symbol),
+            ("time_us >= ?", since_us),
+            ("time_us < ?", until_us),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        if after is not None:
+            where.append("(time_us, id) < (?, ?)")
+            args.extend((after.time_us, after.id))
+        sql = "SELECT payload, time_us, id FROM alerts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY time_us DESC, id DESC LIMIT ?"
+        args.append(limit + 1)
+        with self._read() as conn:
+            rows = conn.execute(sql, args).fetchall()
+            page = rows[:limit]
+            ids = [str(row[2]) for row in page]
+            states: list[tuple[str, str, str]] = []
+            # by primary key, a chunk at a time (SQLite's default cap is 999 variables)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                states.extend(
+                    conn.execute(
+                        "SELECT alert_id, destination, state FROM alert_deliveries "
+                        f"WHERE alert_id IN ({','.join('?' * len(chunk))}) "
+                        "ORDER BY alert_id, destination",
+                        chunk,
+                    ).fetchall()
+                )
+        alerts: list[Alert] = []
+        for payload, _, _ in page:
+            with contextlib.suppress(msgspec.DecodeError):
+                alerts.append(_decode(payload))
+        deliveries: dict[str, dict[str, DeliveryState]] = {a.id: {} for a in alerts}
+        for alert_id, destination, state in states:
+            if alert_id in deliveries:
+                deliveries[alert_id][destination] = cast(DeliveryState, state)
+        cursor = Cursor(int(page[-1][1]), str(page[-1][2])) if len(rows) > limit else None
+        return AlertPage(alerts, cursor, deliveries)
 
     def deliveries(self, alert_id: str | None = None) -> list[Delivery]:
         """Delivery rows (of one alert, or all), by alert id and destination."""
