@@ -18,7 +18,10 @@ from typing import Any
 
 import msgspec
 
-from spikewatch.core.detectors import DETECTORS
+from spikewatch.alerting.destinations import Destination
+from spikewatch.core.alerts import AlertRule
+from spikewatch.core.detectors import DETECTORS, DetectorParams
+from spikewatch.core.profile import PROFILE_DETECTORS
 from spikewatch.exchanges import EXCHANGES
 
 ENV_PREFIX = "SPIKEWATCH_"
@@ -64,6 +67,8 @@ class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     kind: str = ""
     window: int | None = None
     threshold: Decimal | None = None
+    #: the kind's own keys (``tiers``, ``unit``, ``bucket_s``... see docs/ALERTS.md)
+    options: dict[str, Any] = {}
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -96,6 +101,16 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     exchanges: dict[str, ExchangeConfig] = {}
     # [detectors.<name>] tables (TOML only); none: one volume_spike of window/threshold
     detectors: tuple[DetectorConfig, ...] = ()
+    # "default": the shipped alert profile (its detectors and rules, docs/ALERTS.md) on
+    # top of the configured ones; "off": only what is configured
+    alert_profile: str = "off"
+    # [[alerts]] rules (TOML only): detectors, symbols, min_usd, severity, cooldown_s
+    alerts: tuple[AlertRule, ...] = ()
+    # [destinations.<name>] tables (TOML only): where alerts are delivered
+    destinations: tuple[Destination, ...] = ()
+    # USD per unit of quote assets that are not USD-stable, e.g. {ETH = 2500} (TOML only);
+    # without one, the live <asset>USDT price of the same feed is used
+    usd_rates: dict[str, float] = {}
 
     def __repr__(self) -> str:
         # never show a secret in a log line or a traceback
@@ -139,13 +154,42 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
                 "detectors",
                 f"[detectors.{detector.name}] threshold: must be a number > 0",
             )
-            signature = (kind, window, threshold)
+            try:  # each kind checks its own keys
+                built = DETECTORS[kind](detector_params(self, detector))
+            except (ValueError, msgspec.ValidationError) as exc:
+                raise ValueError(f"detectors: [detectors.{detector.name}] {exc}") from None
             _check(
-                signature not in seen,
+                built.key not in seen,
                 "detectors",
                 f"[detectors.{detector.name}] repeats another detector's kind and parameters",
             )
-            seen.add(signature)
+            seen.add(built.key)
+        _check(
+            self.alert_profile in ALERT_PROFILES,
+            "alert_profile",
+            f"must be one of {', '.join(ALERT_PROFILES)}, got {self.alert_profile!r}",
+        )
+        names = {d.name for d in self.detectors} or {"volume_spike"}
+        if self.alert_profile == "default":
+            names |= PROFILE_DETECTORS
+        for rule in self.alerts:
+            unknown = sorted(set(rule.detectors) - names)
+            _check(
+                not unknown,
+                "alerts",
+                f"rule {rule.name!r} names no configured detector {unknown[0] if unknown else ''!r}"
+                f" (configured: {', '.join(sorted(names))})",
+            )
+        rule_names = [r.name for r in self.alerts]
+        _check(len(set(rule_names)) == len(rule_names), "alerts", "a rule name is repeated")
+        destination_names = [d.name for d in self.destinations]
+        _check(
+            len(set(destination_names)) == len(destination_names),
+            "destinations",
+            "a destination name is repeated",
+        )
+        for asset, rate in self.usd_rates.items():
+            _check(rate > 0, "usd_rates", f"{asset}: must be a number > 0")
         if not self.ws_url:
             msgspec.structs.force_setattr(self, "ws_url", venue.default_ws_url)
         if not self.rest_url:
@@ -180,6 +224,21 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _check(self.max_backfill >= 0, "max_backfill", "must be >= 0")
         _check(self.checkpoint_interval > 0, "checkpoint_interval", "must be > 0")
         _check(self.watchdog_silence >= 1, "watchdog_silence", "must be >= 1 second")
+
+
+#: Values of ``alert_profile``.
+ALERT_PROFILES = ("off", "default")
+
+
+def detector_params(settings: Settings, table: DetectorConfig, usd: Any = None) -> DetectorParams:
+    """What a detector's builder gets of its table (flat window/threshold by default)."""
+    return DetectorParams(
+        name=table.name,
+        window=table.window if table.window is not None else settings.window,
+        threshold=table.threshold if table.threshold is not None else settings.threshold,
+        options=dict(table.options),
+        usd=usd,
+    )
 
 
 def _s(count: int) -> str:
@@ -248,18 +307,34 @@ def _from_toml(path: Path) -> dict[str, tuple[Any, str]]:
     return out
 
 
-#: Settings given as TOML tables of tables: [exchanges.<name>], [detectors.<name>].
-_TABLES = ("exchanges", "detectors")
+#: Settings given as TOML tables of tables: [exchanges.<name>], [detectors.<name>],
+#: [destinations.<name>]; and as an array of tables: [[alerts]].
+_TABLES = ("exchanges", "detectors", "destinations", "alerts")
+#: The keys a [detectors.<name>] table has whatever its kind (the rest are the kind's).
+_DETECTOR_KEYS = ("kind", "window", "threshold")
 
 
 def _tables(key: str, value: Any, path: Path) -> Any:
     """``[exchanges.<name>]`` tables as a dict, ``[detectors.<name>]`` as a list with each
     table's name inside it; anything else is a clear error."""
+    if key == "alerts":
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise ConfigError(f"config file {path}: alerts must be [[alerts]] tables")
+        return value
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise ConfigError(
             f"config file {path}: {key} must be tables like [{key}.<name>], got {value!r}"
         )
     if key == "detectors":
+        return [
+            {
+                "name": name,
+                **{k: v for k, v in table.items() if k in _DETECTOR_KEYS},
+                "options": {k: v for k, v in table.items() if k not in _DETECTOR_KEYS},
+            }
+            for name, table in value.items()
+        ]
+    if key == "destinations":
         return [{"name": name, **table} for name, table in value.items()]
     for name, table in value.items():
         unknown = sorted(set(table) - set(EXCHANGE_KEYS))

@@ -158,6 +158,8 @@ class LargeNotionalSignal(Signal, frozen=True, tag="LargeNotional"):
 class LargeNotional:
     """Fires on every trade worth at least ``threshold`` quote units (no window)."""
 
+    name = "large_notional"
+
     def __init__(self, window: int, threshold: Decimal) -> None:
         self.threshold = threshold
         self.key = f"large_notional-x{threshold.normalize():f}"
@@ -217,7 +219,9 @@ def frames(fixtures_dir: Path) -> list[bytes]:
 def plugged(monkeypatch: pytest.MonkeyPatch) -> None:
     """Register the adapter and the detector as a plug-in would: no package change."""
     monkeypatch.setitem(EXCHANGES, ToyCoinbase.name, ToyCoinbase)
-    monkeypatch.setitem(DETECTORS, "large_notional", LargeNotional)
+    monkeypatch.setitem(
+        DETECTORS, "large_notional", lambda params: LargeNotional(params.window, params.threshold)
+    )
 
 
 def settings_for(ws_url: str, db: str, folder: Path) -> Any:

@@ -303,6 +303,64 @@ def test_detector_tables_configure_several_detectors(tmp_path: Path) -> None:
     assert [d.key for d in plain] == ["volume_spike-w200-x10"]
 
 
+def test_alert_tables_configure_detectors_rules_destinations_and_the_profile(
+    tmp_path: Path,
+) -> None:
+    from spikewatch.wiring import alert_rules, detector_factory
+
+    path = write_toml(
+        tmp_path,
+        'alert_profile = "default"\n'
+        "[detectors.volume_spike]\n"
+        "[detectors.small_whale]\nkind = 'notional'\ntiers = [50000]\nunit = 'trade'\n"
+        "[[alerts]]\nname = 'small'\ndetectors = ['small_whale']\nseverity = 'info'\n"
+        "[destinations.hook]\nkind = 'webhook'\nurl = 'http://127.0.0.1:9/in'\n"
+        "secret = 'hush-9f3'\n"
+        "[usd_rates]\nETH = 2500\n",
+    )
+    settings = load_settings(env={}, config_path=path)
+    names = [d.name for d in detector_factory(settings)("binance", "BTCUSDT")]
+    assert names == ["volume_spike", "small_whale", "whale", "whale_order", "surge"]
+    rules = alert_rules(settings)
+    assert rules is not None
+    assert [r.name for r in rules.rules] == ["small", "whale", "surge"]
+    assert [d.name for d in settings.destinations] == ["hook"]
+    assert "hush-9f3" not in repr(settings)  # the secret is never shown
+    assert settings.usd_rates == {"ETH": 2500.0}
+    assert alert_rules(load_settings(env={})) is None  # no rules, no profile: signals only
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (
+            "[detectors.s]\nkind = 'surge'\nfactr = 3\n",
+            "[detectors.s] Object contains unknown field `factr`",
+        ),
+        (
+            "[detectors.n]\nkind = 'notional'\nunit = 'fill'\n",
+            "[detectors.n] unit must be 'order' or 'trade'",
+        ),
+        (
+            "[[alerts]]\nname = 'a'\ndetectors = ['nope']\n",
+            "rule 'a' names no configured detector 'nope'",
+        ),
+        (
+            "[[alerts]]\nname = 'a'\ndetectors = ['volume_spike']\nseverity = 'loud'\n",
+            "severity must be one of",
+        ),
+        ("alert_profile = 'loud'\n", "alert_profile"),
+        ("[destinations.h]\nkind = 'webhook'\nurl = 'http://x'\n", "a webhook needs a secret"),
+    ],
+)
+def test_bad_alert_tables_fail_at_start_naming_the_table(
+    tmp_path: Path, toml: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={}, config_path=write_toml(tmp_path, toml))
+    assert expected in str(info.value)
+
+
 # -- the wording of errors: the real problem, no word twice ------------------------------
 
 

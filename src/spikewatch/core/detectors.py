@@ -14,6 +14,8 @@ from decimal import Decimal
 from itertools import count, islice
 from typing import Any, Protocol, runtime_checkable
 
+import msgspec
+
 from spikewatch.core import accel
 from spikewatch.core.decimal import SCALE, units_to_float
 from spikewatch.core.model import Side, Signal, Trade, TradeBatch, VolumeSpikeSignal, iso_utc
@@ -67,7 +69,6 @@ class VolumeSpikeDetector:
     with ``t = num / den``. Nothing fires until ``window`` trades have been seen.
     """
 
-    name = "volume_spike"
     signal_type = "VolumeSpike"
 
     __slots__ = (
@@ -79,6 +80,7 @@ class VolumeSpikeDetector:
         "_sum",
         "_threshold_float",
         "key",
+        "name",
         "threshold",
         "window",
     )
@@ -92,7 +94,8 @@ class VolumeSpikeDetector:
         self.window = window
         self.threshold = threshold
         self._threshold_float = float(threshold)
-        self.key = f"{self.name}-w{window}-x{_threshold_key(threshold)}"
+        self.key = f"volume_spike-w{window}-x{_threshold_key(threshold)}"
+        self.name = "volume_spike"  # its config table's name (alert rules name it)
         num, den = threshold.as_integer_ratio()
         self._num = num
         self._den_w = den * window
@@ -253,12 +256,34 @@ class VolumeSpikeDetector:
         self._sum = 0
 
 
-DetectorBuilder = Callable[[int, Decimal], Detector]
-"""Makes a detector from a window (trades) and a threshold."""
+class DetectorParams(msgspec.Struct, frozen=True, kw_only=True):
+    """A ``[detectors.<name>]`` table as a detector's builder gets it: the table's name,
+    ``window`` and ``threshold`` (the flat settings where the table gives none), the
+    kind's own keys in ``options``, and how quote values become USD."""
+
+    name: str
+    window: int = 200
+    threshold: Decimal = Decimal(10)
+    options: dict[str, Any] = {}
+    usd: Any = None  # a spikewatch.core.orders.UsdValue, or None for stable quotes only
+
+
+DetectorBuilder = Callable[[DetectorParams], Detector]
+"""Makes a detector from its table; raises ValueError (naming the key) for bad values."""
+
+
+def _volume_spike(params: DetectorParams) -> Detector:
+    if params.options:
+        raise ValueError(f"unknown key {sorted(params.options)[0]!r} (it takes window, threshold)")
+    detector = VolumeSpikeDetector(params.window, params.threshold)
+    detector.name = params.name
+    return detector
+
 
 #: Detector kinds a ``[detectors.<name>]`` config table may name (``kind``); a new
-#: detector is one more entry.
-DETECTORS: dict[str, DetectorBuilder] = {"volume_spike": VolumeSpikeDetector}
+#: detector is one more entry (``notional`` and ``surge`` register themselves in
+#: :mod:`spikewatch.core.profile`).
+DETECTORS: dict[str, DetectorBuilder] = {"volume_spike": _volume_spike}
 
 
 #: Below this, price * qty has at most 28 digits: Decimal's default precision holds it
@@ -310,3 +335,14 @@ def _spikes_numpy(
     if not len(fire):
         return []
     return [(int(k) + window, int(before[k])) for k in fire]
+
+
+def _register() -> None:
+    """The kinds of the alert layer (their modules import this one: registered last)."""
+    from spikewatch.core import notional, surge
+
+    DETECTORS.setdefault("notional", notional.build)
+    DETECTORS.setdefault("surge", surge.build)
+
+
+_register()

@@ -204,6 +204,11 @@ class Kernel:
                     self.rules.names.setdefault(detector.key, detector.name)
         return state
 
+    def last_price(self, exchange: str, symbol: str) -> int | None:
+        """The last trade price of ``(exchange, symbol)`` (1e-8 units), None if unseen."""
+        state = self._states.get((exchange, symbol))
+        return state.last.price if state is not None and state.last is not None else None
+
     def find(self, exchange: str, symbol: str) -> SymbolState | None:
         """The state of ``(exchange, symbol)`` if it exists (never makes one)."""
         return self._states.get((exchange, symbol))

@@ -15,7 +15,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from spikewatch.core.decimal import SCALE, units_to_float
+from spikewatch.core.detectors import DetectorParams
 from spikewatch.core.model import NotionalSignal, Signal, Trade, iso_utc
 from spikewatch.core.orders import Order, OrderAggregator, UsdValue
 
@@ -187,4 +190,26 @@ def _as_order(trade: Trade) -> Order:
         first_price=trade.price,
         last_price=trade.price,
         levels=1,
+    )
+
+
+class NotionalOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The keys of a ``kind = "notional"`` table."""
+
+    tiers: tuple[float, ...] = DEFAULT_TIERS
+    unit: str = "order"
+    relative: float = 0.0
+    median_of: int = 1000
+
+
+def build(params: DetectorParams) -> NotionalDetector:
+    """A notional detector from its ``[detectors.<name>]`` table."""
+    options = msgspec.convert(params.options, NotionalOptions)
+    return NotionalDetector(
+        options.tiers,
+        unit=options.unit,
+        relative=options.relative,
+        window=options.median_of,
+        usd=params.usd,
+        name=params.name,
     )

@@ -14,11 +14,16 @@ still feeds ``/api/get_signal``); no alert rule listens to it by default.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from spikewatch.core.alerts import AlertRule
 from spikewatch.core.detectors import Detector, VolumeSpikeDetector
 from spikewatch.core.notional import NotionalDetector
 from spikewatch.core.orders import UsdValue
 from spikewatch.core.surge import SurgeDetector
+
+#: The names of the profile's detectors (its rules name them).
+PROFILE_DETECTORS = frozenset({"whale", "whale_order", "surge"})
 
 DEFAULT_RULES: tuple[AlertRule, ...] = (
     AlertRule(name="whale", detectors=["whale", "whale_order"], cooldown_s=60),
@@ -27,7 +32,7 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
 
 
 def default_detectors(
-    usd: UsdValue | None = None, *, window: int = 200, threshold: int | str = 10
+    usd: UsdValue | None = None, *, window: int = 200, threshold: Decimal | int | str = 10
 ) -> tuple[Detector, ...]:
     """The detectors the default rules listen to, after the original rule."""
     usd = usd or UsdValue()

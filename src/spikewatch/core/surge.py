@@ -16,7 +16,10 @@ from collections import deque
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from spikewatch.core.decimal import SCALE, units_to_float
+from spikewatch.core.detectors import DetectorParams
 from spikewatch.core.model import Signal, SurgeSignal, Trade, iso_utc
 from spikewatch.core.orders import UsdValue
 
@@ -175,3 +178,25 @@ class SurgeDetector:
         buckets stays valid."""
         self._volume = self._value = self._trades = 0
         self._partial = True
+
+
+class SurgeOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The keys of a ``kind = "surge"`` table."""
+
+    bucket_s: int = 60
+    baseline: int = 60
+    factor: Decimal = Decimal(5)
+    min_usd: float = 0.0
+
+
+def build(params: DetectorParams) -> SurgeDetector:
+    """A surge detector from its ``[detectors.<name>]`` table."""
+    options = msgspec.convert(params.options, SurgeOptions)
+    return SurgeDetector(
+        bucket_s=options.bucket_s,
+        baseline=options.baseline,
+        factor=options.factor,
+        min_usd=options.min_usd,
+        usd=params.usd,
+        name=params.name,
+    )
