@@ -7,6 +7,7 @@ from werkzeug.exceptions import HTTPException
 
 from spikewatch.config import Settings
 from spikewatch.status import EngineView
+from spikewatch.web.alerts import alerts
 from spikewatch.web.api import api
 from spikewatch.web.dashboard import dashboard
 from spikewatch.web.fastpath import LatestSignalFastPath
@@ -24,6 +25,7 @@ def create_app(settings: Settings, engine: EngineView) -> Flask:
     app.extensions["spikewatch.settings"] = settings
     app.extensions["spikewatch.engine"] = engine
     app.register_blueprint(api)
+    app.register_blueprint(alerts)
     app.register_blueprint(stream)
     app.register_blueprint(metrics)
     app.register_blueprint(openapi)
