@@ -26,6 +26,7 @@ from functools import partial
 import msgspec
 
 from spikewatch.alerting.outbox import Outbox
+from spikewatch.alerting.worker import DeliveryWorker
 from spikewatch.config import Settings
 from spikewatch.core.alerts import AlertEvent
 from spikewatch.core.bars import Bar
@@ -42,7 +43,13 @@ from spikewatch.ingest.ratelog import RateLimitedLog
 from spikewatch.ingest.recorder import FrameRecorder, RecorderSink
 from spikewatch.ingest.rest import RestClient, RestError
 from spikewatch.sinks import Overflow, SinkWorker
-from spikewatch.status import WRITE_BUCKETS_MS, EngineStatus, LiveSymbol, SymbolStatus
+from spikewatch.status import (
+    WRITE_BUCKETS_MS,
+    AlertStatus,
+    EngineStatus,
+    LiveSymbol,
+    SymbolStatus,
+)
 from spikewatch.store.base import Checkpoint, SignalStore
 from spikewatch.store.recent import RecentSignals
 from spikewatch.store.writer import StoreWriter, WriterStats
@@ -120,6 +127,10 @@ class Engine:
         self.alerts_opened = 0
         #: every alert and its deliveries (set up with the alert rules; None without)
         self.outbox: Outbox | None = None
+        self._delivery: DeliveryWorker | None = None
+        self._alert_queue: SinkWorker[AlertEvent] | None = None
+        if self.kernel.rules is not None:
+            self.outbox = Outbox(settings.db, [d.name for d in settings.destinations])
         self._ratelog = RateLimitedLog(log)
         # the latest signal per (exchange, symbol), and over all of them
         self._latest: dict[tuple[str, str], Signal] = {}
@@ -185,6 +196,15 @@ class Engine:
         self._writer = StoreWriter(
             self.store, maxsize=self.settings.store_queue, on_written=self._record_write
         )
+        if self.outbox is not None:  # alerts: stored, then delivered off this thread
+            self._delivery = DeliveryWorker(self.outbox, self.settings.destinations)
+            self._delivery.start()
+            self._alert_queue = SinkWorker(
+                "alerts",
+                self._delivery.sink(),
+                retry=True,
+                overflow=Overflow.BLOCK_UNLESS_FAILING,
+            )
         if self.settings.record_dir:
             symbols = "-".join(self.settings.symbols).lower()
             recorder = FrameRecorder(
@@ -219,6 +239,12 @@ class Engine:
             self._writer.close(max(0.1, deadline - time.monotonic()))
         if self._recorder is not None:
             self._recorder.close(max(0.1, deadline - time.monotonic()))
+        if self._alert_queue is not None:  # stored; the next run delivers what is pending
+            self._alert_queue.close(max(0.1, deadline - time.monotonic()))
+        if self._delivery is not None:
+            self._delivery.stop(max(0.1, deadline - time.monotonic()))
+        if self.outbox is not None:
+            self.outbox.close()
         self._stopped.set()
 
     def request_reconnect(self) -> bool:
@@ -366,6 +392,10 @@ class Engine:
             if event.opened:
                 self.alerts_opened += 1
                 log.info("alert: %s", alert.summary)
+        if self._alert_queue is not None:
+            self._alert_queue.put_many(events)
+        elif self.outbox is not None:  # not started (frames fed by hand): stored at once
+            self.outbox.add(events)
         for sink in self._alert_sinks:
             try:
                 sink(events)
@@ -446,9 +476,13 @@ class Engine:
             )
 
     def save_checkpoints(self) -> None:
-        """Queue a checkpoint of every symbol, written after the signals before it."""
+        """Queue a checkpoint of every symbol, written after the signals before it (and
+        after the alerts before it are in the outbox: a crash then cannot restart past
+        an alert that was never stored)."""
         if self._writer is None:
             return
+        if self._alert_queue is not None:
+            self._alert_queue.flush(2.0)
         name = self.exchange.name
         with self._lock:
             points = []
@@ -771,7 +805,15 @@ class Engine:
             recent_gaps=list(self._recent_gaps),
             restored_from_checkpoint=list(self._restored),
             sinks=sinks,
+            alerts=self._alert_status(),
         )
+
+    def _alert_status(self) -> AlertStatus | None:
+        rules = self.kernel.rules
+        if rules is None:
+            return None
+        delivery = self._delivery.stats() if self._delivery is not None else None
+        return AlertStatus([r.name for r in rules.rules], self.alerts_opened, delivery)
 
     def ready(self) -> bool:
         """Connected, every symbol's window is full (detection is live), and the store

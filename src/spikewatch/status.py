@@ -12,6 +12,7 @@ from typing import Protocol
 import msgspec
 
 from spikewatch.alerting.outbox import Outbox
+from spikewatch.alerting.worker import DeliveryStats
 from spikewatch.config import Settings
 from spikewatch.core.bars import Bar
 from spikewatch.core.kernel import LAG_BUCKETS_MS, LagHistogram
@@ -27,6 +28,7 @@ from spikewatch.store.writer import WriterStats
 __all__ = [
     "LAG_BUCKETS_MS",
     "WRITE_BUCKETS_MS",
+    "AlertStatus",
     "EngineStatus",
     "EngineView",
     "LagHistogram",
@@ -78,6 +80,15 @@ class EngineStatus(msgspec.Struct, frozen=True):
     recent_gaps: list[GapRecord]
     restored_from_checkpoint: list[str]
     sinks: list[SinkStats] = []
+    alerts: AlertStatus | None = None  # None: no alert rules configured
+
+
+class AlertStatus(msgspec.Struct, frozen=True):
+    """What ``/api/status`` says about alerts."""
+
+    rules: list[str]  # the alert rules in force, by name
+    opened: int  # alerts opened since start
+    delivery: DeliveryStats | None  # None until the engine starts
 
 
 #: Upper bounds (ms) of the store's batch-write latency histogram.
