@@ -34,6 +34,7 @@ from schemathesis.checks import (
 )
 
 from spikewatch.config import load_settings
+from spikewatch.core.alerts import AlertEvent
 from spikewatch.engine import Engine
 from spikewatch.store import SQLiteSignalStore, StoreWriter
 from spikewatch.web import create_app
@@ -57,6 +58,8 @@ class Service:
     writer: StoreWriter
     app: Flask
     client: FlaskClient
+    #: every alert event the engine raised (with the alert profile on)
+    alert_events: list[AlertEvent]
 
     def feed(self, frames: list[bytes]) -> None:
         """Hand frames to the engine as the WebSocket client would; wait for the store."""
@@ -66,32 +69,37 @@ class Service:
 
 
 @pytest.fixture
-def make_service(tmp_path: Path) -> Iterator[Callable[[], Service]]:
-    """Builds spikewatch as ``spikewatch run`` does (settings -> store -> engine -> app)."""
-    made: list[tuple[SQLiteSignalStore, StoreWriter]] = []
+def make_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
+    """Builds spikewatch as ``spikewatch run`` does (settings -> store -> engine -> app);
+    ``flags`` as on the command line."""
+    made: list[tuple[SQLiteSignalStore, StoreWriter, Engine]] = []
 
-    def make() -> Service:
+    def make(**flags: str) -> Service:
         settings = load_settings(
-            {"db": str(tmp_path / f"s{len(made)}.db"), "symbols": "BTCUSDT,ETHUSDT"}, env={}
+            {"db": str(tmp_path / f"s{len(made)}.db"), "symbols": "BTCUSDT,ETHUSDT", **flags},
+            env={},
         )
         store = SQLiteSignalStore(settings.db)
         engine = Engine(settings, store)
         # Engine.start() would connect to the exchange; this writer is the same write path.
         writer = StoreWriter(store, maxsize=settings.store_queue)
         engine.add_listener(writer.put)
-        made.append((store, writer))
+        events: list[AlertEvent] = []
+        engine.add_alert_sink(events.extend)
+        made.append((store, writer, engine))
         app = create_app(settings, engine)
         app.config["TESTING"] = True
-        return Service(engine, writer, app, app.test_client())
+        return Service(engine, writer, app, app.test_client(), events)
 
     yield make
-    for store, writer in made:
+    for store, writer, engine in made:
         writer.close()
+        engine.stop()
         store.close()
 
 
 @pytest.fixture
-def service(make_service: Callable[[], Service]) -> Service:
+def service(make_service: Callable[..., Service]) -> Service:
     return make_service()
 
 
@@ -99,6 +107,15 @@ def service(make_service: Callable[[], Service]) -> Service:
 def fed(service: Service, btc_frames: list[bytes]) -> Service:
     """The service after the first minutes of the recording."""
     service.feed(btc_frames[:FED_FRAMES])
+    return service
+
+
+@pytest.fixture
+def alerting(make_service: Callable[..., Service], btc_frames: list[bytes]) -> Service:
+    """A service with the shipped alert profile after the whole recording (two alerts,
+    one with three signals)."""
+    service = make_service(alert_profile="default")
+    service.feed(btc_frames)
     return service
 
 
@@ -205,6 +222,7 @@ def test_every_endpoint_that_takes_a_symbol_takes_its_exchange_too(service: Serv
     assert with_symbol == {
         "/api/get_signal",
         "/api/signals",
+        "/api/alerts",
         "/api/bars",
         "/api/gaps",
         "/api/stream",
@@ -242,6 +260,8 @@ def test_get_signal_before_the_first_spike_matches_the_document(service: Service
         ("/api/gaps", {"exchange": "binance", "symbol": "BTCUSDT"}),
         ("/api/status", {}),
         ("/healthz", {}),
+        ("/api/alerts", {}),  # no alert rules: empty, with a note
+        ("/api/alerts", {"symbol": "BTCUSDT", "rule": "whale"}),
     ],
 )
 def test_real_responses_of_a_fed_engine_match_the_document(
@@ -272,6 +292,34 @@ def test_a_signal_page_and_its_cursor_match_the_document(fed: Service) -> None:
     assert second["signals"][0]["id"] != first["signals"][-1]["id"]
 
 
+def test_alert_pages_and_alert_events_match_the_document(alerting: Service) -> None:
+    spec = document(alerting)
+    check = validator(spec, response_schema(spec, "/api/alerts", 200))
+
+    first = alerting.client.get("/api/alerts", query_string={"limit": 1}).get_json()
+    check.validate(first)
+    assert first["count"] == 1
+    assert first["enabled"] is True
+    parameters = {p["name"]: p for p in spec["paths"]["/api/alerts"]["get"]["parameters"]}
+    assert re.fullmatch(parameters["cursor"]["schema"]["pattern"], first["next_cursor"])
+    second = alerting.client.get(
+        "/api/alerts", query_string={"limit": 1, "cursor": first["next_cursor"]}
+    ).get_json()
+    check.validate(second)
+    assert second["next_cursor"] is None
+    assert second["alerts"][0]["signals"] == 3  # the latest fold
+    for query in ({"rule": "whale"}, {"symbol": "ethusdt"}, {"since": "2024-08-09"}):
+        check.validate(alerting.client.get("/api/alerts", query_string=query).get_json())
+    # the live stream's alert events, as the engine published them
+    events = spec["paths"]["/api/stream"]["get"]["responses"]["200"]["content"][
+        "text/event-stream"
+    ]["x-events"]
+    check_event = validator(spec, events["alert"]["data"])
+    assert [e.opened for e in alerting.alert_events] == [True, False, False, True]
+    for event in alerting.alert_events:
+        check_event.validate(json.loads(msgspec.json.encode(event)))
+
+
 def test_the_bars_of_a_fed_engine_match_the_document(fed: Service) -> None:
     spec = document(fed)
     body = fed.client.get("/api/bars", query_string={"symbol": "BTCUSDT"}).get_json()
@@ -295,6 +343,9 @@ def test_the_bars_of_a_fed_engine_match_the_document(fed: Service) -> None:
         ("/api/signals", {"exchange": "binance-usdm"}, "exchange"),
         ("/api/gaps", {"exchange": "not an exchange"}, "exchange"),
         ("/api/status", {"verbose": "1"}, "verbose"),
+        ("/api/alerts", {"rule": "a\tb"}, "rule"),
+        ("/api/alerts", {"limit": "1001"}, "limit"),
+        ("/api/alerts", {"cursor": "?"}, "cursor"),
     ],
 )
 def test_bad_requests_match_the_documented_error(
@@ -384,7 +435,11 @@ fuzzed = schemathesis.openapi.from_dict(json.loads(msgspec.json.encode(build_doc
 def live_url(tmp_path_factory: pytest.TempPathFactory, btc_frames: list[bytes]) -> Iterator[str]:
     """A fed service behind waitress on 127.0.0.1 (port 0); its base URL."""
     settings = load_settings(
-        {"db": str(tmp_path_factory.mktemp("live") / "s.db"), "symbols": "BTCUSDT,ETHUSDT"},
+        {
+            "db": str(tmp_path_factory.mktemp("live") / "s.db"),
+            "symbols": "BTCUSDT,ETHUSDT",
+            "alert_profile": "default",  # /api/alerts answers from a real alert log
+        },
         env={},
     )
     store = SQLiteSignalStore(settings.db)
@@ -399,6 +454,7 @@ def live_url(tmp_path_factory: pytest.TempPathFactory, btc_frames: list[bytes]) 
             yield f"http://127.0.0.1:{server.effective_port}"
     finally:
         writer.close()
+        engine.stop()
         store.close()
 
 

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 description of every endpoint, served at ``GET /api/openapi.json``.
 
 The schemas of the bodies are generated from the msgspec structs the endpoints encode
-(:class:`Signal`, :class:`EngineStatus`, :class:`Bar`, the envelopes in ``responses.py``),
+(:class:`Signal`, :class:`Alert`, :class:`EngineStatus`, :class:`Bar`, the envelopes in
+``responses.py`` and ``alerts.py``),
 and the parameter patterns are the ones ``params.py`` checks, so the document cannot drift
 from the code. Paths and prose are written here by hand. The document is built once per
 app, when the blueprint is registered.
@@ -16,10 +17,12 @@ from flask import Blueprint, Response, current_app
 from flask.blueprints import BlueprintSetupState
 
 import spikewatch
+from spikewatch.core.alerts import SEVERITIES, Alert, AlertEvent
 from spikewatch.core.bars import Bar
-from spikewatch.core.model import Signal, signal_types
+from spikewatch.core.model import Side, Signal, signal_types
 from spikewatch.status import LAG_BUCKETS_MS, EngineStatus, LiveSymbol
 from spikewatch.web import params
+from spikewatch.web.alerts import RULE_PATTERN, AlertList, StoredAlert
 from spikewatch.web.api import DEFAULT_BARS, DEFAULT_PAGE, MAX_BARS, MAX_PAGE
 from spikewatch.web.responses import BarList, ErrorBody, GapList, Readiness, SignalList
 
@@ -87,6 +90,13 @@ def _time(name: str, description: str) -> Json:
     )
 
 
+_CURSOR = _query(
+    "cursor",
+    {"type": "string", "pattern": params.CURSOR_PATTERN},
+    "The `next_cursor` of the previous page (opaque).",
+)
+
+
 def _limit(default: int, maximum: int, what: str) -> Json:
     return _query(
         "limit",
@@ -132,6 +142,11 @@ Events:
   one per signal and continuing across restarts.
 - `status`: every second, `data` is a JSON array of LiveSymbol (per symbol: connection,
   last price, trade rate, the forming one-second bar). No `id`.
+- `alert` (only when alert rules are configured): `data` is an AlertEvent,
+  `{"alert": Alert, "opened": true|false}`: `opened` true when a rule raises a new alert,
+  false when a later signal folds into it (the same `alert.id`, more `signals`, a new
+  `usd_total` and `summary`: replace the one shown). No `id`: alerts are not replayed on
+  resume; read what was missed from `/api/alerts`.
 - comment lines (`: keep-alive`) every 15 s on an idle stream; the first message sets
   `retry: 2000` (ms).
 
@@ -140,8 +155,8 @@ themselves) or `?last_event_id=` first gets every signal delivered after that nu
 most 10,000, from the store), then the live events. A client that reads too slowly is
 disconnected (counted as a dropped slow client) and resumes the same way.
 
-`symbol` and `exchange` (default: the one served) narrow the `signal` events, live and
-resumed alike; `status` events always come.
+`symbol` and `exchange` (default: the one served) narrow the `signal` and `alert` events
+(signals live and resumed alike); `status` events always come.
 """
 
 
@@ -152,6 +167,10 @@ def build_document() -> Json:
         [
             Signal,
             *kinds,
+            Alert,
+            AlertEvent,
+            StoredAlert,
+            AlertList,
             EngineStatus,
             Bar,
             LiveSymbol,
@@ -178,6 +197,17 @@ def build_document() -> Json:
             },
         },
     }
+    # The alert's plain-string fields hold one of a few values (core/alerts.py); say which
+    for name in ("Alert", "StoredAlert"):
+        fields = components[name]["properties"]
+        fields["severity"]["enum"] = list(SEVERITIES)
+        fields["side"]["enum"] = [side.value for side in Side] + ["mixed"]
+        fields["usd_value"]["description"] = "The first signal's value, USD (null: unknown)."
+        fields["usd_total"]["description"] = (
+            "All signals folded in, USD (null if one had no USD value)."
+        )
+        fields["price"]["description"] = "The first signal's price, in the quote asset."
+        fields["time_us"]["description"] = "Exchange time of the first signal, µs since epoch."
     components["Awaiting"] = {
         "title": "Awaiting",
         "description": "What /api/get_signal says before the first signal.",
@@ -224,11 +254,34 @@ def build_document() -> Json:
                 _time("since", "Only signals at or after this time (inclusive)."),
                 _time("until", "Only signals before this time (exclusive); later than `since`."),
                 _limit(DEFAULT_PAGE, MAX_PAGE, "signals"),
+                _CURSOR,
+            ],
+        ),
+        "/api/alerts": _get(
+            "The alert log, newest first",
+            "Alerts the alert rules raised (docs/ALERTS.md), by the time of their first "
+            "signal (newest first, then by id), `since <= time < until`, of `exchange` "
+            "(default: the one served), in pages: follow `next_cursor` until it is null. "
+            "Each alert is its latest fold (`signals` folded in so far, their `usd_total`) "
+            "with its delivery state per configured destination. Without alert rules "
+            "(`alert_profile` off and no `[[alerts]]`) the page is empty, `enabled` is "
+            "false and `note` says how to turn them on. A `rule` neither configured nor in "
+            "the log is a 400.",
+            {"200": _json(_ref("AlertList"), "One page of alerts."), "400": _BAD_REQUEST},
+            tag="alerts",
+            operation_id="listAlerts",
+            parameters=[
                 _query(
-                    "cursor",
-                    {"type": "string", "pattern": params.CURSOR_PATTERN},
-                    "The `next_cursor` of the previous page (opaque).",
+                    "rule",
+                    {"type": "string", "pattern": RULE_PATTERN, "examples": ["whale", "surge"]},
+                    "Only the alerts of this rule (its `name`, as configured).",
                 ),
+                _SYMBOL,
+                _EXCHANGE,
+                _time("since", "Only alerts at or after this time (inclusive)."),
+                _time("until", "Only alerts before this time (exclusive); later than `since`."),
+                _limit(DEFAULT_PAGE, MAX_PAGE, "alerts"),
+                _CURSOR,
             ],
         ),
         "/api/bars": _get(
@@ -265,7 +318,7 @@ def build_document() -> Json:
             operation_id="getStatus",
         ),
         "/api/stream": _get(
-            "Live signals and status (Server-Sent Events)",
+            "Live signals, alerts and status (Server-Sent Events)",
             _STREAM_DESCRIPTION,
             {
                 "200": {
@@ -282,6 +335,7 @@ def build_document() -> Json:
                             "x-events": {
                                 "signal": {"id": "delivery number", "data": signal_ref},
                                 "status": {"data": {"type": "array", "items": _ref("LiveSymbol")}},
+                                "alert": {"data": _ref("AlertEvent")},
                             },
                         }
                     },
@@ -386,7 +440,8 @@ def build_document() -> Json:
         ),
         "/": _get(
             "The dashboard",
-            "The browser dashboard: an HTML page (chart, signals table, per-symbol status) "
+            "The browser dashboard: an HTML page (chart, signals or alerts table, per-symbol "
+            "status) "
             "that reads the endpoints above; its files come from `/assets/`.",
             {
                 "200": {
@@ -429,13 +484,15 @@ def build_document() -> Json:
             "version": spikewatch.__version__,
             "summary": "Real-time crypto volume-spike detector",
             "description": "Volume spikes detected in live exchange trades: the latest, the "
-            "history, a live stream, and the service's own status. Every JSON error is "
+            "history, the alerts they raised, a live stream, and the service's own status. "
+            "Every JSON error is "
             '`{"error": "...", "param": "..."}` (`param` only for a bad request parameter); '
             "unknown query parameters are rejected.",
             "license": {"name": "MIT", "identifier": "MIT"},
         },
         "tags": [
             {"name": "signals", "description": "Detected spikes."},
+            {"name": "alerts", "description": "What the alert rules raised from the signals."},
             {"name": "market", "description": "Market data the detectors see."},
             {"name": "operations", "description": "Health, readiness, metrics, status."},
             {"name": "dashboard", "description": "The browser UI."},
