@@ -24,6 +24,7 @@ from spikewatch import __version__
 from spikewatch.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from spikewatch.core.alerts import AlertEvent
     from spikewatch.core.model import Signal
     from spikewatch.replay.readers import ReadStats
 
@@ -44,6 +45,13 @@ def _detector_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", help="spike when qty > threshold x mean (default 10)")
     parser.add_argument("--config", help="TOML file with settings (see docs/CONFIGURATION.md)")
     parser.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--alert-profile",
+        dest="alert_profile",
+        choices=("off", "default"),
+        help="default: the shipped alert rules (whale trades and orders, volume surges; "
+        "docs/ALERTS.md) on top of any [[alerts]] in --config (default off)",
+    )
 
 
 def _server_flags(
@@ -107,7 +115,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="at a jump in trade ids: warm the windows up again, as live does when a gap "
         "cannot be fetched (reset, default), or keep them (continue)",
     )
+    rep.add_argument(
+        "--alerts",
+        action="store_true",
+        help="write the alerts (JSON lines: timestamp, exchange, symbol, rule, side, price, "
+        "usd_value...) instead of the raw signals; the shipped profile unless --config "
+        "has [[alerts]]",
+    )
     _detector_flags(rep)
+
+    rp = sub.add_parser("report", help="one HTML page (and JSON) of the alerts on files")
+    rp.add_argument("files", nargs="+", metavar="FILE", help="trade CSVs or frame recordings")
+    rp.add_argument("--format", choices=("trades", "aggtrades", "frames"), help="file format")
+    rp.add_argument("--symbol", help="symbol of CSV files (default: from the file name)")
+    rp.add_argument("--exchange", help="venue of the files: binance (default) or binance-usdm")
+    rp.add_argument("--out", default="report.html", help="the page (default report.html)")
+    rp.add_argument("--json", dest="json_out", help="also write the report's data here")
+    rp.add_argument(
+        "--sweep",
+        help="NAME=V1,V2,... a detector's main knob to try: a notional table's lowest tier, "
+        "a surge's factor, a volume_spike's threshold (e.g. whale=100000,150000,250000)",
+    )
+    rp.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _detector_flags(rp)
 
     rec = sub.add_parser("record", help="record raw frames from the live stream to gzip files")
     rec.add_argument("--exchange", help="binance (spot, default) or binance-usdm (futures)")
@@ -370,7 +400,7 @@ class _Progress:
 def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
     """Run files of trades through the kernel and write the signals."""
     from spikewatch.core.kernel import GapPolicy
-    from spikewatch.replay.outputs import OutputSink, open_sink
+    from spikewatch.replay.outputs import OutputSink, alert_writer, open_sink
     from spikewatch.replay.readers import ReadStats, read_trades
     from spikewatch.replay.runner import replay
     from spikewatch.sinks import Overflow, SinkWorker
@@ -381,6 +411,12 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
         symbols = frozenset(s.strip().upper() for s in ns.symbols.split(",") if s.strip())
     try:
         sink = open_sink(ns.out)
+        if (
+            ns.alerts
+            and ns.out not in (None, "-")
+            and not ns.out.lower().endswith((".jsonl", ".json", ".ndjson"))
+        ):
+            raise ValueError("--alerts writes JSON lines: use --out - or a .jsonl file name")
     except (ValueError, OSError) as exc:
         print(f"spikewatch: {exc}", file=sys.stderr)
         return 2
@@ -396,20 +432,28 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
         output.put_many(signals)
 
     stats = ReadStats()
+    opened = [0]  # alerts written (--alerts)
     progress = None if ns.quiet else _Progress(sys.stderr)
     try:
         exchange = build_exchange(settings)
         trades = read_trades(
             ns.files, fmt=ns.format, symbol=ns.symbol, stats=stats, exchange=exchange
         )
+        if ns.alerts:
+            settings = with_rules(settings)
         kernel = build_kernel(
-            settings, venues=(exchange,), gap_policy=GapPolicy(ns.on_gap), bars=False
+            settings,
+            venues=(exchange,),
+            gap_policy=GapPolicy(ns.on_gap),
+            bars=False,
+            alerts=ns.alerts,
         )
         summary = replay(
             trades,
             kernel,
             None,
-            on_signals=deliver,
+            on_signals=None if ns.alerts else deliver,
+            on_alerts=counted(alert_writer(sink, target), opened) if ns.alerts else None,
             symbols=symbols,
             progress=progress,
         )
@@ -449,13 +493,35 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
         )
         print(
             f"replayed {summary.trades:,} trades from {stats.files} file(s): "
-            f"{summary.signals:,} signals ({summary.signals_per_hour:.1f}/h), {span}; "
+            f"{summary.signals:,} signals ({summary.signals_per_hour:.1f}/h)"
+            f"{f', {opened[0]:,} alerts' if ns.alerts else ''}, {span}; "
             f"{summary.trades_per_second:,.0f} trades/s; "
             f"{other}{bad:,} bad rows, {summary.duplicates:,} duplicates, {summary.gaps:,} id gaps"
             f" ({summary.lost_trades:,} trades missing)",
             file=sys.stderr,
         )
     return 0
+
+
+def counted(
+    write: Callable[[Sequence[AlertEvent]], None], opened: list[int]
+) -> Callable[[Sequence[AlertEvent]], None]:
+    """``write``, counting the alerts opened into ``opened[0]``."""
+
+    def count(events: Sequence[AlertEvent]) -> None:
+        opened[0] += sum(1 for e in events if e.opened)
+        write(events)
+
+    return count
+
+
+def with_rules(settings: Settings) -> Settings:
+    """The settings, with the shipped alert profile on when they have no alert rules."""
+    import msgspec
+
+    if settings.alerts or settings.alert_profile != "off":
+        return settings
+    return msgspec.structs.replace(settings, alert_profile="default")
 
 
 def _nothing_replayed(
@@ -673,6 +739,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 # -- entry point -------------------------------------------------------------------------
 
 _RUN_KEYS = (
+    "alert_profile",
     "exchange",
     "symbols",
     "window",
@@ -713,10 +780,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_simulate(ns)
         if ns.command == "replay":
             settings = load_settings(
-                _flags(ns, "window", "threshold", "log_level", "exchange"), config_path=ns.config
+                _flags(ns, "window", "threshold", "log_level", "exchange", "alert_profile"),
+                config_path=ns.config,
             )
             setup_logging(settings.log_level)
             return cmd_replay(ns, settings)
+        if ns.command == "report":
+            settings = load_settings(
+                _flags(ns, "window", "threshold", "log_level", "exchange", "alert_profile"),
+                config_path=ns.config,
+            )
+            setup_logging(settings.log_level)
+            from spikewatch.report_cli import cmd_report
+
+            return cmd_report(ns, settings)
         if ns.command == "record":
             settings = load_settings(
                 _flags(ns, "exchange", "symbols", "ws_url", "log_level"), config_path=ns.config

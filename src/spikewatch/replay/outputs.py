@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import msgspec
 
+from spikewatch.core.alerts import Alert, AlertEvent
 from spikewatch.core.model import Signal
 
 
@@ -44,6 +45,10 @@ class JsonLinesSink:
     def write(self, signal: Signal) -> None:
         """Write one signal as a line."""
         self._stream.write(self._encode(signal) + b"\n")
+
+    def write_alert(self, alert: Alert) -> None:
+        """Write one alert as a line (``replay --alerts``)."""
+        self._stream.write(self._encode(alert) + b"\n")
 
     def close(self) -> None:
         """Flush (and close, unless it is stdout)."""
@@ -144,3 +149,22 @@ def open_sink(out: str | None) -> SignalSink:
     if suffix == ".parquet":
         return ParquetSink(path)
     raise ValueError(f"--out {out}: use a .jsonl, .csv or .parquet file name, or -")
+
+
+def alert_writer(sink: SignalSink, target: OutputSink) -> Callable[[Sequence[AlertEvent]], None]:
+    """Where ``replay --alerts`` writes each alert as it opens (JSON lines only)."""
+    if not isinstance(sink, JsonLinesSink):
+        raise ValueError("--alerts writes JSON lines: use --out - or a .jsonl file name")
+
+    def write(events: Sequence[AlertEvent]) -> None:
+        if target.broken:
+            raise BrokenPipeError
+        try:
+            for event in events:
+                if event.opened:
+                    sink.write_alert(event.alert)
+        except BrokenPipeError:
+            target.broken = True
+            raise
+
+    return write
