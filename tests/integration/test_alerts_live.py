@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import signal
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from spikewatch.config import load_settings
 from spikewatch.core.kernel import GapPolicy
@@ -55,6 +57,17 @@ def replayed_alert_ids(frames: list[bytes], path: Path) -> list[str]:
     return ids
 
 
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``/metrics`` as {(sample name, sorted labels): value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def hook_stats(port: int) -> dict[str, object]:
     (hook,) = get(port, "/api/status")["alerts"]["delivery"]["destinations"]
     return dict(hook)
@@ -88,6 +101,10 @@ def test_the_app_delivers_each_alert_once_signed(
             receiver.wait_for(len(expected), timeout=60)
             hook = hook_stats(port)
             wait_until(lambda: hook_stats(port)["pending"] == 0)
+            metrics = scrape(port)
+            assert metrics[("spikewatch_alerts_opened_total", ())] == len(expected)
+            sent = ("spikewatch_alert_deliveries", (("destination", "hook"), ("state", "sent")))
+            assert metrics[sent] == len(expected)
         finally:
             app.send_signal(signal.SIGTERM)
             app.wait(10)

@@ -90,6 +90,43 @@ class EngineCollector(Collector):
             sum_value=writes.sum_ms / 1000,
         )
         yield from _stream(status)
+        yield from _alerts(status)
+
+
+def _alerts(status: EngineStatus) -> Iterator[Metric]:
+    """Alert rules' output and delivery (nothing without alert rules)."""
+    alerts = status.alerts
+    if alerts is None:
+        return
+    yield CounterMetricFamily(
+        "spikewatch_alerts_opened", "Alerts opened since start.", value=alerts.opened
+    )
+    if alerts.delivery is None:
+        return
+    labels = ["destination"]
+    states = GaugeMetricFamily(
+        "spikewatch_alert_deliveries",
+        "Alerts in the outbox per destination and state (pending, sent, dead).",
+        labels=[*labels, "state"],
+    )
+    messages = CounterMetricFamily(
+        "spikewatch_alert_messages", "Messages a destination acknowledged.", labels=labels
+    )
+    failed = CounterMetricFamily(
+        "spikewatch_alert_failed_attempts", "Sends that failed (retried or dead).", labels=labels
+    )
+    failing = GaugeMetricFamily(
+        "spikewatch_alert_destination_failing",
+        "1 while a destination's sends fail.",
+        labels=labels,
+    )
+    for d in alerts.delivery.destinations:
+        for state, count in (("pending", d.pending), ("sent", d.sent), ("dead", d.dead)):
+            states.add_metric([d.name, state], count)
+        messages.add_metric([d.name], d.messages)
+        failed.add_metric([d.name], d.failed_attempts)
+        failing.add_metric([d.name], 1 if d.failing_since else 0)
+    yield from (states, messages, failed, failing)
 
 
 def _connection(status: EngineStatus) -> Iterator[Metric]:
@@ -184,6 +221,16 @@ def _symbols(status: EngineStatus) -> Iterator[Metric]:
         "spikewatch_rest_rate_limited",
         "REST replies 429/418 (rate limited).",
         value=rest.rate_limited,
+    )
+    yield CounterMetricFamily(
+        "spikewatch_rest_successes",
+        "REST look-ups answered with usable data.",
+        value=rest.successes,
+    )
+    yield CounterMetricFamily(
+        "spikewatch_rest_bad_replies",
+        "REST 200 replies that were not usable trades (retried).",
+        value=rest.bad_replies,
     )
 
 
