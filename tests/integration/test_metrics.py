@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -365,6 +366,10 @@ def test_live_metrics_show_the_connection_the_trades_and_the_store_writes(live: 
     stream.close()
 
     assert value(m["spikewatch_connected"], "spikewatch_connected") == 1
+    since = live.engine.status().connection.connected_since  # ISO, as every status time
+    assert since is not None
+    assert since.endswith("Z")
+    assert abs(datetime.fromisoformat(since).timestamp() - time.time()) < 600
     assert value(m["spikewatch_connections"], "spikewatch_connections_total") == 1
     trades = value(
         m["spikewatch_trades"], "spikewatch_trades_total", exchange="binance", symbol="BTCUSDT"

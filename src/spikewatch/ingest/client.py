@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import msgspec
 from picows import WSInvalidURL, WSMsgType, WSTransport
 
+from spikewatch.core.model import iso_utc
 from spikewatch.ingest.backoff import Backoff
 from spikewatch.ingest.feed import Feed, close, open_feed, wait_closed
 
@@ -51,7 +52,7 @@ class ClientStatus(msgspec.Struct, frozen=True):
     rotations: int = 0
     failed_attempts: int = 0
     last_error: str | None = None
-    connected_since: float | None = None  # wall-clock seconds
+    connected_since: str | None = None  # ISO 8601 UTC
     next_attempt_in: float | None = None  # seconds, while waiting to reconnect
     oversized_frames: int = 0  # frames over MAX_FRAME_BYTES (each costs a reconnect)
     ever_connected: bool = False  # a connection has opened since start
@@ -203,7 +204,7 @@ class StreamClient:
                 state="connected",
                 connections=self.status.connections + 1,
                 reconnects=self.status.reconnects + (1 if reconnect else 0),
-                connected_since=time.time(),
+                connected_since=_now_iso(),
                 next_attempt_in=None,
                 ever_connected=True,
                 unreachable=False,
@@ -328,7 +329,7 @@ class StreamClient:
                     old = self._gen
                     self._switch(conns[self._pending][0][0])
                     await self._retire(*conns.pop(old))
-                    self._set(rotations=self.status.rotations + 1, connected_since=time.time())
+                    self._set(rotations=self.status.rotations + 1, connected_since=_now_iso())
                     opened = loop.time()
                     timers.add(asyncio.create_task(self._rotation_timer()))
                 elif isinstance(item, _Closed) and item.gen == self._gen:
@@ -418,3 +419,8 @@ class StreamClient:
             await close(conn[0])
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await watcher
+
+
+def _now_iso() -> str:
+    """The wall-clock time now, ISO 8601 UTC (as every time in ``/api/status``)."""
+    return iso_utc(time.time_ns() // 1000)

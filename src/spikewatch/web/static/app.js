@@ -628,7 +628,7 @@
     if (state.stream === "live") {
       if (link.state === "connected") {
         const since = link.connectedSince
-          ? ` since ${new Date(link.connectedSince * 1000).toISOString().slice(11, 19)} UTC`
+          ? ` since ${new Date(link.connectedSince).toISOString().slice(11, 19)} UTC`
           : "";
         title = `Live: connected to ${name}${since}`;
       } else if (link.state === "stopped") {
