@@ -182,6 +182,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             )
         rule_names = [r.name for r in self.alerts]
         _check(len(set(rule_names)) == len(rule_names), "alerts", "a rule name is repeated")
+        for destination in self.destinations:  # an unusable Apprise URL: named at start
+            from spikewatch.alerting.senders import build_sender
+
+            try:
+                build_sender(destination)
+            except ValueError as exc:
+                raise ValueError(f"destinations: [destinations.{destination.name}] {exc}") from None
         destination_names = [d.name for d in self.destinations]
         _check(
             len(set(destination_names)) == len(destination_names),

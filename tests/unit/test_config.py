@@ -351,6 +351,7 @@ def test_alert_tables_configure_detectors_rules_destinations_and_the_profile(
         ),
         ("alert_profile = 'loud'\n", "alert_profile"),
         ("[destinations.h]\nkind = 'webhook'\nurl = 'http://x'\n", "a webhook needs a secret"),
+        ("[destinations.t]\nurl = 'nosuchscheme://x'\n", "[destinations.t] destination 't'"),
     ],
 )
 def test_bad_alert_tables_fail_at_start_naming_the_table(
