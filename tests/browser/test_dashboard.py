@@ -23,7 +23,8 @@ from flask import Flask
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
 
 from spikewatch.config import load_settings
-from spikewatch.core.model import Signal, VolumeSpikeSignal
+from spikewatch.core.alerts import Alert, AlertEvent
+from spikewatch.core.model import Signal, VolumeSpikeSignal, iso_utc
 from spikewatch.engine import Engine
 from spikewatch.ingest.backoff import Backoff
 from spikewatch.replay.simulator import Simulator, SimulatorThread
@@ -32,7 +33,7 @@ from spikewatch.store.sqlite import SQLiteSignalStore
 from spikewatch.web.app import create_app
 from spikewatch.web.dashboard import CHART_LIBRARY, STATIC_DIR
 
-from helpers import free_port, served_engine, wait_until, waitress_server
+from helpers import caught_up, free_port, served_engine, wait_until, waitress_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -55,6 +56,32 @@ SYMBOL = "BTCUSDT"
 EXCHANGE = "binance"
 #: A phone held upright (the issue: the dashboard must work 400 px wide).
 PHONE = {"width": 400, "height": 800}
+#: Frames of the spot recording with the shipped alert profile's two alerts in them (the
+#: first opens on a $617k trade at 23:57:33 and two more signals fold into it; the second
+#: opens at 00:01:24), 4.5 minutes of trades: more than the chart shows at once.
+ALERT_FRAMES = slice(3000, 13100)
+#: Records calls of the page to Notification.requestPermission and new Notification
+#: (passed on to the browser's own).
+RECORD_NOTIFICATIONS = """
+window.permissionRequests = 0;
+window.notified = [];
+if (window.Notification) {
+  const Real = window.Notification;
+  const request = Real.requestPermission.bind(Real);
+  class Recorded extends Real {
+    constructor(title, options) {
+      super(title, options);
+      window.notified.push(title);
+    }
+  }
+  Recorded.requestPermission = (...args) => {
+    window.permissionRequests += 1;
+    return request(...args);
+  };
+  Object.defineProperty(Recorded, "permission", { get: () => Real.permission });
+  window.Notification = Recorded;
+}
+"""
 #: Records every text the header's stream pill shows, from the page's first moment on.
 RECORD_PILL = """
 window.pillTexts = [];
@@ -250,6 +277,63 @@ def offline(tmp_path: Path, btc_frames: list[bytes]) -> Iterator[Offline]:
     finally:
         for sim in board.exchanges:
             sim.stop()
+        store.close()
+
+
+@dataclass
+class Alerting:
+    """The app with the shipped alert profile, the engine (not yet started) and the
+    simulator playing the frames with alerts in them as fast as the engine reads."""
+
+    engine: Engine
+    url: str
+    sim: SimulatorThread
+    events: list[AlertEvent]
+    last_id: int
+
+    def opened(self) -> list[Alert]:
+        return [e.alert for e in list(self.events) if e.opened]
+
+    def latest(self) -> dict[str, Alert]:
+        return {e.alert.id: e.alert for e in list(self.events)}
+
+    def played(self) -> None:
+        """Until the engine has processed every frame (and so raised every alert)."""
+        wait_until(caught_up(self.engine, self.last_id), 30)
+
+
+@pytest.fixture
+def alerting(tmp_path: Path, btc_frames: list[bytes]) -> Iterator[Alerting]:
+    tape = tape_from_frames(btc_frames[ALERT_FRAMES])
+    sim = SimulatorThread(Simulator(tape, speed=None))
+    sim.start()
+    settings = load_settings(
+        {
+            "ws_url": sim.ws_url,
+            "rest_url": sim.rest_url,
+            "db": str(tmp_path / "s.db"),
+            "alert_profile": "default",
+        },
+        env={},
+    )
+    store = SQLiteSignalStore(settings.db)
+    engine = Engine(settings, store, backoff=Backoff(first=0.05, cap=0.2))
+    # No clock tick while the tape plays: a tick completes every open taker order whose
+    # first fill is 2 s older than the wall clock, which recorded trades always are, so
+    # ticks would cut orders wherever they fall and the alerts' folds would vary by load.
+    engine.status_interval = 60
+    events: list[AlertEvent] = []
+    engine.add_alert_sink(events.extend)
+    app = create_app(settings, engine)
+    try:
+        with waitress_server(app, threads=16, connection_limit=100) as server:
+            url = f"http://127.0.0.1:{server.effective_port}/"
+            try:
+                yield Alerting(engine, url, sim, events, tape[-1].trade_id)
+            finally:
+                engine.stop()
+    finally:
+        sim.stop()
         store.close()
 
 
@@ -476,5 +560,220 @@ def test_on_a_phone_the_page_fits_the_screen_with_price_state_and_the_essential_
     scroll, client = page.eval_on_selector(".table-wrap", "w => [w.scrollWidth, w.clientWidth]")
     assert scroll <= client, "the table is cut off in its panel"
     page.screenshot(path=tmp_path / "phone.png", full_page=True)
+    assert phone.problems == []
+    assert phone.crashes == []
+
+
+# -- alerts -------------------------------------------------------------------------------
+
+
+#: True once the chart's visible time range holds the moment passed (seconds).
+SHOWS_MOMENT = (
+    "t => { const r = window.spikewatch.visibleRange(); return r && r.from <= t && t <= r.to; }"
+)
+
+
+def visible_range(page: Page) -> tuple[float, float]:
+    shown = page.evaluate("window.spikewatch.visibleRange()")
+    assert shown is not None
+    return float(shown["from"]), float(shown["to"])
+
+
+def test_with_alert_rules_the_table_shows_alerts_that_arrive_live_and_update_their_row(
+    alerting: Alerting, dashboard: Dashboard, chart_library: None, tmp_path: Path
+) -> None:
+    page = dashboard.page
+    dashboard.open(alerting.url)
+    # the app has alert rules: the table opens on alerts, and waits for the first
+    expect(page.locator("#view-alerts")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#alerts-view")).to_be_visible()
+    expect(page.locator("#signals-view")).to_be_hidden()
+    expect(page.locator("#alerts-empty")).to_have_text(
+        "Awaiting first alert\N{HORIZONTAL ELLIPSIS}"
+    )
+    expect(page.locator("#alert-sound")).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#alert-notify")).to_have_attribute("aria-pressed", "false")
+
+    # alerts that open while the signals are shown are counted on the switch
+    page.locator("#view-signals").click()
+    alerting.engine.start()
+    alerting.played()
+    first, second = alerting.opened()
+    badge = page.locator("#alert-badge")
+    expect(badge).to_have_text("2")
+    page.locator("#view-alerts").click()
+    expect(badge).to_be_hidden()
+    rows = page.locator("#alerts tbody tr.alert")
+    expect(rows).to_have_count(2)  # one row per alert: its updates replaced it
+    assert page.eval_on_selector_all(
+        "#alerts tbody tr.alert", "rows => rows.map(r => r.dataset.id)"
+    ) == [second.id, first.id]  # newest first
+    folded = alerting.latest()[first.id]
+    assert folded.signals == 3  # as a replay of these trades gives (no tick cut an order)
+    row = page.locator(f'#alerts tbody tr[data-id="{first.id}"]')
+    expect(row).to_have_attribute("data-signals", "3")  # the latest fold, pushed live
+    expect(row).to_have_attribute("data-severity", "warning")
+    cells = row.locator("td")
+    expect(cells.nth(0)).to_have_text(first.timestamp[11:19])
+    expect(cells.nth(1)).to_have_text("BTCUSDT")
+    expect(cells.nth(1)).to_have_attribute("title", "BTCUSDT on binance")
+    expect(cells.nth(2)).to_have_text("whale")
+    expect(cells.nth(3)).to_have_text(folded.side)
+    assert first.usd_value is not None
+    expect(cells.nth(4)).to_have_text(f"${first.usd_value / 1000:.1f}k")  # USD
+    expect(cells.nth(5)).to_have_text(f"{first.price:,.2f} USDT")  # in the quote asset
+    expect(cells.nth(6)).to_have_text("3 \N{BLACK RIGHT-POINTING SMALL TRIANGLE}")
+    # the severity's colour down the row's edge
+    edge = cells.nth(0).evaluate("td => getComputedStyle(td).boxShadow")
+    assert "rgb(245, 166, 35)" in edge, edge
+
+    # an alert of several signals opens to its summary
+    row.locator("button.expand").click()
+    detail = page.locator(f'#alerts tr.detail[data-for="{first.id}"]')
+    expect(detail).to_be_visible()
+    expect(detail.locator(".summary")).to_have_text(folded.summary)
+    expect(detail).to_contain_text(
+        f"3 signals from {first.timestamp[11:19]} to {iso_utc(folded.last_time_us)[11:19]} UTC"
+    )
+    expect(row.locator("button.expand")).to_have_attribute("aria-expanded", "true")
+    scroll, client = page.eval_on_selector("#alerts-view", "w => [w.scrollWidth, w.clientWidth]")
+    assert scroll <= client, "every column of the alerts table fits its panel"
+    page.screenshot(path="/tmp/spikewatch-alerts.png")
+    page.screenshot(path=tmp_path / "alerts.png")
+
+    # the switch: signals, and back
+    page.locator("#view-signals").click()
+    expect(page.locator("#signals-view")).to_be_visible()
+    expect(page.locator("#alerts-view")).to_be_hidden()
+    expect(page.locator("#alert-options")).to_be_hidden()
+    expect(page.locator("#signals tbody tr").first).to_be_visible()
+    page.locator("#view-alerts").click()
+    expect(page.locator("#alerts-view")).to_be_visible()
+    expect(detail).to_be_visible()  # still open
+    assert dashboard.problems == []
+    assert dashboard.crashes == []
+    assert dashboard.foreign == []
+
+
+def test_a_click_on_an_alert_moves_the_chart_to_its_moment(
+    alerting: Alerting, dashboard: Dashboard, chart_library: None
+) -> None:
+    alerting.engine.start()
+    alerting.played()
+    first = alerting.opened()[0]
+    page = dashboard.page
+    dashboard.open(alerting.url)
+    row = page.locator(f'#alerts tbody tr[data-id="{first.id}"]')
+    expect(row).to_be_visible()
+    moment = first.time_us / 1e6
+    page.wait_for_function("() => window.spikewatch.bars() > 0")
+    start, end = visible_range(page)
+    assert not start <= moment <= end, "the chart shows the latest minutes, not the alert's"
+
+    row.click()
+
+    page.wait_for_function(SHOWS_MOMENT, arg=moment)
+    start, end = visible_range(page)
+    assert start <= moment <= end
+    expect(row).to_have_class(re.compile(r"\bfocused\b"))
+    page.wait_for_function(
+        "id => window.spikewatch.alertMarkers().includes(id)", arg=first.id
+    )  # and its marker on the chart
+    page.screenshot(path="/tmp/spikewatch-alert-focus.png")
+    assert dashboard.problems == []
+    assert dashboard.crashes == []
+
+
+def test_without_alert_rules_the_table_shows_signals_and_the_alerts_tab_says_how_to_add_rules(
+    live: Live, dashboard: Dashboard, chart_library: None
+) -> None:
+    page = dashboard.page
+    dashboard.open(live.url)
+    expect(page.locator("#view-signals")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#signals-view")).to_be_visible()
+    expect(page.locator("#alerts-view")).to_be_hidden()
+
+    page.locator("#view-alerts").click()
+
+    expect(page.locator("#alerts-view")).to_be_visible()
+    empty = page.locator("#alerts-empty")
+    expect(empty).to_contain_text("No alert rules are configured")
+    expect(empty).to_contain_text("--alert-profile default")
+    expect(page.locator("#alerts tbody tr")).to_have_count(0)
+    assert dashboard.problems == []
+    assert dashboard.crashes == []
+
+
+def test_sound_and_notifications_are_off_until_turned_on_and_then_come_with_new_alerts(
+    alerting: Alerting, chromium: Browser, chart_library: None
+) -> None:
+    origin = alerting.url.rstrip("/")
+    # a browser where this page may notify (as after the user said yes once)
+    with open_board(chromium, viewport={"width": 1280, "height": 800}) as board:
+        page = board.page
+        page.context.grant_permissions(["notifications"], origin=origin)
+        page.add_init_script(RECORD_NOTIFICATIONS)
+        board.open(alerting.url)
+        assert page.evaluate("window.permissionRequests") == 0, "never asked on its own"
+        page.locator("#alert-sound").click()
+        page.locator("#alert-notify").click()
+        expect(page.locator("#alert-sound")).to_have_attribute("aria-pressed", "true")
+        expect(page.locator("#alert-notify")).to_have_attribute("aria-pressed", "true")
+
+        alerting.engine.start()
+        alerting.played()
+        opened = alerting.opened()
+        page.wait_for_function("n => window.spikewatch.notifications.length >= n", arg=len(opened))
+        assert page.evaluate("window.spikewatch.notifications") == [a.id for a in opened]
+        assert page.evaluate("window.notified") == [f"WARNING BTCUSDT {a.rule}" for a in opened], (
+            "one notification per alert opened, none for its updates"
+        )
+        assert page.evaluate("window.spikewatch.sounds") == len(opened)
+        assert board.crashes == []
+        assert board.problems == []
+
+    # a browser that was never asked: asked on the click only
+    with open_board(chromium, viewport={"width": 1280, "height": 800}) as board:
+        page = board.page
+        page.add_init_script(RECORD_NOTIFICATIONS)
+        board.open(alerting.url)
+        expect(page.locator("#alerts tbody tr.alert")).to_have_count(len(opened))
+        assert page.evaluate("window.permissionRequests") == 0
+        assert page.evaluate("window.spikewatch.sounds") == 0  # off by default
+
+        page.locator("#alert-notify").click()
+
+        page.wait_for_function("() => window.permissionRequests === 1")
+        assert board.crashes == []
+
+
+def test_on_a_phone_alerts_fit_the_screen_and_a_click_brings_the_chart_to_its_moment(
+    alerting: Alerting, phone: Dashboard, chart_library: None, tmp_path: Path
+) -> None:
+    alerting.engine.start()
+    alerting.played()
+    first = alerting.opened()[0]
+    page = phone.page
+    phone.open(alerting.url)
+    row = page.locator(f'#alerts tbody tr[data-id="{first.id}"]')
+    expect(row).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    expect(page.locator("#alerts thead th:visible")).to_have_text(
+        ["Time (UTC)", "Symbol", "Rule", "Value", "Signals"]
+    )
+    scroll, client = page.eval_on_selector("#alerts-view", "w => [w.scrollWidth, w.clientWidth]")
+    assert scroll <= client, "the alerts table is cut off in its panel"
+    page.screenshot(path="/tmp/spikewatch-phone-alerts.png", full_page=True)
+    page.screenshot(path=tmp_path / "phone-alerts.png", full_page=True)
+
+    row.click()
+
+    moment = first.time_us / 1e6
+    page.wait_for_function(SHOWS_MOMENT, arg=moment)
+    box = page.locator("#chart").bounding_box()
+    assert box is not None
+    assert box["y"] < PHONE["height"], "the chart is in view"
+    assert box["y"] + box["height"] > 0, "the chart is in view"
+    page.screenshot(path="/tmp/spikewatch-phone-focus.png")
     assert phone.problems == []
     assert phone.crashes == []

@@ -1,10 +1,12 @@
 """``GET /api/stream``: the live push as Server-Sent Events.
 
 Events: ``signal`` (a signal, ``id:`` its delivery number), ``status`` (every second:
-per-symbol connection, price, trade rate, the forming one-second bar), and ``:`` comments
-as keep-alive. A client that reconnects with ``Last-Event-ID`` (browsers do so by
-themselves) first gets the signals it missed, from the store. ``symbol`` and ``exchange``
-narrow both the live signals and that replay.
+per-symbol connection, price, trade rate, the forming one-second bar), ``alert`` (with
+alert rules configured: an alert opened or updated, published by the engine with its
+symbol and exchange; no ``id:``, so not replayed: ``/api/alerts`` has what was missed),
+and ``:`` comments as keep-alive. A client that reconnects with ``Last-Event-ID``
+(browsers do so by themselves) first gets the signals it missed, from the store.
+``symbol`` and ``exchange`` narrow the live signals and alerts, and that replay.
 
 The request thread writes the replay; then the hub's push thread writes the live events
 (see ``spikewatch.hub`` and ``web/outlets.py``) and the request thread sleeps until the
@@ -45,7 +47,7 @@ def _last_event_id() -> int | None:
 
 @stream.get("/api/stream")
 def live() -> Response:
-    """Server-Sent Events: signals as they happen, status every second."""
+    """Server-Sent Events: signals and alerts as they happen, status every second."""
     params.reject_unknown(request.args, ("symbol", "exchange", "last_event_id"))
     engine: EngineView = current_app.extensions["spikewatch.engine"]
     symbol = params.symbol(request.args)

@@ -1,10 +1,16 @@
 /* spikewatch dashboard: plain JavaScript, no build step, no framework.
  *
  * On open: GET /api/status (the exchange and its symbols), then the Server-Sent Events of
- * /api/stream, then /api/bars (one-second candles) and /api/signals (history for the table
- * and the chart's markers). Live: `status` every second (per symbol: connection, price,
- * trade rate, the forming bar) and `signal` for each spike. The stream is open before the
- * history is read, so nothing falls in between; signals are de-duplicated by id.
+ * /api/stream, then /api/bars (one-second candles), /api/signals and /api/alerts (history
+ * for the tables and the chart's markers). Live: `status` every second (per symbol:
+ * connection, price, trade rate, the forming bar), `signal` for each spike and `alert` for
+ * each alert opened or updated (an update replaces its row). The stream is open before the
+ * history is read, so nothing falls in between; signals and alerts are de-duplicated by id.
+ *
+ * The table shows Signals or Alerts (a switch above it; Alerts first when the app has
+ * alert rules). A click on an alert moves the chart to its moment. New alerts can ring and
+ * raise a browser notification: both off until the user turns them on (the browser asks
+ * for the notification permission then, never on its own).
  *
  * A series is an (exchange, symbol) pair, keyed "exchange:SYMBOL" (as signal ids begin):
  * BTCUSDT spot and BTCUSDT futures are two series, and every request names its exchange.
@@ -30,6 +36,16 @@
   const RETRY_MS = 3000; // reopen a stream the browser gave up on (e.g. after a 503)
   const STATUS_POLL_MS = 2000; // re-read /api/status this often while the exchange is down
   const MAX_ERROR_CHARS = 300; // of the connection error shown (the full text is its title)
+  const MAX_ALERTS = 200; // alerts kept in the table (all symbols)
+  const FOCUS_S = 90; // a focused alert is shown with this many seconds either side
+  /** Quote assets, longest first: what a symbol's price and quote volume are counted in. */
+  const QUOTES = [
+    "FDUSD", "PYUSD", "USDT", "USDC", "BUSD", "TUSD", "USDP", "USDE", "BIDR", "IDRT",
+    "DAI", "USD", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "JPY", "GBP", "AUD", "RUB",
+    "UAH", "ZAR", "PLN", "RON", "ARS", "MXN", "COP", "CZK", "XRP", "TRX", "DOGE", "SOL",
+  ].sort((a, b) => b.length - a.length);
+  const SEVERITY_TONE = { info: 520, warning: 660, critical: 880 }; // Hz of the alert sound
+  const STORED = "spikewatch."; // localStorage keys: the sound and notification toggles
 
   const COLORS = {
     up: "#26a69a",
@@ -40,6 +56,9 @@
     grid: "#1b222c",
     border: "#232b37",
     panel: "#141922",
+    info: "#64b5f6",
+    warning: "#f5a623",
+    critical: "#ff5252",
   };
   const STREAM_TEXT = {
     connecting: "connecting…",
@@ -68,6 +87,19 @@
     tbody: document.querySelector("#signals tbody"),
     count: $("signal-count"),
     empty: $("signals-empty"),
+    priceUnit: $("price-unit"),
+    viewSignals: $("view-signals"),
+    viewAlerts: $("view-alerts"),
+    signalsView: $("signals-view"),
+    alertsView: $("alerts-view"),
+    alertBody: document.querySelector("#alerts tbody"),
+    alertCount: $("alert-count"),
+    alertsEmpty: $("alerts-empty"),
+    alertBadge: $("alert-badge"),
+    alertOptions: $("alert-options"),
+    sound: $("alert-sound"),
+    notify: $("alert-notify"),
+    focusNote: $("focus-note"),
   };
 
   const state = {
@@ -90,6 +122,18 @@
     loadToken: 0,
     rendered: Object.create(null), // signal id -> Date.now() when its row entered the DOM
     marked: Object.create(null), // signal id -> Date.now() when its marker went to the chart
+    chartLoad: null, // resolves when the chart's series has loaded
+    view: "signals", // what the table shows: "signals" or "alerts"
+    alertRules: false, // the app has alert rules (/api/status "alerts")
+    alerts: [], // the alerts table's alerts (latest fold of each), newest first
+    alertIds: new Map(), // id -> alert
+    expanded: new Set(), // ids of alerts whose details are open
+    focused: null, // id of the alert the chart was moved to
+    unseen: 0, // alerts opened while the table showed signals
+    sound: false, // ring when an alert opens
+    notify: false, // a browser notification when an alert opens
+    sounds: 0, // rung so far (for tests)
+    notifications: [], // ids of the alerts notified so far (for tests)
   };
 
   // -- formatting ------------------------------------------------------------------------
@@ -117,6 +161,35 @@
   const fmtQuote = (v) => (v >= 1000 ? number(v, 0, 0) : number(v, 2, 2));
   const fmtRatio = (r) => `${number(r, 1, 1)}×`;
   const fmtTime = (us) => new Date(Math.floor(us / 1000)).toISOString().slice(11, 23);
+  /** US dollars, short: $950, $617.3k, $1.23M (null: unknown). */
+  function fmtUsd(v) {
+    if (v == null) return "—";
+    for (const [size, unit, digits] of [[1e9, "B", 2], [1e6, "M", 2], [1e3, "k", 1]]) {
+      if (v >= size) return `$${number(v / size, digits, digits)}${unit}`;
+    }
+    return `$${number(v, 0, 0)}`;
+  }
+  const fmtUsdExact = (v) => (v == null ? "unknown" : `${number(v, 2, 2)} USD`);
+  /** A symbol's base and quote assets ("BTCUSDT" -> BTC, USDT); null when not known. */
+  function assets(symbol) {
+    for (const quote of QUOTES) {
+      if (symbol.length > quote.length && symbol.endsWith(quote)) {
+        return { base: symbol.slice(0, -quote.length), quote };
+      }
+    }
+    return null;
+  }
+  /** A value and its unit, the unit muted: "61,617.84 USDT". */
+  function withUnit(parent, text, unit) {
+    parent.textContent = text;
+    if (unit) {
+      const span = document.createElement("span");
+      span.className = "unit";
+      span.textContent = ` ${unit}`;
+      parent.append(span);
+    }
+    return parent;
+  }
   const seriesKey = (exchange, symbol) => `${exchange}:${symbol}`;
   const seriesName = (exchange, symbol) => `${symbol} · ${exchange}`;
   /** The query string of one series' requests. */
@@ -145,7 +218,7 @@
         fontFamily: getComputedStyle(document.body).fontFamily,
       },
       grid: { vertLines: { color: COLORS.grid }, horzLines: { color: COLORS.grid } },
-      rightPriceScale: { borderColor: COLORS.border, scaleMargins: { top: 0.08, bottom: 0.3 } },
+      rightPriceScale: { borderColor: COLORS.border, scaleMargins: { top: 0.12, bottom: 0.3 } },
       timeScale: { borderColor: COLORS.border, timeVisible: true, secondsVisible: true, rightOffset: 6 },
       crosshair: { mode: LWC.CrosshairMode.Normal },
     });
@@ -171,6 +244,9 @@
     let pending = []; // live bars that came while the history was loading
     let signals = new Map(); // id -> signal of the chart's symbol
     let groups = new Map(); // marker id -> ids of the signals it stands for
+    let alerts = new Map(); // id -> alert of the chart's symbol (a marker each)
+    let focused = null; // id of the alert the chart was moved to (a larger marker)
+    let alertMarks = []; // ids of the alerts with a marker now
     let markerFlush = false;
 
     const candle = (b) => ({ time: b.time, open: b.open, high: b.high, low: b.low, close: b.close });
@@ -266,6 +342,23 @@
           marker.size = count >= 5 ? 1.6 : 1.3;
         }
       }
+      // Alerts: a circle above the bar in the severity's colour, named by its rule.
+      alertMarks = [];
+      for (const a of alerts.values()) {
+        const time = Math.floor(a.time_us / 1e6);
+        if (first === null || time < first) continue;
+        alertMarks.push(a.id);
+        markers.push({
+          id: `alert:${a.id}`,
+          time,
+          position: "aboveBar",
+          shape: "circle",
+          color: COLORS[a.severity] || COLORS.warning,
+          text: a.rule,
+          size: a.id === focused ? 2 : 1,
+        });
+      }
+      markers.sort((a, b) => a.time - b.time);
       markerPlugin.setMarkers(markers);
       const now = Date.now();
       for (const s of list) if (!(s.id in state.marked)) state.marked[s.id] = now;
@@ -279,6 +372,8 @@
         pending = [];
         bars = new Map();
         signals = new Map();
+        alerts = new Map();
+        focused = null;
         redraw();
         flushMarkers();
       },
@@ -330,6 +425,31 @@
         }
         scheduleMarkers();
       },
+      /** Alerts of the chart's symbol (their latest folds). */
+      addAlerts(list) {
+        for (const a of list) alerts.set(a.id, a);
+        scheduleMarkers();
+      },
+      firstTime,
+      /**
+       * Centre the moment ``time`` (s) at the present zoom (FOCUS_S bars either side when
+       * there is none), and mark ``alertId`` larger. By bar index rather than by time:
+       * seconds without trades have no bar.
+       */
+      focus(time, alertId) {
+        focused = alertId;
+        const times = [...bars.keys()].sort((a, b) => a - b);
+        if (times.length) {
+          let at = times.findIndex((t) => t >= time);
+          if (at < 0) at = times.length - 1;
+          const shown = api.timeScale().getVisibleLogicalRange();
+          const half = shown ? Math.max(10, (shown.to - shown.from) / 2) : FOCUS_S;
+          api.timeScale().setVisibleLogicalRange({ from: at - half, to: at + half });
+        }
+        scheduleMarkers();
+      },
+      visibleRange: () => api.timeScale().getVisibleRange(),
+      alertMarkerIds: () => alertMarks.slice(),
       barCount: () => bars.size,
       // What the chart library itself holds, for tests: the signal ids behind its markers.
       markerIds: () => markerPlugin.markers().flatMap((m) => groups.get(m.id) || []),
@@ -374,7 +494,8 @@
     const li = card(exchange, symbol);
     li.dataset.connection = info.connection;
     li.querySelector(".conn").textContent = info.connection;
-    li.querySelector(".last").textContent = fmtPrice(info.last_price);
+    const unit = info.last_price == null ? null : (assets(symbol) || {}).quote;
+    withUnit(li.querySelector(".last"), fmtPrice(info.last_price), unit);
     const rate = info.trades_per_s == null ? "" : `${number(info.trades_per_s, 1, 1)} trades/s · `;
     li.querySelector(".stats").textContent = `${rate}${number(info.signals, 0, 0)} signals`;
     if (seriesKey(exchange, symbol) === state.key) showQuote(info);
@@ -384,6 +505,7 @@
   function showQuote(info) {
     const price = info.last_price;
     el.price.textContent = fmtPrice(price);
+    el.priceUnit.textContent = price == null ? "" : (assets(state.symbol) || {}).quote || "";
     if (price != null && shownPrice != null && price !== shownPrice) {
       el.price.className = `price ${price > shownPrice ? "up" : "down"}`;
     }
@@ -430,10 +552,13 @@
     side.className = `side ${s.side}`;
     side.textContent = s.side;
     cell(tr, "").append(side);
-    cell(tr, fmtPrice(s.price), "num fill");
-    cell(tr, fmtVolume(s.volume), "num");
-    cell(tr, fmtRatio(s.ratio), "num").title = `mean of the last ${s.window} trades: ${fmtVolume(s.average_volume)}`;
-    cell(tr, fmtQuote(s.quote_volume), "num");
+    const units = assets(s.symbol) || {};
+    withUnit(cell(tr, "", "num fill"), fmtPrice(s.price), units.quote);
+    withUnit(cell(tr, "", "num"), fmtVolume(s.volume), units.base);
+    const mean = `mean of the last ${s.window} trades: ${fmtVolume(s.average_volume)}`;
+    cell(tr, s.ratio == null ? "—" : fmtRatio(s.ratio), "num").title =
+      s.average_volume == null ? "" : `${mean}${units.base ? ` ${units.base}` : ""}`;
+    withUnit(cell(tr, "", "num"), fmtQuote(s.quote_volume), units.quote);
     return tr;
   }
 
@@ -471,6 +596,385 @@
     if (chart && key === state.key) chart.addLive(s);
   }
 
+  // -- the alerts table ------------------------------------------------------------------
+
+  /** Details of an alert: its summary, what folded into it, where it was delivered. */
+  function details(a) {
+    const parts = [a.summary];
+    const span =
+      a.signals > 1
+        ? `${a.signals} signals from ${fmtTime(a.time_us).slice(0, 8)} to ` +
+          `${fmtTime(a.last_time_us).slice(0, 8)} UTC, together ${fmtUsd(a.usd_total)} ` +
+          `(${fmtUsdExact(a.usd_total)})`
+        : `1 signal, ${fmtUsdExact(a.usd_value)}`;
+    parts.push(span);
+    parts.push(`detectors: ${a.detectors.join(", ")}`);
+    const sent = Object.entries(a.deliveries || {});
+    if (sent.length) parts.push(`delivery: ${sent.map(([d, st]) => `${d} ${st}`).join(", ")}`);
+    parts.push(`severity ${a.severity} · ${a.id}`);
+    return parts;
+  }
+
+  function detailRow(a) {
+    const tr = document.createElement("tr");
+    tr.className = "detail";
+    tr.dataset.for = a.id;
+    const td = document.createElement("td");
+    td.colSpan = 7;
+    const [summary, ...rest] = details(a);
+    const head = document.createElement("div");
+    head.className = "summary";
+    head.textContent = summary;
+    const more = document.createElement("div");
+    more.className = "muted";
+    more.textContent = rest.join(" · ");
+    td.append(head, more);
+    tr.append(td);
+    return tr;
+  }
+
+  function alertRow(a, fresh) {
+    const tr = document.createElement("tr");
+    tr.className = `alert sev-${a.severity}${fresh ? " fresh" : ""}`;
+    if (a.id === state.focused) tr.classList.add("focused");
+    tr.dataset.id = a.id;
+    tr.dataset.exchange = a.exchange;
+    tr.dataset.symbol = a.symbol;
+    tr.dataset.time = String(a.time_us);
+    tr.dataset.side = a.side;
+    tr.dataset.severity = a.severity;
+    tr.dataset.signals = String(a.signals);
+    tr.tabIndex = 0;
+    tr.title = `${a.summary}\nClick: show this moment on the chart`;
+    const units = assets(a.symbol) || {};
+    // to the second (the table is dense); the exact time is the cell's title
+    cell(tr, fmtTime(a.time_us).slice(0, 8), "time").title = a.timestamp;
+    // the exchange is the one served (the header names it): in the title, for room
+    cell(tr, a.symbol).title = `${a.symbol} on ${a.exchange}`;
+    const rule = cell(tr, "", "rule");
+    const dot = document.createElement("span");
+    dot.className = "sev";
+    dot.title = `severity: ${a.severity}`;
+    rule.append(dot, a.rule);
+    const side = document.createElement("span");
+    side.className = `side ${a.side}`;
+    side.textContent = a.side;
+    cell(tr, "").append(side);
+    const value = cell(tr, fmtUsd(a.usd_value), "num fill value");
+    value.title = `first signal: ${fmtUsdExact(a.usd_value)}`;
+    withUnit(cell(tr, "", "num"), fmtPrice(a.price), units.quote);
+    const count = cell(tr, "", "num count");
+    if (a.signals > 1) {
+      const open = state.expanded.has(a.id);
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "expand";
+      button.setAttribute("aria-expanded", String(open));
+      button.title = open ? "Hide the details" : "Show the summary of its signals";
+      button.textContent = `${a.signals} ${open ? "▾" : "▸"}`;
+      button.addEventListener("click", (event) => {
+        event.stopPropagation(); // not a click on the row (which moves the chart)
+        toggleDetails(a.id);
+      });
+      count.append(button);
+    } else {
+      count.textContent = "1";
+    }
+    tr.addEventListener("click", () => focusAlert(state.alertIds.get(a.id)));
+    tr.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") focusAlert(state.alertIds.get(a.id));
+    });
+    return tr;
+  }
+
+  const alertTr = (id) => el.alertBody.querySelector(`tr.alert[data-id="${CSS.escape(id)}"]`);
+
+  /** (Re)draw one alert's row, and its details under it when they are open. */
+  function renderAlert(a, fresh) {
+    const old = alertTr(a.id);
+    const tr = alertRow(a, fresh);
+    if (old) {
+      const detail = old.nextElementSibling;
+      if (detail && detail.classList.contains("detail")) detail.remove();
+      old.replaceWith(tr);
+    }
+    if (state.expanded.has(a.id) && a.signals > 1) tr.after(detailRow(a));
+    return tr;
+  }
+
+  function toggleDetails(id) {
+    if (state.expanded.has(id)) state.expanded.delete(id);
+    else state.expanded.add(id);
+    renderAlert(state.alertIds.get(id), false);
+  }
+
+  /**
+   * Add alerts to the table, newest first, at most MAX_ALERTS; an alert already there is
+   * replaced by the newer fold (more signals) and keeps its place (its time is its first
+   * signal's). Returns the alerts that were new or changed.
+   */
+  function addAlerts(list, fresh) {
+    const changed = [];
+    for (const a of list) {
+      const old = state.alertIds.get(a.id);
+      if (old) {
+        // never an older fold over a newer one; the same fold again only for its
+        // delivery states (a page read anew; the stream's events have none)
+        const older =
+          a.signals < old.signals ||
+          (a.signals === old.signals && a.last_time_us < old.last_time_us);
+        const same = a.signals === old.signals && a.last_time_us === old.last_time_us;
+        if (older || (same && !a.deliveries)) continue;
+        const merged = { ...a, deliveries: a.deliveries || old.deliveries };
+        state.alerts[state.alerts.indexOf(old)] = merged;
+        state.alertIds.set(a.id, merged);
+        renderAlert(merged, fresh);
+        changed.push(merged);
+        continue;
+      }
+      let at = 0;
+      while (at < state.alerts.length && newer(state.alerts[at], a)) at += 1;
+      if (at >= MAX_ALERTS) continue;
+      state.alerts.splice(at, 0, a);
+      state.alertIds.set(a.id, a);
+      const next = state.alerts[at + 1];
+      el.alertBody.insertBefore(alertRow(a, fresh), next ? alertTr(next.id) : null);
+      if (state.expanded.has(a.id)) renderAlert(a, false);
+      changed.push(a);
+      while (state.alerts.length > MAX_ALERTS) {
+        const gone = state.alerts.pop();
+        state.alertIds.delete(gone.id);
+        state.expanded.delete(gone.id);
+        const tr = alertTr(gone.id);
+        const detail = tr && tr.nextElementSibling;
+        if (detail && detail.classList.contains("detail")) detail.remove();
+        if (tr) tr.remove();
+      }
+    }
+    el.alertsEmpty.hidden = state.alerts.length > 0;
+    el.alertCount.textContent = state.alerts.length
+      ? `latest ${state.alerts.length}${state.alerts.length >= MAX_ALERTS ? " (max)" : ""}`
+      : "";
+    return changed;
+  }
+
+  /** Alerts of one series for the chart (those of other series only go to the table). */
+  function alertsToChart(list) {
+    if (!chart) return;
+    const mine = list.filter((a) => seriesKey(a.exchange, a.symbol) === state.key);
+    if (mine.length) chart.addAlerts(mine);
+  }
+
+  function onAlert(event) {
+    const a = event.alert;
+    addAlerts([a], true);
+    alertsToChart([a]);
+    if (!event.opened) return;
+    if (state.view !== "alerts") {
+      state.unseen += 1;
+      el.alertBadge.textContent = String(state.unseen);
+      el.alertBadge.hidden = false;
+    }
+    ring(a);
+    notifyOf(a);
+  }
+
+  /** Read the latest alerts (on open, and after the stream was down: alerts missed while
+   * it was are not replayed by the stream). */
+  async function loadAlerts() {
+    const body = await getJSON(
+      `/api/alerts?exchange=${encodeURIComponent(state.exchange)}&limit=${MAX_ALERTS}`,
+    );
+    if (!body.enabled) {
+      el.alertsEmpty.textContent = `${body.note.charAt(0).toUpperCase()}${body.note.slice(1)}.`;
+      el.alertsEmpty.dataset.kind = "disabled";
+    }
+    addAlerts(body.alerts, false);
+    alertsToChart(body.alerts);
+  }
+
+  /** Move the chart to an alert's moment (its series first, when another one is shown). */
+  async function focusAlert(a) {
+    if (!a) return;
+    state.focused = a.id;
+    for (const tr of el.alertBody.querySelectorAll("tr.focused")) tr.classList.remove("focused");
+    const tr = alertTr(a.id);
+    if (tr) tr.classList.add("focused");
+    const key = seriesKey(a.exchange, a.symbol);
+    el.focusNote.hidden = true;
+    if (!chart || !state.series.has(key)) return;
+    await selectSeries(key);
+    if (state.key !== key || state.focused !== a.id) return; // another click since
+    const time = Math.floor(a.time_us / 1e6);
+    const first = chart.firstTime();
+    if (first === null || time < first) {
+      // older than the bars loaded: the server keeps an hour of them
+      const data = await getJSON(`/api/bars?${seriesQuery(a.exchange, a.symbol)}&limit=${MAX_BARS}`);
+      if (state.key !== key || state.focused !== a.id) return;
+      chart.merge(data.bars);
+    }
+    chart.addAlerts([a]);
+    chart.focus(time, a.id);
+    // the spikes around it, for their markers (the chart loaded only the latest ones)
+    const around = (t) => new Date(t * 1000).toISOString();
+    getJSON(
+      `/api/signals?${seriesQuery(a.exchange, a.symbol)}&since=${around(time - 2 * FOCUS_S)}` +
+        `&until=${around(time + 2 * FOCUS_S)}&limit=1000`,
+    )
+      .then((page) => {
+        if (state.key === key) chart.addSignals(page.signals);
+      })
+      .catch((err) => console.warn("loading the signals around an alert failed:", err.message));
+    const oldest = chart.firstTime();
+    if (oldest === null || time < oldest) {
+      el.focusNote.textContent =
+        `The alert at ${fmtTime(a.time_us).slice(0, 8)} UTC is older than the bars the app ` +
+        "keeps (the last hour): the chart shows the oldest it has.";
+      el.focusNote.hidden = false;
+    }
+    const box = el.chart.getBoundingClientRect();
+    if (box.bottom < 0 || box.top > window.innerHeight) {
+      el.chart.scrollIntoView({ block: "center" }); // a phone: the chart is above the table
+    }
+  }
+
+  // -- the switch: signals or alerts -----------------------------------------------------
+
+  function setView(view) {
+    state.view = view;
+    const alerts = view === "alerts";
+    el.viewSignals.setAttribute("aria-selected", String(!alerts));
+    el.viewAlerts.setAttribute("aria-selected", String(alerts));
+    el.signalsView.hidden = alerts;
+    el.alertsView.hidden = !alerts;
+    el.count.hidden = alerts;
+    el.alertCount.hidden = !alerts;
+    el.alertOptions.hidden = !alerts;
+    if (alerts) {
+      state.unseen = 0;
+      el.alertBadge.hidden = true;
+    }
+  }
+
+  // -- sound and notifications for new alerts (off until the user turns them on) ---------
+
+  let audio = null;
+  /** A short tone, higher for a more severe alert. */
+  function ring(a) {
+    if (!state.sound) return;
+    try {
+      audio = audio || new AudioContext();
+      if (audio.state === "suspended") audio.resume();
+      const now = audio.currentTime;
+      const tone = audio.createOscillator();
+      const gain = audio.createGain();
+      tone.frequency.value = SEVERITY_TONE[a.severity] || SEVERITY_TONE.warning;
+      gain.gain.setValueAtTime(0.0001, now);
+      gain.gain.exponentialRampToValueAtTime(0.2, now + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, now + 0.4);
+      tone.connect(gain).connect(audio.destination);
+      tone.start(now);
+      tone.stop(now + 0.45);
+      state.sounds += 1;
+    } catch (err) {
+      console.info("no sound:", err.message);
+    }
+  }
+
+  const canNotify = () => "Notification" in window;
+
+  function notifyOf(a) {
+    if (!state.notify || !canNotify() || Notification.permission !== "granted") return;
+    try {
+      const note = new Notification(`${a.severity.toUpperCase()} ${a.symbol} ${a.rule}`, {
+        body: a.summary,
+        tag: a.id,
+        icon: "/assets/favicon.svg",
+      });
+      note.onclick = () => {
+        window.focus();
+        setView("alerts");
+        focusAlert(state.alertIds.get(a.id));
+      };
+      state.notifications.push(a.id);
+    } catch (err) {
+      console.info("no notification:", err.message);
+    }
+  }
+
+  function showToggle(button, on, title) {
+    button.setAttribute("aria-pressed", String(on));
+    if (title) button.title = title;
+  }
+
+  function remember(name, on) {
+    try {
+      localStorage.setItem(STORED + name, on ? "on" : "off");
+    } catch (err) {
+      // private mode: the choice lasts as long as the page
+    }
+  }
+  function remembered(name) {
+    try {
+      return localStorage.getItem(STORED + name) === "on";
+    } catch (err) {
+      return false;
+    }
+  }
+
+  function setSound(on) {
+    state.sound = on;
+    showToggle(el.sound, on);
+    remember("sound", on);
+    if (on) {
+      audio = audio || new AudioContext(); // made on the click: browsers allow sound then
+      if (audio.state === "suspended") audio.resume();
+    }
+  }
+
+  /** Turn notifications on (asking the browser's permission: only ever on a click). */
+  async function setNotify(on) {
+    if (!on) {
+      state.notify = false;
+      showToggle(el.notify, false, "Show a browser notification when an alert opens");
+      remember("notify", false);
+      return;
+    }
+    if (!canNotify()) {
+      showToggle(el.notify, false, "This browser has no notifications");
+      return;
+    }
+    let permission = Notification.permission;
+    if (permission === "default") permission = await Notification.requestPermission();
+    const granted = permission === "granted";
+    state.notify = granted;
+    remember("notify", granted);
+    showToggle(
+      el.notify,
+      granted,
+      granted
+        ? "A browser notification when an alert opens (click to turn off)"
+        : "Notifications are blocked for this page in the browser's settings",
+    );
+  }
+
+  function setUpAlertControls() {
+    el.viewSignals.addEventListener("click", () => setView("signals"));
+    el.viewAlerts.addEventListener("click", () => setView("alerts"));
+    el.sound.addEventListener("click", () => setSound(!state.sound));
+    el.notify.addEventListener("click", () => setNotify(!state.notify));
+    // What was on before: sound (the browser may hold it until the next click) and
+    // notifications only if their permission is still granted (never asked for here).
+    if (remembered("sound")) {
+      state.sound = true;
+      showToggle(el.sound, true);
+    }
+    if (remembered("notify") && canNotify() && Notification.permission === "granted") {
+      state.notify = true;
+      showToggle(el.notify, true);
+    }
+  }
+
   // -- the chart's symbol ----------------------------------------------------------------
 
   let reconcile = { at: 0, upTo: null, busy: false };
@@ -481,14 +985,18 @@
     const { exchange, symbol } = state.series.get(key);
     el.chartTitle.textContent = `${seriesName(exchange, symbol)} · price and volume`;
     const q = seriesQuery(exchange, symbol);
-    const [bars, signals] = await Promise.all([
+    const [bars, signals, alerts] = await Promise.all([
       getJSON(`/api/bars?${q}&limit=${BAR_LIMIT}`),
       getJSON(`/api/signals?${q}&limit=100`),
+      state.alertRules ? getJSON(`/api/alerts?${q}&limit=100`) : { alerts: [] },
     ]);
     if (token !== state.loadToken || !chart) return;
     chart.load(bars.bars, signals.signals.length ? signals.signals[0].price : null);
     chart.addSignals(signals.signals);
     chart.addSignals([...(state.liveSignals.get(key) || new Map()).values()]);
+    // the table's folds are as new as the stream's: they win over the page just read
+    chart.addAlerts(alerts.alerts.map((a) => state.alertIds.get(a.id) || a));
+    chart.addAlerts(state.alerts.filter((a) => seriesKey(a.exchange, a.symbol) === key));
     reconcile = { at: Date.now(), upTo: chart.lastTime(), busy: false };
   }
 
@@ -542,7 +1050,8 @@
 
   /** Show one series ("exchange:SYMBOL") on the chart; resolves when its history is loaded. */
   function selectSeries(key) {
-    if (key === state.key || !state.series.has(key)) return Promise.resolve();
+    if (key === state.key) return state.chartLoad || Promise.resolve();
+    if (!state.series.has(key)) return Promise.resolve();
     state.key = key;
     state.symbol = state.series.get(key).symbol;
     el.symbol.value = key;
@@ -553,7 +1062,10 @@
     el.rate.textContent = "";
     if (!chart) return Promise.resolve();
     chart.reset();
-    return loadChart(key).catch((err) => console.warn("loading the chart failed:", err.message));
+    state.chartLoad = loadChart(key).catch((err) =>
+      console.warn("loading the chart failed:", err.message),
+    );
+    return state.chartLoad;
   }
 
   // -- the live stream -------------------------------------------------------------------
@@ -709,6 +1221,10 @@
         // Bars of the outage were missed: read them again (signals come by Last-Event-ID).
         loadChart(state.key).catch((err) => console.warn("reloading the chart failed:", err.message));
       }
+      if (resumed) {
+        // alerts are not replayed by the stream: read those raised or updated meanwhile
+        loadAlerts().catch((err) => console.warn("reloading the alerts failed:", err.message));
+      }
     };
     es.onerror = () => {
       firstAnswer();
@@ -725,6 +1241,7 @@
       if (event.lastEventId) state.lastEventId = event.lastEventId;
       onSignal(JSON.parse(event.data));
     });
+    es.addEventListener("alert", (event) => onAlert(JSON.parse(event.data)));
   }
 
   // -- start -----------------------------------------------------------------------------
@@ -740,6 +1257,9 @@
       }
     }
     state.exchange = status.exchange;
+    state.alertRules = status.alerts != null;
+    setUpAlertControls();
+    setView(state.alertRules ? "alerts" : "signals");
     onEngineStatus(status);
     // The stream first (its subscription exists once it opens), then the history: a
     // signal raised in between is in one or the other, and de-duplicated by id.
@@ -764,9 +1284,10 @@
       keys[0];
     await Promise.race([streamAnswered, sleep(RETRY_MS)]);
     const chartLoaded = selectSeries(chosen);
-    const signals = await getJSON(
-      `/api/signals?exchange=${encodeURIComponent(state.exchange)}&limit=${MAX_ROWS}`,
-    );
+    const [signals] = await Promise.all([
+      getJSON(`/api/signals?exchange=${encodeURIComponent(state.exchange)}&limit=${MAX_ROWS}`),
+      loadAlerts(),
+    ]);
     addToTable(signals.signals, false);
     await chartLoaded;
     state.ready = true;
@@ -792,6 +1313,16 @@
     rows: () => state.signals.length,
     bars: () => (chart ? chart.barCount() : 0),
     markers: () => (chart ? chart.markerIds() : []),
+    get view() {
+      return state.view;
+    },
+    alerts: () => state.alerts.slice(),
+    alertMarkers: () => (chart ? chart.alertMarkerIds() : []),
+    visibleRange: () => (chart ? chart.visibleRange() : null),
+    get sounds() {
+      return state.sounds;
+    },
+    notifications: state.notifications,
   };
 
   start().catch((err) => console.warn("starting the dashboard failed:", err.message));
