@@ -552,8 +552,12 @@
     side.className = `side ${s.side}`;
     side.textContent = s.side;
     cell(tr, "").append(side);
+    // quantities with their asset; the price's (the quote asset) is in its title: the
+    // table is dense, and a price is read in its quote asset anyway
     const units = assets(s.symbol) || {};
-    withUnit(cell(tr, "", "num fill"), fmtPrice(s.price), units.quote);
+    cell(tr, fmtPrice(s.price), "num fill").title = units.quote
+      ? `${fmtPrice(s.price)} ${units.quote} per ${units.base}`
+      : "";
     withUnit(cell(tr, "", "num"), fmtVolume(s.volume), units.base);
     const mean = `mean of the last ${s.window} trades: ${fmtVolume(s.average_volume)}`;
     cell(tr, s.ratio == null ? "—" : fmtRatio(s.ratio), "num").title =
