@@ -4,6 +4,7 @@ once; leases, backoff and dead letters; the rate cap's plan; signatures and Retr
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from spikewatch.alerting.messages import (
 )
 from spikewatch.alerting.outbox import MIGRATIONS, SCHEMA_VERSION
 from spikewatch.core.alerts import Alert, AlertEvent
+
+from helpers import wait_until
 
 T0 = 1_723_161_600.0  # 2024-08-09T00:00:00Z
 
@@ -302,6 +305,22 @@ def test_a_page_shows_the_latest_fold_and_the_delivery_states(outbox: Outbox, cl
         alert(1).id: {"hook": "sent", "telegram": "dead"},
         alert(2).id: {"hook": "pending", "telegram": "pending"},
     }
+
+
+def test_reading_the_log_never_waits_behind_a_write(tmp_path: Path, outbox: Outbox) -> None:
+    outbox.add([opened(1)])
+    with sqlite3.connect(tmp_path / "spikewatch.db", isolation_level=None) as other:
+        other.execute("BEGIN IMMEDIATE")  # another writer (the store's) holds the file
+        adding = threading.Thread(target=outbox.add, args=([opened(2)],))
+        adding.start()  # waits for that writer, holding the outbox's own lock
+        try:
+            wait_until(outbox._lock.locked, 10)
+            assert outbox.page().alerts == [alert(1)]  # answered meanwhile
+            assert adding.is_alive(), "the page came while the write still waited"
+        finally:
+            other.execute("COMMIT")
+            adding.join(10)
+    assert [a.id for a in outbox.page().alerts] == [alert(2).id, alert(1).id]
 
 
 def test_an_alert_another_version_wrote_is_left_out_of_the_log(

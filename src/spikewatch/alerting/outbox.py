@@ -12,7 +12,9 @@ own, so the store's migrations and this module's never touch each other's tables
   of the message that carried it (a summary carries many).
 
 Times are wall-clock seconds (they must mean the same to the next process). Every method
-is safe to call from any thread: one connection, one lock, short transactions.
+is safe to call from any thread: one connection, one lock, short transactions. The alert
+log (:meth:`Outbox.page`, for the web API) reads on a connection of its own, so a page
+never waits behind a write that waits for the store's writer.
 """
 
 from __future__ import annotations
@@ -179,7 +181,10 @@ class Outbox:
         self.path = str(path)
         self.destinations = tuple(destinations)
         self._clock = clock
+        self._busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None  # the alert log's (opened on use)
+        self._reader_lock = threading.Lock()
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(
@@ -216,6 +221,30 @@ class Outbox:
     def _read(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             yield self._conn
+
+    @contextlib.contextmanager
+    def _log_read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction on the alert log's own connection (WAL lets it read while
+        the outbox or the store writes); an in-memory outbox has only the one."""
+        if self.path == ":memory:":
+            with self._read() as conn:
+                yield conn
+            return
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = sqlite3.connect(
+                    self.path,
+                    timeout=self._busy_timeout_s,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                self._reader.execute("PRAGMA query_only=1")
+            conn = self._reader
+            conn.execute("BEGIN")  # one snapshot for the page and its delivery states
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self._tx() as conn:
@@ -494,7 +523,7 @@ class Outbox:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY time_us DESC, id DESC LIMIT ?"
         args.append(limit + 1)
-        with self._read() as conn:
+        with self._log_read() as conn:
             rows = conn.execute(sql, args).fetchall()
             page = rows[:limit]
             ids = [str(row[2]) for row in page]
@@ -537,6 +566,10 @@ class Outbox:
         return [Delivery(*row) for row in rows]
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
         with self._lock:
             self._conn.close()
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
