@@ -213,10 +213,12 @@ def test_a_retry_after_beyond_the_budget_records_the_gap_with_the_reason(
             assert "HTTP 429" in gap.reason
             assert "asked to wait" in gap.reason
             assert "retry budget of 30s" in gap.reason
-        # asked to wait an hour, it asked no more: the warm start, then the one 429
-        assert sim.stats().rest_calls == 2
+        # asked to wait an hour, it asked no more: the warm start, then the 429s of the
+        # look-ups already on their way when the first 429 came (the catch-up after the
+        # reconnect and the backfill of the gap it found may ask at the same moment)
         status = engine.status()
-        assert status.rest.rate_limited == 1
+        assert 1 <= status.rest.rate_limited <= 2
+        assert sim.stats().rest_calls == 1 + status.rest.rate_limited
         assert status.rest.failures >= len(gaps)
         assert status.rest.last_error is not None
 

@@ -502,6 +502,7 @@ class Simulator:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return None
         self._rest_calls += 1
+        log.debug("REST %s", request.path)
         url = urlsplit(request.path)
         codec = self.codec
         historical = url.path == codec.historical_trades_path
