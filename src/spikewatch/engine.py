@@ -34,6 +34,7 @@ from spikewatch.core.decimal import units_to_float
 from spikewatch.core.kernel import LAG_BUCKETS_MS, GapPolicy, Kernel, LagHistogram, Step
 from spikewatch.core.model import GapRecord, Signal, Trade, iso_utc
 from spikewatch.core.sequencer import MAX_AHEAD_US, Gap
+from spikewatch.core.state import LAG_COUNTED_US
 from spikewatch.exchanges.base import Exchange
 from spikewatch.hub import Event, Hub
 from spikewatch.ingest.backfill import fetch_after, fetch_range, fetch_recent
@@ -305,13 +306,24 @@ class Engine:
                 self.hub.publish(Event("status", _encode(self.live_status())))
                 self._check_silence()
                 # a quiet pair's last order is complete once it is 2 s old
-                now_us = time.time_ns() // 1000
-                self._step(partial(self.kernel.flush, now_us - ORDER_COMPLETE_US))
+                self._step(partial(self.kernel.flush, self._order_clock() - ORDER_COMPLETE_US))
                 if time.monotonic() >= next_checkpoint or self._first_checkpoint_due():
                     next_checkpoint = time.monotonic() + self.settings.checkpoint_interval
                     self.save_checkpoints()
             except Exception:
                 log.exception("the periodic status task failed")
+
+    def _order_clock(self) -> int:
+        """Now, for judging whether an order is complete (µs): the wall clock on a live
+        feed; the feed's own latest exchange time when it serves history (a simulator, the
+        demo), so a replayed order is cut where the recording says, not by the machine's
+        pace."""
+        now_us = time.time_ns() // 1000
+        with self._lock:
+            latest = self.kernel.latest_time_us()
+        if latest is not None and now_us - latest > LAG_COUNTED_US:
+            return latest
+        return now_us
 
     def _spawn(self, work: Coroutine[object, object, None]) -> None:
         """Run ``work`` on the loop as a tracked task (cancelled at stop)."""
@@ -441,6 +453,8 @@ class Engine:
                 continue
             if self.kernel.restore(name, symbol, cp.last_id, cp.detectors, cp.last_time_us):
                 restored.append(symbol)
+                if self.kernel.rules is not None:  # cooldowns go on: one event, one alert
+                    self.kernel.rules.reopen(cp.alerts)
                 log.info("%s continues from its checkpoint at trade %d", symbol, cp.last_id)
         stored: dict[str, int] = {}
         for (symbol, _), last_id in self._delivered_upto.items():
@@ -484,6 +498,7 @@ class Engine:
         if self._alert_queue is not None:
             self._alert_queue.flush(2.0)
         name = self.exchange.name
+        rules = self.kernel.rules
         with self._lock:
             points = []
             for symbol in self.settings.symbols:
@@ -497,6 +512,7 @@ class Engine:
                             last_id=state[0],
                             last_time_us=state[1],
                             detectors=state[2],
+                            alerts=rules.open_alerts(name, symbol) if rules is not None else [],
                             saved_at=time.time(),
                         )
                     )

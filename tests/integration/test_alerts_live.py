@@ -37,7 +37,9 @@ def config(folder: Path, sim: SimulatorThread, hook: str) -> Path:
         f'db = "{folder / "live.db"}"\n'
         "[detectors.volume_spike]\n"
         "[detectors.big]\nkind = 'notional'\ntiers = [10000, 100000]\nunit = 'trade'\n"
+        "[detectors.big_order]\nkind = 'notional'\ntiers = [40000]\nunit = 'order'\n"
         "[[alerts]]\nname = 'big'\ndetectors = ['big']\ncooldown_s = 5\n"
+        "[[alerts]]\nname = 'sweep'\ndetectors = ['big_order']\ncooldown_s = 0\n"
         f"[destinations.hook]\nkind = 'webhook'\nurl = '{hook}'\nsecret = '{SECRET}'\n"
         "max_per_minute = 0\nmax_attempts = 1000\nbackoff_first_s = 0.2\nbackoff_cap_s = 1\n",
         encoding="utf-8",

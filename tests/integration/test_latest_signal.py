@@ -4,6 +4,8 @@ answer for good (issue 10, item 3)."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 from spikewatch.config import load_settings
@@ -44,3 +46,22 @@ def test_a_stored_signal_from_2099_is_not_the_latest_after_a_restart(tmp_path: P
         assert engine.latest_signal("BTCUSDT") == real
     finally:
         store.close()
+
+
+def test_orders_of_served_history_complete_by_the_feeds_clock(
+    tmp_path: Path, btc_frames: list[bytes]
+) -> None:
+    """A simulator or the demo serves 2024 trades today: an order is complete when the
+    feed's time has moved 2 s past it, not the machine's clock (which would cut every
+    open order at each tick); a live feed's orders go by the wall clock."""
+    settings = load_settings({"db": str(tmp_path / "c.db"), "alert_profile": "default"}, env={})
+    store = SQLiteSignalStore(settings.db)
+    engine = Engine(settings, store)
+    try:
+        engine.handle_frames(btc_frames[:500], time.time_ns())
+        last = json.loads(btc_frames[499])["data"]["T"] * 1000
+        assert engine._order_clock() == last
+    finally:
+        store.close()
+    fresh = Engine(settings, SQLiteSignalStore(":memory:"))  # nothing seen: the wall clock
+    assert abs(fresh._order_clock() - time.time_ns() // 1000) < 5_000_000

@@ -239,3 +239,37 @@ def test_batches_give_the_signals_of_trade_by_trade(cuts: list[int]) -> None:
 @pytest.fixture(autouse=True, scope="module")
 def _load(btc: list[Trade]) -> None:
     """Loads the trades before the property test runs."""
+
+
+def test_a_restart_from_checkpoints_gives_the_alerts_of_an_unbroken_run(
+    btc: list[Trade],
+) -> None:
+    """Detector snapshots and the open alerts (their cooldowns) in the checkpoint: the
+    trades after it open exactly the alerts an unbroken run opens, none twice."""
+
+    def kernel() -> Kernel:
+        return Kernel(
+            lambda e, s: (NotionalDetector([20_000], unit="trade", name="big"),),
+            venues=(BinanceSpot(),),
+            rules=AlertRules([AlertRule(name="big", detectors=["big"], cooldown_s=120)]),
+        )
+
+    def opened(k: Kernel, trades: list[Trade]) -> list[str]:
+        return [e.alert.id for e in k.feed([TradeBatch.from_trades(trades)]).alerts if e.opened]
+
+    whole = opened(kernel(), btc)
+    first = kernel()
+    before = opened(first, btc[:9000])
+    saved = first.checkpoint("binance", "BTCUSDT")
+    assert saved is not None
+    assert first.rules is not None
+    alerts = first.rules.open_alerts("binance", "BTCUSDT")
+    assert alerts  # an alert's cooldown runs across the cut
+    second = kernel()
+    assert second.restore("binance", "BTCUSDT", saved[0], saved[2], saved[1])
+    assert second.rules is not None
+    second.rules.reopen(alerts)
+    assert before + opened(second, btc[9000:]) == whole
+    forgetful = kernel()  # without the open alerts: the event after the cut alerts again
+    assert forgetful.restore("binance", "BTCUSDT", saved[0], saved[2], saved[1])
+    assert before + opened(forgetful, btc[9000:]) != whole

@@ -127,7 +127,7 @@ class AlertRules:
                 usd_total=total,
                 signals=current.signals + 1,
                 detectors=detectors,
-                summary=_summary(rule, signal, current.usd_value, current.signals + 1),
+                summary=_folded(current, current.signals + 1, total),
             )
             self._open[key] = folded
             return AlertEvent(folded, opened=False)
@@ -152,6 +152,24 @@ class AlertRules:
         self._open[key] = alert
         return AlertEvent(alert, opened=True)
 
+    def open_alerts(self, exchange: str, symbol: str) -> list[dict[str, Any]]:
+        """The alerts of ``(exchange, symbol)`` whose cooldown may still run (JSON-safe),
+        to keep in that symbol's checkpoint."""
+        return [
+            msgspec.to_builtins(a)
+            for (ex, sym, _), a in self._open.items()
+            if ex == exchange and sym == symbol
+        ]
+
+    def reopen(self, alerts: Sequence[dict[str, Any]]) -> None:
+        """Continue the cooldowns of :meth:`open_alerts` (rules no longer in force are
+        left out)."""
+        names = {rule.name for rule in self.rules}
+        for raw in alerts:
+            alert = msgspec.convert(raw, Alert)
+            if alert.rule in names:
+                self._open[(alert.exchange, alert.symbol, alert.rule)] = alert
+
     def snapshot(self) -> dict[str, Any]:
         """The open alerts (their cooldowns run across a restart)."""
         return {"open": [msgspec.to_builtins(a) for a in self._open.values()]}
@@ -171,6 +189,13 @@ def _money(usd: float | None) -> str:
         if usd >= size:
             return f"${usd / size:.2f}{unit}"
     return f"${usd:,.0f}"
+
+
+def _folded(alert: Alert, count: int, total: float | None) -> str:
+    """The first signal's line, then how many more were folded in and their sum."""
+    head = alert.summary.partition(" (+")[0]
+    worth = f", {_money(total)} in all" if total is not None else ""
+    return f"{head} (+{count - 1} more{worth})"
 
 
 def _summary(rule: AlertRule, signal: Signal, usd: float | None, count: int) -> str:

@@ -204,6 +204,11 @@ class Kernel:
                     self.rules.names.setdefault(detector.key, detector.name)
         return state
 
+    def latest_time_us(self) -> int | None:
+        """The latest exchange time of any trade processed (None before the first)."""
+        times = [s.last.time_us for s in self._states.values() if s.last is not None]
+        return max(times) if times else None
+
     def last_price(self, exchange: str, symbol: str) -> int | None:
         """The last trade price of ``(exchange, symbol)`` (1e-8 units), None if unseen."""
         state = self._states.get((exchange, symbol))

@@ -47,6 +47,8 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     saved_at: float  # wall-clock seconds
     #: exchange time of the last trade (µs); None in checkpoints of older versions
     last_time_us: int | None = None
+    #: the symbol's open alerts (their cooldowns go on after a restart)
+    alerts: list[dict[str, Any]] = []
 
 
 class SignalPage(msgspec.Struct, frozen=True):
