@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -20,7 +20,7 @@ import msgspec
 from spikewatch.core.decimal import SCALE, units_to_float
 from spikewatch.core.detectors import DetectorParams
 from spikewatch.core.model import NotionalSignal, Signal, Trade, iso_utc
-from spikewatch.core.orders import Order, OrderAggregator, UsdValue
+from spikewatch.core.orders import USD_STABLE, Order, OrderAggregator, UsdValue, split_symbol
 
 DEFAULT_TIERS: tuple[float, ...] = (100_000.0, 250_000.0, 1_000_000.0)
 
@@ -59,6 +59,7 @@ class NotionalDetector:
             f"-r{self.relative:g}w{window}" if self.relative else ""
         )
         self._orders = OrderAggregator() if unit == "order" else None
+        self._floors = _Floors(self._floor)
         self._recent: deque[int] = deque()  # quote values (1e-16 units), oldest first
         self._sorted: list[int] = []
 
@@ -67,9 +68,27 @@ class NotionalDetector:
     def update(self, trade: Trade) -> Signal | None:
         """Feed the next trade; a signal when it (or the order it completed) qualifies."""
         if self._orders is None:
+            floor = self._floors[trade.symbol] if not self.relative else None
+            if floor is not None and trade.price * trade.qty < floor:
+                return None  # far below the lowest tier: nothing to judge (most trades)
             return self._judge(_as_order(trade))
         done = self._orders.add(trade)
-        return self._judge(done) if done is not None else None
+        if done is None:
+            return None
+        if not self.relative:
+            floor = self._floors[done.symbol]
+            if floor is not None and done.quote_value < floor:
+                return None
+        return self._judge(done)
+
+    def _floor(self, symbol: str) -> int | None:
+        """The lowest tier in 1e-16 quote units, for a USD-stable quote (its rate is 1
+        for good); None for other quotes (their rate moves). Cached per symbol."""
+        parts = split_symbol(symbol)
+        if parts is None or parts[1] not in USD_STABLE:
+            return None
+        # a little under the tier: the exact decision stays _judge's (float USD values)
+        return int(self.tiers[0] * (1 - 1e-9) * SCALE * SCALE)
 
     def flush(self, before_us: int) -> list[Signal]:
         """The open order, judged, if it is older than ``before_us`` (exchange time)."""
@@ -213,3 +232,16 @@ def build(params: DetectorParams) -> NotionalDetector:
         usd=params.usd,
         name=params.name,
     )
+
+
+class _Floors(dict[str, "int | None"]):
+    """Per symbol, the value below which a trade or order cannot reach the lowest tier
+    (None: not known for good), computed on first use."""
+
+    def __init__(self, compute: Callable[[str], int | None]) -> None:
+        super().__init__()
+        self._compute = compute
+
+    def __missing__(self, symbol: str) -> int | None:
+        floor = self[symbol] = self._compute(symbol)
+        return floor
