@@ -8,6 +8,7 @@ import itertools
 import statistics
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -273,3 +274,37 @@ def test_a_restart_from_checkpoints_gives_the_alerts_of_an_unbroken_run(
     forgetful = kernel()  # without the open alerts: the event after the cut alerts again
     assert forgetful.restore("binance", "BTCUSDT", saved[0], saved[2], saved[1])
     assert before + opened(forgetful, btc[9000:]) != whole
+
+
+def surge_signals(trades: list[Trade], cuts: list[int] | None) -> list[Signal]:
+    """A surge detector fed one by one (``cuts`` None) or in batches cut there."""
+    detector = SurgeDetector(bucket_s=60, baseline=60, factor=5)
+    if cuts is None:
+        return [s for t in trades if (s := detector.update(t)) is not None]
+    points = sorted({c % (len(trades) + 1) for c in cuts} | {0, len(trades)})
+    return [
+        s
+        for a, b in itertools.pairwise(points)
+        if b > a
+        for s in detector.update_batch(TradeBatch.from_trades(trades[a:b]))
+    ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(cuts=st.lists(st.integers(0, 2_000), max_size=15), jump=st.sampled_from([5, 20, 1000]))
+def test_surge_batches_decide_as_trade_by_trade(cuts: list[int], jump: int) -> None:
+    quiet = [1000 + (m * 37) % 200 for m in range(90)]
+    trades = minute_trades([*quiet, 1000 * jump, *quiet[:20], 1000 * jump])
+    assert surge_signals(trades, cuts) == surge_signals(trades, None)
+
+
+def test_surge_batches_on_the_real_day(fixtures_dir: Path) -> None:
+    """Replay's batches of the futures day: the same 34 surges as trade by trade."""
+    from spikewatch.exchanges.binance import BinanceUsdm
+    from spikewatch.replay.readers import read_trades
+
+    day = fixtures_dir / "binance-usdm-BTCUSDT-trades-2020-02-22.csv.gz"
+    trades = list(read_trades([day], exchange=BinanceUsdm()))
+    one = surge_signals(trades, None)
+    assert len(one) == 34
+    assert surge_signals(trades, list(range(0, len(trades), 4096))) == one

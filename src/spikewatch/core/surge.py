@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Sequence
 from decimal import Decimal
+from itertools import accumulate, groupby
+from operator import mul
 from typing import Any
 
 import msgspec
 
 from spikewatch.core.decimal import SCALE, units_to_float
 from spikewatch.core.detectors import DetectorParams
-from spikewatch.core.model import Signal, SurgeSignal, Trade, iso_utc
+from spikewatch.core.model import Signal, SurgeSignal, Trade, TradeBatch, iso_utc
 from spikewatch.core.orders import UsdValue
 
 
@@ -91,6 +94,58 @@ class SurgeDetector:
             return None
         self._fired = True
         return self._signal(trade, usd)
+
+    def update_batch(self, batch: TradeBatch) -> list[Signal]:
+        """:meth:`update` on each of the batch's trades, a bucket at a time: sums and the
+        crossing point come from C-level loops (``accumulate``, ``bisect``), not a call
+        per trade. The same signals and state, exactly."""
+        if self.min_usd:  # a crossing below min_usd does not fire: judged trade by trade
+            return [s for t in batch.trades() if (s := self.update(t)) is not None]
+        bucket_us = self._bucket_us
+        times, qtys, prices = batch.times_us, batch.qtys, batch.prices
+        out: list[Signal] = []
+        start = 0
+        for bucket, run in groupby(t // bucket_us for t in times):
+            end = start + sum(1 for _ in run)
+            if bucket != self._bucket:
+                if bucket < self._bucket:
+                    start = end
+                    continue  # late trades of an older bucket (never with in-order ids)
+                self._close()
+                self._bucket = bucket
+            crossing = self._crossing(qtys, start, end) if not self._fired else None
+            if crossing is not None:  # the bucket's state up to that trade, then the signal
+                self._add(qtys, prices, start, crossing + 1)
+                value: float = self._value / (SCALE * SCALE)
+                trade = batch.trade(crossing)
+                self._fired = True
+                out.append(self._signal(trade, self.usd.of(trade.exchange, trade.symbol, value)))
+                self._add(qtys, prices, crossing + 1, end)
+            else:
+                self._add(qtys, prices, start, end)
+            start = end
+        return out
+
+    def _crossing(self, qtys: Sequence[int], start: int, end: int) -> int | None:
+        """The index of the trade in ``start:end`` whose volume makes the current bucket
+        reach ``factor`` x the median (None: none does, or no baseline yet)."""
+        if not self._median:
+            return None
+        # volume * den * 2 >= num * twice_median  <=>  volume >= ceil(num * tm / (2 den))
+        need = -(-self._num * self._median // (2 * self._den)) - self._volume
+        if need <= 0:
+            return start
+        running = list(accumulate(qtys[start:end]))
+        at = bisect.bisect_left(running, need)
+        return start + at if at < len(running) else None
+
+    def _add(self, qtys: Sequence[int], prices: Sequence[int], start: int, end: int) -> None:
+        if end <= start:
+            return
+        part = qtys[start:end]
+        self._volume += sum(part)
+        self._value += sum(map(mul, prices[start:end], part))
+        self._trades += end - start
 
     def _close(self) -> None:
         """The current bucket ended: its volume joins the baseline (unless trades of it
