@@ -13,13 +13,14 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from collections.abc import Callable, Sequence
+from operator import mul
 from typing import Any
 
 import msgspec
 
 from spikewatch.core.decimal import SCALE, units_to_float
 from spikewatch.core.detectors import DetectorParams
-from spikewatch.core.model import NotionalSignal, Signal, Trade, iso_utc
+from spikewatch.core.model import NotionalSignal, Signal, Trade, TradeBatch, iso_utc
 from spikewatch.core.orders import USD_STABLE, Order, OrderAggregator, UsdValue, split_symbol
 
 DEFAULT_TIERS: tuple[float, ...] = (100_000.0, 250_000.0, 1_000_000.0)
@@ -89,6 +90,26 @@ class NotionalDetector:
             return None
         # a little under the tier: the exact decision stays _judge's (float USD values)
         return int(self.tiers[0] * (1 - 1e-9) * SCALE * SCALE)
+
+    @property
+    def batchable(self) -> bool:
+        """Whether :meth:`update_batch` may be used: per trade and without a relative
+        threshold, each signal is of the trade it fires on (an order's comes later)."""
+        return self._orders is None and not self.relative
+
+    def update_batch(self, batch: TradeBatch) -> list[Signal]:
+        """:meth:`update` on each trade of ``batch`` (per-trade mode): the trades under
+        the floor are passed over in one C-level pass, the others judged one by one."""
+        floor = self._floors[batch.symbol] if self.batchable else None
+        if floor is None:
+            return [s for t in batch.trades() if (s := self.update(t)) is not None]
+        out = []
+        for i, value in enumerate(map(mul, batch.prices, batch.qtys)):
+            if value >= floor:
+                signal = self._judge(_as_order(batch.trade(i)))
+                if signal is not None:
+                    out.append(signal)
+        return out
 
     def flush(self, before_us: int) -> list[Signal]:
         """The open order, judged, if it is older than ``before_us`` (exchange time)."""

@@ -100,7 +100,8 @@ class SymbolState:
         self.detectors = tuple(detectors)
         # update_batch of each detector, or None where a detector has only update()
         self.batch_detectors = tuple(
-            d if isinstance(d, BatchDetector) else None for d in self.detectors
+            d if isinstance(d, BatchDetector) and getattr(d, "batchable", True) else None
+            for d in self.detectors
         )
         self.sequencer = Sequencer(max_held=max_held, consecutive=consecutive, holes=holes)
         self.guard = TradeGuard(consecutive=consecutive)
