@@ -31,6 +31,7 @@ import msgspec
 
 from spikewatch.core.alerts import Alert, AlertEvent
 from spikewatch.store.base import Cursor
+from spikewatch.store.sql import filters
 
 #: A delivery's state.
 DeliveryState = Literal["pending", "sent", "dead"]
@@ -503,18 +504,15 @@ class Outbox:
         ``since_us <= time < until_us``, one page at a time, each with its latest fold and
         its delivery states. A row whose JSON no longer decodes (another version's) is left
         out; the cursor still moves past it."""
-        where: list[str] = []
-        args: list[str | int] = []
-        for clause, value in (
-            ("rule = ?", rule),
-            ("exchange = ?", exchange),
-            ("symbol = ?", symbol),
-            ("time_us >= ?", since_us),
-            ("time_us < ?", until_us),
-        ):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
+        where, args = filters(
+            (
+                ("rule = ?", rule),
+                ("exchange = ?", exchange),
+                ("symbol = ?", symbol),
+                ("time_us >= ?", since_us),
+                ("time_us < ?", until_us),
+            )
+        )
         if after is not None:
             where.append("(time_us, id) < (?, ?)")
             args.extend((after.time_us, after.id))

@@ -17,6 +17,7 @@ import msgspec
 
 from spikewatch.core.model import Signal, decode_signal
 from spikewatch.store.base import Checkpoint, Cursor, GapRecord, SignalPage
+from spikewatch.store.sql import filters
 
 #: Each entry moves the schema from version i to i + 1; append, never edit.
 MIGRATIONS: tuple[str, ...] = (
@@ -79,18 +80,14 @@ def _filters(
     exchange: str | None, symbol: str | None, since_us: int | None, until_us: int | None
 ) -> tuple[list[str], list[str | int]]:
     """WHERE clauses and their arguments for the optional exchange, symbol and time range."""
-    where: list[str] = []
-    args: list[str | int] = []
-    for clause, value in (
-        ("exchange = ?", exchange),
-        ("symbol = ?", symbol),
-        ("time_us >= ?", since_us),
-        ("time_us < ?", until_us),
-    ):
-        if value is not None:
-            where.append(clause)
-            args.append(value)
-    return where, args
+    return filters(
+        (
+            ("exchange = ?", exchange),
+            ("symbol = ?", symbol),
+            ("time_us >= ?", since_us),
+            ("time_us < ?", until_us),
+        )
+    )
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
