@@ -712,7 +712,17 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     sim = SimulatorThread(Simulator(tape, speed=speed, loop=True))
     sim.start()
     with tempfile.TemporaryDirectory(prefix="spikewatch-demo-") as folder:
-        flags = _flags(ns, "window", "threshold", "host", "port", "db", "web_threads", "log_level")
+        flags = _flags(
+            ns,
+            "window",
+            "threshold",
+            "host",
+            "port",
+            "db",
+            "web_threads",
+            "log_level",
+            "alert_profile",
+        )
         flags.update(ws_url=sim.ws_url, rest_url=sim.rest_url, symbols="BTCUSDT")
         if flags["db"] is None:
             flags["db"] = str(Path(folder) / "demo.db")
