@@ -73,3 +73,18 @@ def test_report_names_a_bad_sweep_in_one_line(fixtures_dir: Path, tmp_path: Path
     assert done.stderr.decode().splitlines() == [
         "spikewatch: --sweep big: no such detector (one of surge, whale, whale_order)"
     ]
+
+
+def test_the_demo_runs_the_alert_profile(tmp_path: Path) -> None:
+    """`python app.py --demo --alert-profile default`: the demo's app has the rules."""
+    from helpers import free_port, get, start_app, wait_until
+
+    port = free_port()
+    app = start_app(port, tmp_path / "demo.log", "--demo", "--alert-profile", "default")
+    try:
+        alerts = wait_until(lambda: get(port, "/api/status")["alerts"])
+        assert alerts["rules"] == ["whale", "surge"]
+        assert get(port, "/api/alerts")["enabled"] is True
+    finally:
+        app.terminate()
+        app.wait(10)
