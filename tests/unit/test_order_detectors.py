@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spikewatch.core import accel
 from spikewatch.core.alerts import AlertEvent, AlertRule, AlertRules
 from spikewatch.core.kernel import GapPolicy, Kernel
 from spikewatch.core.model import NotionalSignal, Side, Signal, SurgeSignal, Trade, TradeBatch
@@ -308,3 +309,39 @@ def test_surge_batches_on_the_real_day(fixtures_dir: Path) -> None:
     one = surge_signals(trades, None)
     assert len(one) == 34
     assert surge_signals(trades, list(range(0, len(trades), 4096))) == one
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cuts=st.lists(st.integers(0, 3_000), max_size=15),
+    floor=st.sampled_from([0, 10**20, 5 * 10**20]),
+    numpy_from=st.sampled_from([0, 10**9]),  # the bulk (numpy) path, or the plain one
+)
+def test_orders_folded_in_batches_are_those_folded_trade_by_trade(
+    cuts: list[int], floor: int, numpy_from: int
+) -> None:
+    """Batches cut anywhere (an order may span two) give the same orders (those worth
+    ``floor`` or more), completed by the same trades, and the same open order after."""
+    before = accel.NUMPY_FROM
+    accel.NUMPY_FROM = numpy_from
+    try:
+        _check_folding(cuts, floor)
+    finally:
+        accel.NUMPY_FROM = before
+
+
+def _check_folding(cuts: list[int], floor: int) -> None:
+    trades = _BTC[:3000]
+    one = OrderAggregator()
+    expected = [
+        (i, o)
+        for i, t in enumerate(trades)
+        if (o := one.add(t)) is not None and o.quote_value >= floor
+    ]
+    many = OrderAggregator()
+    got = []
+    points = sorted({c % len(trades) for c in cuts} | {0, len(trades)})
+    for a, b in itertools.pairwise(points):
+        got += [(a + i, o) for i, o in many.add_batch(TradeBatch.from_trades(trades[a:b]), floor)]
+    assert got == expected
+    assert many.flush(1 << 62) == one.flush(1 << 62)

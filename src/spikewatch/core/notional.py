@@ -111,6 +111,24 @@ class NotionalDetector:
                     out.append(signal)
         return out
 
+    def update_batch_placed(self, batch: TradeBatch) -> list[tuple[int, Signal]]:
+        """:meth:`update` on each trade of ``batch`` (order mode), a run of fills at a time:
+        each signal with the index of the trade it comes on (the one after its order)."""
+        if self._orders is None or self.relative:
+            placed = []
+            for i, trade in enumerate(batch.trades()):
+                signal = self.update(trade)
+                if signal is not None:
+                    placed.append((i, signal))
+            return placed
+        floor = self._floors[batch.symbol] or 0
+        out = []
+        for at, order in self._orders.add_batch(batch, floor):
+            signal = self._judge(order)
+            if signal is not None:
+                out.append((at, signal))
+        return out
+
     def flush(self, before_us: int) -> list[Signal]:
         """The open order, judged, if it is older than ``before_us`` (exchange time)."""
         if self._orders is None:

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from itertools import pairwise
+from operator import mul, ne
 from typing import Any
 
 import msgspec
 
+from spikewatch.core import accel
 from spikewatch.core.decimal import SCALE
-from spikewatch.core.model import Side, Trade
+from spikewatch.core.model import Side, Trade, TradeBatch
 
 #: Quote assets worth one US dollar (stablecoins and USD itself).
 USD_STABLE: frozenset[str] = frozenset(
@@ -112,6 +115,9 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
         return value
 
 
+_SIDES = (Side.BUY, Side.SELL)  # by buyer_is_maker: 1 means the taker sold
+
+
 class OrderAggregator:
     """One symbol's open order: :meth:`add` each trade in order; it returns the order
     that trade completed (the previous one), if any."""
@@ -148,6 +154,77 @@ class OrderAggregator:
         self._value = trade.price * trade.qty
         self._levels = 1
         return done
+
+    def add_batch(self, batch: TradeBatch, floor: int = 0) -> list[tuple[int, Order]]:
+        """:meth:`add` on each trade of ``batch``, a run of fills at a time: the orders
+        completed, each with the index of the trade that completed it; orders worth less
+        than ``floor`` (1e-16 quote units) are left out (never built). The same state
+        after, exactly."""
+        times, makers = batch.times_us, batch.buyer_is_maker
+        prices, qtys = batch.prices, batch.qtys
+        n = len(times)
+        if n == 0:
+            return []
+        np = accel.np if n >= accel.NUMPY_FROM else None
+        if np is not None:  # run starts and values in bulk; exact sums only where it matters
+            t = np.frombuffer(times, np.int64)
+            m = np.frombuffer(makers, np.uint8)
+            cut = np.flatnonzero((t[1:] != t[:-1]) | (m[1:] != m[:-1])) + 1
+            starts = [0, *cut.tolist(), n]
+            rough = np.add.reduceat(
+                np.frombuffer(prices, np.int64).astype(np.float64)
+                * np.frombuffer(qtys, np.int64).astype(np.float64),
+                np.asarray(starts[:-1]),
+            )
+            # a run below this cannot be worth floor (float error is far under 1e-6)
+            maybe = (rough >= floor * (1 - 1e-6)).tolist()
+        else:
+            starts = [0]
+            starts += [
+                i for i in range(1, n) if times[i] != times[i - 1] or makers[i] != makers[i - 1]
+            ]
+            starts.append(n)
+            maybe = None
+        out: list[tuple[int, Order]] = []
+        first = self._first
+        for k, (a, z) in enumerate(pairwise(starts)):
+            if (
+                maybe is not None
+                and not maybe[k]
+                and z < n
+                and (
+                    first is None
+                    or times[a] != first.time_us
+                    or _SIDES[makers[a]] is not first.side
+                )
+            ):  # a complete run worth less than floor that continues nothing: passed over
+                if first is not None and self._value >= floor:
+                    out.append((a, self._close()))
+                first = self._first = None
+                continue
+            value = sum(map(mul, prices[a:z], qtys[a:z]))
+            changes = sum(map(ne, prices[a : z - 1], prices[a + 1 : z]))
+            if first is not None and times[a] == first.time_us and _SIDES[makers[a]] is first.side:
+                last = self._last  # the run goes on with the open order
+                assert last is not None
+                self._n += z - a
+                self._qty += sum(qtys[a:z])
+                self._value += value
+                self._levels += (prices[a] != last.price) + changes
+                self._last = batch.trade(z - 1)
+                continue
+            if first is not None and self._value >= floor:  # complete: this run says so
+                out.append((a, self._close()))
+            if z < n and value < floor:  # a complete order of no interest: not built
+                first = self._first = None
+                continue
+            first = self._first = batch.trade(a)
+            self._last = batch.trade(z - 1) if z - a > 1 else first
+            self._n = z - a
+            self._qty = sum(qtys[a:z])
+            self._value = value
+            self._levels = 1 + changes
+        return out
 
     def flush(self, before_us: int) -> Order | None:
         """The open order, closed, if its exchange time is before ``before_us``."""

@@ -191,6 +191,10 @@ class SymbolState:
             if batched is not None:  # its signals are of the trades they fire on
                 per_detector.append(batched.update_batch(batch))
                 continue
+            placed_batch = getattr(detector, "update_batch_placed", None)
+            if placed_batch is not None:  # signals with the index of the trade they come on
+                per_detector.append(placed_batch(batch))
+                continue
             if trades is None:
                 trades = batch.trades()
             update = detector.update
