@@ -177,3 +177,26 @@ def caught_up(engine: Any, last_id: int, symbol: str = "BTCUSDT") -> Callable[[]
         return bool(state.last_trade_id == last_id and not state.backfilling)
 
     return done
+
+
+def spike_signal(exchange: str, trade_id: int, time_us: int) -> Signal:
+    """A stored-looking BTCUSDT volume spike of ``exchange`` (for store and stream tests)."""
+    from spikewatch.core.model import VolumeSpikeSignal, iso_utc
+
+    return VolumeSpikeSignal(
+        id=f"{exchange}:BTCUSDT:volume_spike-w200-x10:{trade_id}",
+        exchange=exchange,
+        symbol="BTCUSDT",
+        detector="volume_spike-w200-x10",
+        trade_id=trade_id,
+        timestamp=iso_utc(time_us),
+        time_us=time_us,
+        price=61_800.3,
+        volume=2.0,
+        quote_volume=123_600.6,
+        side="sell",
+        average_volume=0.1,
+        ratio=20.0,
+        window=200,
+        threshold=10.0,
+    )

@@ -9,29 +9,15 @@ import time
 from pathlib import Path
 
 from spikewatch.config import load_settings
-from spikewatch.core.model import VolumeSpikeSignal, iso_utc
+from spikewatch.core.model import Signal
 from spikewatch.engine import Engine
 from spikewatch.store.sqlite import SQLiteSignalStore
 
+from helpers import spike_signal
 
-def spike(trade_id: int, time_us: int) -> VolumeSpikeSignal:
-    return VolumeSpikeSignal(
-        id=f"binance:BTCUSDT:volume_spike:{trade_id}",
-        exchange="binance",
-        symbol="BTCUSDT",
-        detector="volume_spike",
-        trade_id=trade_id,
-        timestamp=iso_utc(time_us),
-        time_us=time_us,
-        price=61837.63,
-        volume=2.5,
-        quote_volume=154594.075,
-        side="buy",
-        average_volume=0.1,
-        ratio=25.0,
-        window=200,
-        threshold=10.0,
-    )
+
+def spike(trade_id: int, time_us: int) -> Signal:
+    return spike_signal("binance", trade_id, time_us)
 
 
 def test_a_stored_signal_from_2099_is_not_the_latest_after_a_restart(tmp_path: Path) -> None:

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from spikewatch.core.model import Signal, VolumeSpikeSignal, iso_utc
+from spikewatch.core.model import Signal
 from spikewatch.engine import Engine
 from spikewatch.replay.simulator import SimulatorThread
 from spikewatch.store.sqlite import SQLiteSignalStore
 
-from helpers import served_engine
+from helpers import served_engine, spike_signal
 
 pytestmark = pytest.mark.slow
 
@@ -191,25 +191,8 @@ def test_two_hundred_clients_each_get_every_signal(live: Live) -> None:
 
 
 def futures_signal(n: int) -> Signal:
-    """A USD-M futures BTCUSDT spike, as a futures run on the same database stores it."""
-    time_us = 1_723_161_300_000_000 + n * 1000
-    return VolumeSpikeSignal(
-        id=f"binance-usdm:BTCUSDT:volume_spike-w200-x10:{5_266_583_935 + n}",
-        exchange="binance-usdm",
-        symbol="BTCUSDT",
-        detector="volume_spike-w200-x10",
-        trade_id=5_266_583_935 + n,
-        timestamp=iso_utc(time_us),
-        time_us=time_us,
-        price=61_800.3,
-        volume=2.0,
-        quote_volume=123_600.6,
-        side="sell",
-        average_volume=0.1,
-        ratio=20.0,
-        window=200,
-        threshold=10.0,
-    )
+    """A stored BTCUSDT spike of binance-usdm (delivery number ``n`` once stored in order)."""
+    return spike_signal("binance-usdm", 5_266_583_935 + n, 1_723_161_300_000_000 + n * 1000)
 
 
 def test_a_spot_stream_resumes_and_goes_on_without_the_futures_signals_of_its_database(

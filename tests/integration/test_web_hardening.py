@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 
 from spikewatch.config import load_settings
-from spikewatch.core.model import Signal, VolumeSpikeSignal, iso_utc
+from spikewatch.core.model import Signal
 from spikewatch.engine import Engine
 from spikewatch.hub import Event
 from spikewatch.store.sqlite import SQLiteSignalStore
 from spikewatch.web.app import create_app
 from spikewatch.web.server import ServeError, create_server
 
-from helpers import get, served_engine, wait_until
+from helpers import get, served_engine, spike_signal, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -139,25 +139,8 @@ def app(tmp_path: Path) -> Iterator[Any]:
 
 
 def spot_signal(n: int) -> Signal:
-    """A stored BTCUSDT spike (delivery number ``n`` once stored in order)."""
-    time_us = 1_723_161_300_000_000 + n * 1000
-    return VolumeSpikeSignal(
-        id=f"binance:BTCUSDT:volume_spike-w200-x10:{5_266_583_935 + n}",
-        exchange="binance",
-        symbol="BTCUSDT",
-        detector="volume_spike-w200-x10",
-        trade_id=5_266_583_935 + n,
-        timestamp=iso_utc(time_us),
-        time_us=time_us,
-        price=61_800.3,
-        volume=2.0,
-        quote_volume=123_600.6,
-        side="sell",
-        average_volume=0.1,
-        ratio=20.0,
-        window=200,
-        threshold=10.0,
-    )
+    """A stored BTCUSDT spike of binance (delivery number ``n`` once stored in order)."""
+    return spike_signal("binance", 5_266_583_935 + n, 1_723_161_300_000_000 + n * 1000)
 
 
 def test_a_client_that_stops_reading_its_replay_is_disconnected_and_its_thread_freed(
