@@ -64,12 +64,14 @@ def spikewatch_batch(frames: list[bytes]) -> int:
     return len(frames)
 
 
-def engine_reads(frames: list[bytes], size: int, folder: str) -> float:
+def engine_reads(frames: list[bytes], size: int, folder: str, profile: str = "off") -> float:
     """Frames/s of fresh offline engines (no store writer, no network) fed reads of
-    ``size``, best of 7; the engines are built (store opened) before the clock starts."""
+    ``size``, best of 7; the engines are built (store opened) before the clock starts.
+    ``profile``: the alert profile (``default``: the shipped alert detectors and rules)."""
     engines = []
     for run in range(7):
-        settings = load_settings({"db": f"{folder}/reads-{size}-{run}.db"}, env={})
+        db = f"{folder}/reads-{size}-{profile}-{run}.db"
+        settings = load_settings({"db": db, "alert_profile": profile}, env={})
         engines.append(Engine(settings, SQLiteSignalStore(settings.db)))
     now = time.time_ns()
 
@@ -91,6 +93,7 @@ def main() -> None:
     decode_only = best_rate(lambda: sum(1 for f in frames if parse((f,)).batches))
     with tempfile.TemporaryDirectory() as folder:
         reads = {size: engine_reads(frames, size, folder) for size in (1, 32, 300)}
+        alerting = {size: engine_reads(frames, size, folder, "default") for size in (1, 300)}
     numpy = "with numpy" if accel.np is not None else "without numpy"
     print(f"detection path, {len(frames):,} recorded BTCUSDT frames, best of 7 ({machine()})")
     print(f"  baseline (json.loads + deque + sum/len): {base / 1e6:6.3f} M frames/s")
@@ -100,6 +103,9 @@ def main() -> None:
     for size, rate in reads.items():
         label = f"engine.handle_frames, reads of {size}:"
         print(f"  {label:<41}{rate / 1e6:6.3f} M frames/s ({rate / base:.2f}x)")
+    for size, rate in alerting.items():
+        label = f"  the same with the alert profile, {size}:"
+        print(f"{label:<43}{rate / 1e6:6.3f} M frames/s ({rate / base:.2f}x)")
     print(f"  ratio spikewatch / baseline:             {ours / base:6.2f}x")
     print(f"  ratio batch path / baseline:             {batched / base:6.2f}x")
 
