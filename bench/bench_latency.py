@@ -90,7 +90,11 @@ def polled_latencies(port: int, sent_at: dict[int, int], seconds: float) -> list
 
 
 def measure(
-    rate: float, seconds: float, polled: bool, app_cpus: set[int] | None
+    rate: float,
+    seconds: float,
+    polled: bool,
+    app_cpus: set[int] | None,
+    flags: tuple[str, ...] = (),
 ) -> tuple[list[float], list[float], float]:
     """Latencies pushed (and polled, if asked) at ``rate``; the app on ``app_cpus`` and
     this process (simulator, client) on the other CPUs, when given."""
@@ -98,7 +102,7 @@ def measure(
         pin_process(set(range(os.cpu_count() or 1)) - app_cpus)
     sim = simulator_at(rate)
     sim.simulator.sent_at = {}
-    app, port = start_app(sim, cpus=app_cpus)
+    app, port = start_app(sim, *flags, cpus=app_cpus)
     try:
         time.sleep(3)  # connected and warmed up
         before = get(port, "/api/status")["symbols"]["BTCUSDT"]["trades"]
@@ -128,7 +132,14 @@ def main() -> None:
     parser.add_argument("--rates", default="2000,50000")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--placement", choices=["shared", "pinned", "both"], default="both")
+    parser.add_argument(
+        "--alert-profile",
+        choices=["off", "default"],
+        default="off",
+        help="run the app with the shipped alert profile (docs/ALERTS.md)",
+    )
     args = parser.parse_args()
+    flags = ("--alert-profile", args.alert_profile)
     # this process runs the simulator and the client: let the client's thread get the GIL
     # promptly, or the measurement itself adds up to 5 ms per hand-over
     sys.setswitchinterval(0.0005)
@@ -137,14 +148,17 @@ def main() -> None:
     cpus = os.cpu_count() or 1
     if "pinned" in placements and cpus < 2:
         raise SystemExit("--placement pinned needs at least 2 CPUs")
-    print(f"frame sent -> signal received over SSE, {args.seconds:g} s per rate ({machine()})")
+    print(
+        f"frame sent -> signal received over SSE, {args.seconds:g} s per rate, "
+        f"alert profile {args.alert_profile} ({machine()})"
+    )
     for placement in placements:
         app_cpus = {cpus - 1} if placement == "pinned" else None
         where = f"app on CPU {cpus - 1}, the rest on the others" if app_cpus else "any CPU"
         print(f" {placement} ({where}):")
         for index, rate in enumerate(rates):
             polled = index == 0 and placement == placements[0]
-            report(rate, *measure(rate, args.seconds, polled, app_cpus))
+            report(rate, *measure(rate, args.seconds, polled, app_cpus, flags))
 
 
 def report(rate: float, sse: list[float], poll: list[float], ingest: float) -> None:
