@@ -77,7 +77,7 @@ def _sweep(
 
 def cmd_report(ns: argparse.Namespace, settings: Settings) -> int:
     """Build the report of ``ns.files`` and write it."""
-    from spikewatch.cli import with_rules
+    from spikewatch.replay_cli import with_rules
     from spikewatch.wiring import alert_rules, build_exchange, detector_factory
 
     settings = with_rules(settings)
