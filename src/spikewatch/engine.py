@@ -26,7 +26,7 @@ from functools import partial
 import msgspec
 
 from spikewatch.alerting.outbox import Outbox
-from spikewatch.alerting.worker import DeliveryWorker
+from spikewatch.alerting.pipeline import AlertPipeline
 from spikewatch.config import Settings
 from spikewatch.core.alerts import AlertEvent
 from spikewatch.core.bars import Bar
@@ -46,7 +46,6 @@ from spikewatch.ingest.rest import RestClient, RestError
 from spikewatch.sinks import Overflow, SinkWorker
 from spikewatch.status import (
     WRITE_BUCKETS_MS,
-    AlertStatus,
     EngineStatus,
     LiveSymbol,
     SymbolStatus,
@@ -80,8 +79,6 @@ def _hand_over() -> None:
 #: An order whose first fill is this old (exchange time against the local clock) has all
 #: its fills: the fills of one taker order reach the stream within milliseconds.
 ORDER_COMPLETE_US = 2_000_000
-
-_encode_alert = msgspec.json.Encoder().encode
 
 #: Signals kept in memory for history pages (about 2 MB of JSON).
 RECENT_SIGNALS = 5000
@@ -124,20 +121,17 @@ class Engine:
         # snapshot. Nothing else in the engine shares mutable state across threads.
         self._lock = threading.Lock()
         self._listeners: tuple[SignalListener, ...] = ()
-        self._alert_sinks: tuple[Callable[[Sequence[AlertEvent]], None], ...] = ()
-        self.alerts_opened = 0
-        #: every alert and its deliveries (set up with the alert rules; None without)
-        self.outbox: Outbox | None = None
-        self._delivery: DeliveryWorker | None = None
-        self._alert_queue: SinkWorker[AlertEvent] | None = None
-        if self.kernel.rules is not None:
-            self.outbox = Outbox(settings.db, [d.name for d in settings.destinations])
+        self.hub = Hub()
+        rules = self.kernel.rules
+        #: alerts: stored, delivered and pushed (None without alert rules)
+        self._alerts = AlertPipeline(settings, rules, self.hub) if rules is not None else None
+        #: every alert and its deliveries (None without alert rules)
+        self.outbox: Outbox | None = self._alerts.outbox if self._alerts is not None else None
         self._ratelog = RateLimitedLog(log)
         # the latest signal per (exchange, symbol), and over all of them
         self._latest: dict[tuple[str, str], Signal] = {}
         self._latest_any: Signal | None = None
         self._latest_any_json: bytes | None = None  # its encoding, for the web fast path
-        self.hub = Hub()
         self.status_interval = 1.0  # seconds between live "status" events
         self._seq = store.max_seq()  # delivery numbers continue across restarts
         # After a restart from a checkpoint, the trades after it are processed again and
@@ -197,15 +191,8 @@ class Engine:
         self._writer = StoreWriter(
             self.store, maxsize=self.settings.store_queue, on_written=self._record_write
         )
-        if self.outbox is not None:  # alerts: stored, then delivered off this thread
-            self._delivery = DeliveryWorker(self.outbox, self.settings.destinations)
-            self._delivery.start()
-            self._alert_queue = SinkWorker(
-                "alerts",
-                self._delivery.sink(),
-                retry=True,
-                overflow=Overflow.BLOCK_UNLESS_FAILING,
-            )
+        if self._alerts is not None:
+            self._alerts.start()
         if self.settings.record_dir:
             symbols = "-".join(self.settings.symbols).lower()
             recorder = FrameRecorder(
@@ -240,12 +227,8 @@ class Engine:
             self._writer.close(max(0.1, deadline - time.monotonic()))
         if self._recorder is not None:
             self._recorder.close(max(0.1, deadline - time.monotonic()))
-        if self._alert_queue is not None:  # stored; the next run delivers what is pending
-            self._alert_queue.close(max(0.1, deadline - time.monotonic()))
-        if self._delivery is not None:
-            self._delivery.stop(max(0.1, deadline - time.monotonic()))
-        if self.outbox is not None:
-            self.outbox.close()
+        if self._alerts is not None:
+            self._alerts.stop(max(0.1, deadline - time.monotonic()))
         self._stopped.set()
 
     def request_reconnect(self) -> bool:
@@ -372,8 +355,8 @@ class Engine:
         if not step.lost:  # the usual case
             for signal in step.signals:
                 self._emit(signal)
-            if step.alerts:
-                self._alert(step.alerts)
+            if step.alerts and self._alerts is not None:
+                self._alerts.handle(step.alerts)
             if step.signals:
                 _hand_over()
             for gap in step.fetch:
@@ -387,37 +370,18 @@ class Engine:
             self._store_gap(record)
         for signal in step.signals[done:]:
             self._emit(signal)
-        if step.alerts:
-            self._alert(step.alerts)
+        if step.alerts and self._alerts is not None:
+            self._alerts.handle(step.alerts)
         if step.signals:
             _hand_over()
         for gap in step.fetch:
             self._start_backfill(gap)
 
-    def _alert(self, events: Sequence[AlertEvent]) -> None:
-        """Alerts opened or updated: to live-stream clients, and to the alert sinks (the
-        outbox that delivers them) in order."""
-        for event in events:
-            alert = event.alert
-            payload = _encode_alert(event)
-            self.hub.publish(Event("alert", payload, None, alert.symbol, alert.exchange))
-            if event.opened:
-                self.alerts_opened += 1
-                log.info("alert: %s", alert.summary)
-        if self._alert_queue is not None:
-            self._alert_queue.put_many(events)
-        elif self.outbox is not None:  # not started (frames fed by hand): stored at once
-            self.outbox.add(events)
-        for sink in self._alert_sinks:
-            try:
-                sink(events)
-            except Exception:  # a sink's bug must not stop the stream
-                log.exception("an alert sink failed")
-
     def add_alert_sink(self, sink: Callable[[Sequence[AlertEvent]], None]) -> None:
         """Also hand each step's alert events to ``sink`` (called on the ingest thread:
-        it must only queue them)."""
-        self._alert_sinks = (*self._alert_sinks, sink)
+        it must only queue them); nothing without alert rules."""
+        if self._alerts is not None:
+            self._alerts.add_sink(sink)
 
     def _step(self, work: Callable[[], Step]) -> Step:
         """Run one kernel call under the lock and act on its result."""
@@ -495,8 +459,8 @@ class Engine:
         an alert that was never stored)."""
         if self._writer is None:
             return
-        if self._alert_queue is not None:
-            self._alert_queue.flush(2.0)
+        if self._alerts is not None:
+            self._alerts.flush(2.0)
         name = self.exchange.name
         rules = self.kernel.rules
         with self._lock:
@@ -821,15 +785,8 @@ class Engine:
             recent_gaps=list(self._recent_gaps),
             restored_from_checkpoint=list(self._restored),
             sinks=sinks,
-            alerts=self._alert_status(),
+            alerts=self._alerts.status() if self._alerts is not None else None,
         )
-
-    def _alert_status(self) -> AlertStatus | None:
-        rules = self.kernel.rules
-        if rules is None:
-            return None
-        delivery = self._delivery.stats() if self._delivery is not None else None
-        return AlertStatus([r.name for r in rules.rules], self.alerts_opened, delivery)
 
     def ready(self) -> bool:
         """Connected, every symbol's window is full (detection is live), and the store
