@@ -179,14 +179,15 @@ def caught_up(engine: Any, last_id: int, symbol: str = "BTCUSDT") -> Callable[[]
     return done
 
 
-def spike_signal(exchange: str, trade_id: int, time_us: int) -> Signal:
-    """A stored-looking BTCUSDT volume spike of ``exchange`` (for store and stream tests)."""
+def spike_signal(exchange: str, trade_id: int, time_us: int, symbol: str = "BTCUSDT") -> Signal:
+    """A stored-looking volume spike of ``symbol`` on ``exchange`` (for store and stream
+    tests)."""
     from spikewatch.core.model import VolumeSpikeSignal, iso_utc
 
     return VolumeSpikeSignal(
-        id=f"{exchange}:BTCUSDT:volume_spike-w200-x10:{trade_id}",
+        id=f"{exchange}:{symbol}:volume_spike-w200-x10:{trade_id}",
         exchange=exchange,
-        symbol="BTCUSDT",
+        symbol=symbol,
         detector="volume_spike-w200-x10",
         trade_id=trade_id,
         timestamp=iso_utc(time_us),

@@ -11,33 +11,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikewatch.core.model import Signal, VolumeSpikeSignal, decode_signal, iso_utc
+from spikewatch.core.model import Signal, decode_signal
 from spikewatch.store.base import Cursor
 from spikewatch.store.recent import RecentSignals
 from spikewatch.store.sqlite import SQLiteSignalStore
+
+from helpers import spike_signal
 
 T0 = 1_723_161_255_000_000
 encode = msgspec.json.Encoder().encode
 
 
 def signal(symbol: str, trade_id: int, time_us: int, exchange: str = "binance") -> Signal:
-    return VolumeSpikeSignal(
-        id=f"{exchange}:{symbol}:volume_spike-w200-x10:{trade_id}",
-        exchange=exchange,
-        symbol=symbol,
-        detector="volume_spike-w200-x10",
-        trade_id=trade_id,
-        timestamp=iso_utc(time_us),
-        time_us=time_us,
-        price=61000.5,
-        volume=1.25,
-        quote_volume=76250.625,
-        side="buy",
-        average_volume=0.1,
-        ratio=12.5,
-        window=200,
-        threshold=10.0,
-    )
+    return spike_signal(exchange, trade_id, time_us, symbol)
 
 
 @st.composite
