@@ -1,7 +1,53 @@
-"""Where signals are kept: the :class:`SignalStore` port and its SQLite implementation."""
+"""Where signals are kept: the :class:`SignalStore` port and its SQLite and PostgreSQL
+implementations."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from spikewatch.store.base import Cursor, SignalPage, SignalStore
-from spikewatch.store.sqlite import SQLiteSignalStore
+from spikewatch.store.sqlite import SQLiteSignalStore, StoreOpenError
 from spikewatch.store.writer import StoreWriter
 
-__all__ = ["Cursor", "SQLiteSignalStore", "SignalPage", "SignalStore", "StoreWriter"]
+if TYPE_CHECKING:
+    from spikewatch.store.postgres import PostgresSignalStore
+
+__all__ = [
+    "Cursor",
+    "PostgresSignalStore",
+    "SQLiteSignalStore",
+    "SignalPage",
+    "SignalStore",
+    "StoreOpenError",
+    "StoreWriter",
+    "open_store",
+]
+
+#: URL schemes that name a PostgreSQL database (libpq accepts both).
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(target: str) -> bool:
+    """Whether ``target`` is a PostgreSQL URL rather than a SQLite path."""
+    return target.lower().startswith(POSTGRES_SCHEMES)
+
+
+def open_store(target: str) -> SignalStore:
+    """The store ``target`` names: a ``postgresql://`` (or ``postgres://``) URL opens a
+    :class:`PostgresSignalStore`, anything else is the path of a SQLite file (or
+    ``:memory:``). Raises :class:`StoreOpenError` when it cannot be opened."""
+    if is_postgres_url(target):
+        from spikewatch.store.postgres import PostgresSignalStore
+
+        return PostgresSignalStore(target)
+    return SQLiteSignalStore(target)
+
+
+def __getattr__(name: str) -> object:
+    # psycopg is imported only by those who use PostgreSQL: a SQLite run, and every
+    # import of the store package, does without loading libpq.
+    if name == "PostgresSignalStore":
+        from spikewatch.store.postgres import PostgresSignalStore
+
+        return PostgresSignalStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
