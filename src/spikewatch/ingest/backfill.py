@@ -4,6 +4,11 @@ Every reply is checked before it is used: it must be trades (not garbage, HTML o
 object), start at the id asked for, and (on a venue whose ids are consecutive) hold the
 symbol's consecutive ids. A reply that fails a check is retried within the REST client's
 retry budget, like a server error (:class:`~spikewatch.ingest.rest.BadReply`).
+
+Each look-up waits for its weight in the REST client's budget at a ``priority`` (by
+default: gaps for :func:`fetch_range`, catch-ups for :func:`fetch_after`, warm starts for
+:func:`fetch_recent`) until an optional ``deadline`` (then :class:`~spikewatch.ingest.rest.
+Dropped`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from itertools import pairwise
 
 from spikewatch.core.model import Trade
 from spikewatch.exchanges.base import Exchange, MalformedFrame, RestRequest
+from spikewatch.ingest.budget import CATCH_UP, GAP, WARM_START, Priority
 from spikewatch.ingest.rest import BadReply, RestClient, RestError
 
 
@@ -63,22 +69,40 @@ def _checked(
 
 
 async def _trades(
-    rest: RestClient, request: RestRequest, parse: Callable[[bytes], list[Trade]]
+    rest: RestClient,
+    request: RestRequest,
+    parse: Callable[[bytes], list[Trade]],
+    priority: Priority,
+    deadline: float | None,
 ) -> list[Trade]:
     """One REST trade look-up, checked by ``parse``; raises :class:`RestError` when no
     usable reply came within the retry budget."""
-    return await rest.fetch(request.path, parse, request.weight, request.headers)
+    return await rest.fetch(
+        request.path,
+        parse,
+        request.weight,
+        request.headers,
+        priority=priority,
+        deadline=deadline,
+    )
 
 
 async def fetch_after(
-    rest: RestClient, exchange: Exchange, symbol: str, from_id: int
+    rest: RestClient,
+    exchange: Exchange,
+    symbol: str,
+    from_id: int,
+    *,
+    priority: Priority = CATCH_UP,
+    deadline: float | None = None,
 ) -> list[Trade]:
     """One page of trades of ``symbol`` from ``from_id`` on, oldest first; empty when
     there are none yet. Raises :class:`RestError` on failure."""
     request = exchange.trades_from_id(symbol, from_id, exchange.capabilities.rest_page)
     if request is None:
         raise RestError(f"{exchange.name} trades cannot be fetched by id")
-    return await _trades(rest, request, _checked(exchange, symbol, from_id=from_id))
+    parse = _checked(exchange, symbol, from_id=from_id)
+    return await _trades(rest, request, parse, priority, deadline)
 
 
 async def fetch_range(
@@ -88,6 +112,9 @@ async def fetch_range(
     first_id: int,
     last_id: int,
     on_page: Callable[[list[Trade]], Awaitable[bool] | bool],
+    *,
+    priority: Priority = GAP,
+    deadline: float | None = None,
 ) -> None:
     """Fetch trades ``first_id..last_id`` page by page; ``on_page`` gets each page in order
     (the last one with the first trade after ``last_id``, when the reply has it) and
@@ -101,7 +128,7 @@ async def fetch_range(
             raise RestError(f"{exchange.name} trades cannot be fetched by id")
         # the trades before the live one that showed the gap exist: an empty reply is wrong
         parse = _checked(exchange, symbol, from_id=next_id, need=True)
-        reply = await _trades(rest, request, parse)
+        reply = await _trades(rest, request, parse, priority, deadline)
         # the trades of the range, and the one after it if the reply has it: the ids
         # between them are a hole the venue does not publish (Capabilities.id_holes)
         inside = bisect_right([t.trade_id for t in reply], last_id)
@@ -115,7 +142,13 @@ async def fetch_range(
 
 
 async def fetch_recent(
-    rest: RestClient, exchange: Exchange, symbol: str, count: int
+    rest: RestClient,
+    exchange: Exchange,
+    symbol: str,
+    count: int,
+    *,
+    priority: Priority = WARM_START,
+    deadline: float | None = None,
 ) -> list[Trade]:
     """The latest ``count`` trades of ``symbol``, oldest first (pages back by id when one
     reply holds fewer, where the venue allows it)."""
@@ -123,7 +156,7 @@ async def fetch_recent(
     request = exchange.recent_trades(symbol, min(count, page_size))
     if request is None:
         raise RestError(f"{exchange.name} has no recent-trades look-up")
-    trades = await _trades(rest, request, _checked(exchange, symbol))
+    trades = await _trades(rest, request, _checked(exchange, symbol), priority, deadline)
     consecutive = exchange.capabilities.consecutive_ids
     while trades and len(trades) < count:
         first = trades[0].trade_id
@@ -139,7 +172,8 @@ async def fetch_recent(
             need=consecutive,
             reach=first - 1 if consecutive else None,
         )
-        older = [t for t in await _trades(rest, older_request, parse) if t.trade_id < first]
+        older_page = await _trades(rest, older_request, parse, priority, deadline)
+        older = [t for t in older_page if t.trade_id < first]
         if not older:
             break
         trades = older + trades

@@ -6,6 +6,12 @@ seconds spent waiting between them (backoff delays and ``Retry-After`` together)
 that cannot be used (garbage, HTML, empty where trades must be, the wrong trades) is
 retried like a 5xx: ``fetch(path, parse)`` takes a ``parse`` that raises :class:`BadReply`.
 
+Every request first acquires its weight from the client's :class:`~spikewatch.ingest.budget.
+RestBudget` (shared with other clients of the same IP if given one): a rolling minute kept
+under the limit minus a margin, re-synced to the exchange's count after every reply, a
+priority queue (gaps, catch-ups, warm starts, background) and optional deadlines; a 429
+or 418 blocks every look-up until its ``Retry-After`` is over.
+
 Requests run in a worker thread (``urllib``), so the event loop never blocks on them.
 """
 
@@ -24,6 +30,7 @@ import msgspec
 
 from spikewatch import __version__
 from spikewatch.ingest.backoff import Backoff
+from spikewatch.ingest.budget import BACKGROUND, MARGIN, NotSent, Priority, RestBudget
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,11 @@ class RestError(RuntimeError):
         self.unreachable = unreachable
 
 
+class Dropped(RestError):
+    """A look-up the weight budget did not send before its deadline (the exchange was
+    not asked: nothing is known of its reachability)."""
+
+
 class BadReply(ValueError):
     """A 200 reply that cannot be used (raised by a ``parse`` given to
     :meth:`RestClient.fetch`): retried like a server error."""
@@ -63,11 +75,20 @@ class RestStats(msgspec.Struct, frozen=True):
     failures: int  # look-ups given up (after their retries, or a 4xx)
     retries: int  # attempts made again after a failed one
     rate_limited: int  # 429 and 418 replies
-    used_weight: int  # request weight used in the current minute (the exchange's count)
+    # request weight used in the current minute: ours, or the exchange's count
+    # (X-MBX-USED-WEIGHT-1M, other processes on the IP included) if higher
+    used_weight: int
     successes: int = 0  # requests answered with a usable reply
     bad_replies: int = 0  # 200 replies that could not be used (garbage, wrong trades...)
     last_error: str | None = None  # why the latest failed look-up failed
     reachable: bool | None = None  # None: not asked yet; False: never answered at all
+    weight_limit: int = 0  # request weight the exchange allows per minute
+    weight_cap: int = 0  # the part of it the budget uses (the rest is a safety margin)
+    weight_sent: int = 0  # request weight sent since start
+    queued: int = 0  # requests waiting for weight (or a Retry-After) now
+    in_flight: int = 0  # requests sent whose reply is not in yet
+    waits: int = 0  # requests that had to wait before they were sent
+    dropped: int = 0  # look-ups not sent before their deadline (a gap: recorded as lost)
 
 
 def _as_is(body: bytes) -> bytes:
@@ -88,37 +109,51 @@ class RestClient:
         backoff: Callable[[], Backoff] = lambda: Backoff(first=0.5, cap=8.0),
         weight_limit: int = WEIGHT_LIMIT,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        margin: float = MARGIN,
+        clock: Callable[[], float] = time.monotonic,
+        budget: RestBudget | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.attempts = attempts
         self.max_wait = max_wait
         self._backoff = backoff
-        self.weight_limit = weight_limit
         self._sleep = sleep
+        #: every request acquires its weight here first (pass one to share it between
+        #: clients of the same IP and venue)
+        self.budget = budget or RestBudget(weight_limit, margin=margin, clock=clock, sleep=sleep)
+        self.weight_limit = self.budget.limit
         self._calls = self._failures = self._retries = self._limited = 0
         self._successes = self._bad = 0
         self._last_error: str | None = None
         self._answered = False  # any HTTP reply ever, usable or not
         self._asked = False
-        self._blocked_until = 0.0  # monotonic seconds: no request before (Retry-After)
-        self._blocked_by = ""
-        self._used = 0
-        self._window_start = time.monotonic()
 
     def stats(self) -> RestStats:
         """A copy of the counters."""
+        budget = self.budget.stats()
         return RestStats(
             calls=self._calls,
             failures=self._failures,
             retries=self._retries,
             rate_limited=self._limited,
-            used_weight=self._used,
+            used_weight=budget.used,
             successes=self._successes,
             bad_replies=self._bad,
             last_error=self._last_error,
             reachable=self._answered if self._asked else None,
+            weight_limit=budget.limit,
+            weight_cap=budget.cap,
+            weight_sent=budget.weight_sent,
+            queued=budget.queued,
+            in_flight=budget.in_flight,
+            waits=budget.waits,
+            dropped=budget.dropped,
         )
+
+    def deadline_in(self, seconds: float) -> float:
+        """The budget's clock time ``seconds`` from now: a ``deadline`` argument."""
+        return self.budget.deadline_in(seconds)
 
     def _fetch(
         self, path: str, headers: Sequence[tuple[str, str]]
@@ -134,24 +169,21 @@ class RestClient:
             with exc:
                 return exc.code, exc.read(), dict(exc.headers.items())
 
-    async def _respect_weight(self, weight: int) -> None:
-        now = time.monotonic()
-        if now - self._window_start >= 60:
-            self._window_start, self._used = now, 0
-        if self._used + weight > self.weight_limit * 0.8:
-            wait = 60 - (now - self._window_start)
-            log.warning(
-                "REST weight %d of %d used; pausing %.0fs", self._used, self.weight_limit, wait
-            )
-            await self._sleep(max(wait, 0))
-            self._window_start, self._used = time.monotonic(), 0
-
     async def get(
-        self, path: str, weight: int = 1, send_headers: Sequence[tuple[str, str]] = ()
+        self,
+        path: str,
+        weight: int = 1,
+        send_headers: Sequence[tuple[str, str]] = (),
+        *,
+        priority: Priority = BACKGROUND,
+        deadline: float | None = None,
     ) -> bytes:
         """The body of ``GET base_url + path`` (with extra ``headers``, e.g. an API key);
-        raises :class:`RestError` when it fails."""
-        return await self.fetch(path, _as_is, weight, send_headers)
+        raises :class:`RestError` when it fails (:class:`Dropped` when the budget did
+        not send it before ``deadline``, a time on :attr:`budget`'s clock)."""
+        return await self.fetch(
+            path, _as_is, weight, send_headers, priority=priority, deadline=deadline
+        )
 
     async def fetch(
         self,
@@ -159,40 +191,52 @@ class RestClient:
         parse: Callable[[bytes], T],
         weight: int = 1,
         send_headers: Sequence[tuple[str, str]] = (),
+        *,
+        priority: Priority = BACKGROUND,
+        deadline: float | None = None,
     ) -> T:
         """``parse`` of the body of ``GET base_url + path``; a reply ``parse`` rejects with
-        :class:`BadReply` is retried like a 5xx. Raises :class:`RestError` when the retry
-        budget is spent (the message says why)."""
+        :class:`BadReply` is retried like a 5xx. Each attempt waits for its ``weight``
+        in the budget's queue at ``priority``. Raises :class:`RestError` when the retry
+        budget is spent (the message says why), :class:`Dropped` when the budget could
+        not send it before ``deadline`` (a time on :attr:`budget`'s clock; None: none)."""
         backoff = self._backoff()
         waited = 0.0  # seconds spent waiting between attempts
         last = "no attempt"
         answered = False  # an HTTP reply in this look-up
-        self._asked = True
         for attempt in range(1, self.attempts + 1):
             if attempt > 1:
                 self._retries += 1
             # the exchange asked for no requests for a while (Retry-After): asking anyway
-            # gets an IP banned (418), so every look-up waits, or gives up if it is too long
-            blocked = self._blocked_until - time.monotonic()
+            # gets an IP banned (418), so every look-up waits (in the budget's queue), or
+            # gives up if it is too long
+            blocked, blocked_by = self.budget.blocked_for()
             if blocked > 0:
                 if blocked > self.max_wait - waited:
                     last = (
                         f"not sent: rate limited, asked to wait {blocked:.0f}s more "
-                        f"({self._blocked_by}): more than the retry budget of "
+                        f"({blocked_by}): more than the retry budget of "
                         f"{self.max_wait:.0f}s allows"
                     )
                     break
                 waited += blocked
-                await self._sleep(blocked)
-            await self._respect_weight(weight)
-            self._calls += 1
             try:
-                status, body, headers = await asyncio.to_thread(self._fetch, path, send_headers)
-            # refused, reset, DNS, timeout, a reply cut short (IncompleteRead), bad headers
-            except (OSError, TimeoutError, http.client.HTTPException, ValueError) as exc:
-                status, body, headers, last = 0, b"", {}, f"{type(exc).__name__}: {exc}"
-            used = headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("x-mbx-used-weight-1m")
-            self._used = int(used) if used and used.isdigit() else self._used + weight
+                ticket = await self.budget.acquire(weight, priority, deadline)
+            except NotSent as exc:
+                self._last_error = f"GET {path} not sent: {exc}"
+                raise Dropped(self._last_error) from None
+            self._asked = True
+            self._calls += 1
+            used: int | None = None
+            try:
+                try:
+                    status, body, headers = await asyncio.to_thread(self._fetch, path, send_headers)
+                # refused, reset, DNS, timeout, a reply cut short (IncompleteRead), bad headers
+                except (OSError, TimeoutError, http.client.HTTPException, ValueError) as exc:
+                    status, body, headers, last = 0, b"", {}, f"{type(exc).__name__}: {exc}"
+                used = _used_weight(headers)
+            finally:  # cancelled or not, the request is no longer in flight
+                self.budget.settle(ticket, used)
             if status:
                 answered = self._answered = True
             if status == 200:
@@ -210,9 +254,8 @@ class RestClient:
                 self._limited += 1
                 asked = _seconds(headers.get("Retry-After"))
                 delay = asked if asked is not None else backoff.next_delay()
-                # kept for every look-up (they all wait for it at the top of the loop)
-                self._blocked_until = max(self._blocked_until, time.monotonic() + delay)
-                self._blocked_by = f"HTTP {status}"
+                # for every look-up: the budget sends nothing before it is over
+                self.budget.block(delay, f"HTTP {status}")
                 if attempt < self.attempts and delay > self.max_wait - waited:
                     last = (
                         f"rate limited (HTTP {status}), asked to wait {delay:.0f}s: more than "
@@ -232,6 +275,9 @@ class RestClient:
             if delay > self.max_wait - waited:
                 last = f"{last} (retry budget of {self.max_wait:.0f}s spent)"
                 break
+            if deadline is not None and self.budget.clock() + delay >= deadline:
+                last = f"{last} (no time for a retry before its deadline)"
+                break
             # a host that never answered is logged once, by whoever gives up on it
             level = logging.WARNING if self._answered else logging.DEBUG
             log.log(level, "REST %s failed (%s); retry %d in %.2fs", path, last, attempt, delay)
@@ -240,6 +286,14 @@ class RestClient:
         self._failures += 1
         self._last_error = f"GET {path} failed: {last}"
         raise RestError(self._last_error, unreachable=not answered and not self._answered)
+
+
+def _used_weight(headers: dict[str, str]) -> int | None:
+    """The exchange's weight count of the current minute in a reply, if it has one."""
+    for name, value in headers.items():
+        if name.lower() == "x-mbx-used-weight-1m":
+            return int(value) if value.strip().isdigit() else None
+    return None
 
 
 def _seconds(value: str | None) -> float | None:

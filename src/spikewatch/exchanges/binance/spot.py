@@ -19,7 +19,11 @@ MAX_CONNECTION_AGE_S = 23.5 * 3600
 REST_PAGE = 1000
 #: Request weight of /api/v3/trades and /api/v3/historicalTrades (Binance REST docs).
 # https://developers.binance.com/docs/binance-spot-api-docs/rest-api/market-data-endpoints
+# (both "Weight: 25" on that page as updated 2026-01-15)
 TRADES_WEIGHT = 25
+#: Request weight of /api/v3/exchangeInfo without symbols ("Weight: 20").
+# https://developers.binance.com/docs/binance-spot-api-docs/rest-api/general-endpoints
+EXCHANGE_INFO_WEIGHT = 20
 
 CAPABILITIES = Capabilities(
     max_streams_per_connection=MAX_STREAMS_PER_CONNECTION,
@@ -59,6 +63,10 @@ class BinanceSpot(BinanceTrades):
             f"&limit={min(limit, REST_PAGE)}"
         )
         return RestRequest(path, TRADES_WEIGHT)
+
+    def exchange_info(self) -> RestRequest:
+        """``GET /api/v3/exchangeInfo``: every symbol and the rate limits, weight 20."""
+        return RestRequest("/api/v3/exchangeInfo", EXCHANGE_INFO_WEIGHT)
 
     def simulator_codec(self) -> SpotCodec:
         """Spot's paths and frames for the local simulator."""

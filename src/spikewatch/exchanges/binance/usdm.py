@@ -43,6 +43,8 @@ RECENT_TRADES_WEIGHT = 5
 # https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Old-Trades-Lookup
 # (MARKET_DATA: needs an X-MBX-APIKEY header, no signature)
 HISTORICAL_TRADES_WEIGHT = 20
+# https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Exchange-Information
+EXCHANGE_INFO_WEIGHT = 1
 
 # https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams
 # (1024 streams, 10 incoming messages per second, 24 h per connection) and
@@ -93,6 +95,10 @@ class BinanceUsdm(BinanceTrades):
             f"&limit={min(limit, HISTORICAL_PAGE)}"
         )
         return RestRequest(path, HISTORICAL_TRADES_WEIGHT, ((API_KEY_HEADER, self._api_key),))
+
+    def exchange_info(self) -> RestRequest:
+        """``GET /fapi/v1/exchangeInfo``: every contract and the rate limits, weight 1."""
+        return RestRequest("/fapi/v1/exchangeInfo", EXCHANGE_INFO_WEIGHT)
 
     def simulator_codec(self) -> UsdmCodec:
         """USD-M's routes, paths and frames for the local simulator."""
