@@ -1,0 +1,182 @@
+"""The detect side: one durable pull consumer per partition, trades handed over in order.
+
+:class:`PartitionConsumer` fetches up to ``batch`` messages at a time from the consumer of
+one partition (filter subject ``<prefix>.<partition>.>``), decodes each into a
+:class:`~spikewatch.core.model.TradeBatch` and hands them to a callback, which feeds the
+kernel. Only when the callback has returned is the last message acknowledged (the
+consumer's ack policy is ``all``: one ack covers the fetch), so a worker that dies
+mid-way has its messages delivered again: at least once. The kernel drops trades it has
+already seen (by trade id), and signal ids are deterministic, so a repeat changes nothing
+downstream.
+
+:attr:`PartitionConsumer.last_seq` is the stream sequence of the last message handled: a
+snapshot of the kernel taken between two fetches corresponds to it, and a worker that
+takes the partition over starts its consumer at ``last_seq + 1`` of that snapshot
+(``start_seq``), so nothing is skipped and nothing before it is replayed twice.
+
+A message that is not a trade batch is counted by kind (:attr:`malformed`) and skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from spikewatch.bus.codec import MalformedBatch, decode_batch
+from spikewatch.bus.stream import PartitionMismatch
+from spikewatch.bus.subjects import TradeSubjects, check_token
+from spikewatch.core.model import TradeBatch
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Sequence[TradeBatch], int], Awaitable[None] | None]
+"""Called with the decoded batches of one fetch, in stream order, and the stream sequence
+of the last message among them; may be a coroutine function."""
+
+#: Messages a fetch asks for at most: at ~500 trades a message, tens of thousands of trades.
+FETCH_BATCH = 64
+
+
+class PartitionConsumer:
+    """Reads partition ``partition`` of stream ``stream`` (see the module docstring).
+
+    ``durable`` names the consumer (default ``detect-<partition>``: the partition's one
+    reader, whichever worker holds its lease). ``start_seq`` (re)creates it to begin at
+    that stream sequence (failover from a snapshot); without it an existing consumer goes
+    on from its acknowledged position and a new one starts per ``deliver`` (default: the
+    oldest trade the stream keeps, to warm the windows).
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        stream: str,
+        subjects: TradeSubjects,
+        partition: int,
+        *,
+        durable: str | None = None,
+        start_seq: int | None = None,
+        deliver: DeliverPolicy = DeliverPolicy.ALL,
+        batch: int = FETCH_BATCH,
+        max_wait: float = 0.5,
+        ack_wait: float = 30.0,
+    ) -> None:
+        self._js = js
+        self.stream = stream
+        self.subjects = subjects
+        self.partition = partition
+        self.filter = subjects.filter(partition)
+        self.durable = check_token("consumer name", durable or f"detect-{partition}")
+        self.start_seq = start_seq
+        self.deliver = deliver
+        self.batch = batch
+        self.max_wait = max_wait
+        self.ack_wait = ack_wait
+        self._sub: JetStreamContext.PullSubscription | None = None
+        #: stream sequence of the last message handled (0: none yet)
+        self.last_seq = 0
+        self.messages = 0
+        self.trades = 0
+        self.redelivered = 0
+        #: malformed messages skipped, by kind
+        self.malformed: dict[str, int] = {}
+
+    async def open(self) -> None:
+        """Create (or check and bind) the durable consumer."""
+        js = self._js
+        existing = None
+        with contextlib.suppress(NotFoundError):
+            existing = await js.consumer_info(self.stream, self.durable)
+        if existing is not None and self.start_seq is not None:
+            await js.delete_consumer(self.stream, self.durable)  # begin where told
+            existing = None
+        if existing is not None:
+            have = existing.config.filter_subject
+            if have != self.filter:
+                raise PartitionMismatch(
+                    f"consumer {self.durable} of {self.stream} reads {have}, not {self.filter}"
+                )
+        else:
+            config = ConsumerConfig(
+                durable_name=self.durable,
+                name=self.durable,
+                description=f"spikewatch detect, partition {self.partition}",
+                filter_subject=self.filter,
+                ack_policy=AckPolicy.ALL,
+                ack_wait=self.ack_wait,
+                max_ack_pending=-1,  # (with ack-all, one ack frees a whole fetch)
+            )
+            if self.start_seq is not None:
+                config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+                config.opt_start_seq = self.start_seq
+            else:
+                config.deliver_policy = self.deliver
+            await js.add_consumer(self.stream, config=config)
+        self._sub = await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+
+    async def poll(self, handler: Handler) -> int:
+        """One fetch: decode, call ``handler``, acknowledge. Returns the messages handled
+        (0 when none came within ``max_wait`` seconds). An exception from ``handler``
+        propagates and nothing of the fetch is acknowledged (it comes again)."""
+        if self._sub is None:
+            await self.open()
+        assert self._sub is not None
+        try:
+            msgs = await self._sub.fetch(self.batch, timeout=self.max_wait)
+        except nats.errors.TimeoutError:
+            return 0
+        if not msgs:
+            return 0
+        batches = self.decode(msgs)
+        last = msgs[-1]
+        seq = last.metadata.sequence.stream
+        if batches:
+            result = handler(batches, seq)
+            if inspect.isawaitable(result):
+                await result
+        await last.ack()  # ack policy "all": every message of the fetch
+        self.last_seq = seq
+        self.messages += len(msgs)
+        return len(msgs)
+
+    def decode(self, msgs: Sequence[Msg]) -> list[TradeBatch]:
+        """The batches of ``msgs``; malformed ones counted (and logged once per kind)."""
+        batches = []
+        for msg in msgs:
+            if msg.metadata.num_delivered > 1:
+                self.redelivered += 1
+            try:
+                batch = decode_batch(msg.data)
+            except MalformedBatch as exc:
+                seen = self.malformed.get(exc.kind, 0)
+                self.malformed[exc.kind] = seen + 1
+                if not seen:
+                    log.warning(
+                        "%s seq %d: not a trade batch (%s): skipped; further ones of this "
+                        "kind are only counted",
+                        msg.subject,
+                        msg.metadata.sequence.stream,
+                        exc,
+                    )
+                continue
+            self.trades += len(batch.trade_ids)
+            batches.append(batch)
+        return batches
+
+    async def close(self, *, delete: bool = False) -> None:
+        """Stop fetching; ``delete`` also removes the durable consumer (a partition given
+        up for good, or a test)."""
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+        if delete:
+            with contextlib.suppress(NotFoundError):
+                await self._js.delete_consumer(self.stream, self.durable)
