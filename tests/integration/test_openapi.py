@@ -262,6 +262,12 @@ def test_get_signal_before_the_first_spike_matches_the_document(service: Service
         ("/healthz", {}),
         ("/api/alerts", {}),  # no alert rules: empty, with a note
         ("/api/alerts", {"symbol": "BTCUSDT", "rule": "whale"}),
+        ("/api/symbols", {}),
+        ("/api/symbols", {"q": "eth", "state": "stopped", "quote": "usdt", "limit": "1"}),
+        ("/api/symbols", {"offset": "1", "exchange": "binance"}),
+        ("/api/top", {}),
+        ("/api/top", {"window": "1h", "by": "usd", "limit": "1"}),
+        ("/api/top", {"by": "ratio", "q": "btc", "quote": "USDT"}),
     ],
 )
 def test_real_responses_of_a_fed_engine_match_the_document(
@@ -320,6 +326,20 @@ def test_alert_pages_and_alert_events_match_the_document(alerting: Service) -> N
         check_event.validate(json.loads(msgspec.json.encode(event)))
 
 
+def test_the_market_board_with_alerts_matches_the_document(alerting: Service) -> None:
+    spec = document(alerting)
+    check = validator(spec, response_schema(spec, "/api/top", 200))
+
+    for by in ("signals", "alerts", "usd", "ratio"):
+        body = alerting.client.get("/api/top", query_string={"window": "1h", "by": by}).get_json()
+        check.validate(body)
+        assert body["rows"][0]["symbol"] == "BTCUSDT"  # the only one the recording has
+    assert body["rows"][0]["alerts"] == 2
+    symbols = alerting.client.get("/api/symbols").get_json()
+    validator(spec, response_schema(spec, "/api/symbols", 200)).validate(symbols)
+    assert symbols["symbols"][0]["last_signal"]["symbol"] == "BTCUSDT"
+
+
 def test_the_bars_of_a_fed_engine_match_the_document(fed: Service) -> None:
     spec = document(fed)
     body = fed.client.get("/api/bars", query_string={"symbol": "BTCUSDT"}).get_json()
@@ -346,6 +366,11 @@ def test_the_bars_of_a_fed_engine_match_the_document(fed: Service) -> None:
         ("/api/alerts", {"rule": "a\tb"}, "rule"),
         ("/api/alerts", {"limit": "1001"}, "limit"),
         ("/api/alerts", {"cursor": "?"}, "cursor"),
+        ("/api/top", {"window": "2h"}, "window"),
+        ("/api/top", {"by": "USD"}, "by"),
+        ("/api/symbols", {"offset": "-1"}, "offset"),
+        ("/api/symbols", {"state": "online"}, "state"),
+        ("/api/symbols", {"q": "btc usdt"}, "q"),
     ],
 )
 def test_bad_requests_match_the_documented_error(

@@ -12,6 +12,7 @@ from spikewatch.web.api import api
 from spikewatch.web.dashboard import dashboard
 from spikewatch.web.fastpath import LatestSignalFastPath
 from spikewatch.web.guard import check_state_change
+from spikewatch.web.market import install as install_market
 from spikewatch.web.metrics import metrics
 from spikewatch.web.openapi import openapi
 from spikewatch.web.params import BadRequest
@@ -26,6 +27,7 @@ def create_app(settings: Settings, engine: EngineView) -> Flask:
     app.extensions["spikewatch.engine"] = engine
     app.register_blueprint(api)
     app.register_blueprint(alerts)
+    install_market(app, engine)  # /api/symbols, /api/top (seeds the board, follows the engine)
     app.register_blueprint(stream)
     app.register_blueprint(metrics)
     app.register_blueprint(openapi)

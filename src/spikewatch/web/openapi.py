@@ -19,11 +19,24 @@ from flask.blueprints import BlueprintSetupState
 import spikewatch
 from spikewatch.core.alerts import SEVERITIES, Alert, AlertEvent
 from spikewatch.core.bars import Bar
+from spikewatch.core.leaderboard import BY, WINDOWS
 from spikewatch.core.model import Side, Signal, signal_types
 from spikewatch.status import LAG_BUCKETS_MS, EngineStatus, LiveSymbol
 from spikewatch.web import params
 from spikewatch.web.alerts import RULE_PATTERN, AlertList, StoredAlert
 from spikewatch.web.api import DEFAULT_BARS, DEFAULT_PAGE, MAX_BARS, MAX_PAGE
+from spikewatch.web.market import (
+    DEFAULT_SYMBOLS,
+    DEFAULT_TOP,
+    MAX_OFFSET,
+    MAX_SYMBOLS,
+    MAX_TOP,
+    QUOTE_PATTERN,
+    SEARCH_PATTERN,
+    STATES,
+    SymbolList,
+    TopList,
+)
 from spikewatch.web.responses import BarList, ErrorBody, GapList, Readiness, SignalList
 
 OPENAPI_PATH = "/api/openapi.json"
@@ -90,6 +103,16 @@ def _time(name: str, description: str) -> Json:
     )
 
 
+_SEARCH = _query(
+    "q",
+    {"type": "string", "pattern": SEARCH_PATTERN, "examples": ["btc", "USDT"]},
+    "Only symbols containing this, any case.",
+)
+_QUOTE = _query(
+    "quote",
+    {"type": "string", "pattern": QUOTE_PATTERN, "examples": ["USDT", "btc"]},
+    "Only symbols quoted in this asset (the end of the symbol, e.g. USDT), any case.",
+)
 _CURSOR = _query(
     "cursor",
     {"type": "string", "pattern": params.CURSOR_PATTERN},
@@ -177,6 +200,8 @@ def build_document() -> Json:
             SignalList,
             BarList,
             GapList,
+            SymbolList,
+            TopList,
             ErrorBody,
             Readiness,
         ],
@@ -208,6 +233,10 @@ def build_document() -> Json:
         )
         fields["price"]["description"] = "The first signal's price, in the quote asset."
         fields["time_us"]["description"] = "Exchange time of the first signal, µs since epoch."
+    # the market board's plain-string fields hold one of a few values (web/market.py)
+    components["TopList"]["properties"]["window"]["enum"] = list(WINDOWS)
+    components["TopList"]["properties"]["by"]["enum"] = list(BY)
+    components["SymbolState"]["properties"]["connection"]["enum"] = list(STATES)
     components["Awaiting"] = {
         "title": "Awaiting",
         "description": "What /api/get_signal says before the first signal.",
@@ -293,6 +322,64 @@ def build_document() -> Json:
             tag="market",
             operation_id="listBars",
             parameters=[_SYMBOL, _EXCHANGE, _limit(DEFAULT_BARS, MAX_BARS, "bars")],
+        ),
+        "/api/symbols": _get(
+            "Every watched symbol's state",
+            "Each watched symbol of `exchange` (default: the one served), by symbol: its "
+            "connection state, last price (quote asset), trades and trade rate (over the "
+            "last minute of exchange time), signals since start and latest signal. Paged by "
+            "`offset` and `limit` (the list is the watch list, ordered by symbol: it changes "
+            "only when the watch list does); `next_offset` is the next page's offset, null "
+            "on the last page. `q`, `quote` and `state` narrow it.",
+            {"200": _json(_ref("SymbolList"), "One page of symbols."), "400": _BAD_REQUEST},
+            tag="market",
+            operation_id="listSymbols",
+            parameters=[
+                _SEARCH,
+                _EXCHANGE,
+                _QUOTE,
+                _query(
+                    "state",
+                    {"type": "string", "enum": list(STATES)},
+                    "Only the symbols whose connection is in this state.",
+                ),
+                _query(
+                    "offset",
+                    {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+                    "How many matching symbols to skip.",
+                ),
+                _limit(DEFAULT_SYMBOLS, MAX_SYMBOLS, "symbols"),
+            ],
+        ),
+        "/api/top": _get(
+            "The market leaderboard",
+            "The watched symbols of `exchange` (default: the one served), the most active "
+            "in the last `window` first, ranked `by` signals, alerts opened, the largest USD "
+            "value of one signal, or the largest ratio (ties by the others, then by "
+            "symbol); quiet symbols come last with zeros. Windows count by exchange time, "
+            "read at the latest trade seen: `5m` is 30 buckets of 10 s, `1h` 60 of a "
+            "minute (`bucket_s`), and `spark` is the signals per bucket, oldest first. The "
+            "board is seeded from the store (the last hour of signals) and the alert log "
+            "at start-up. `q` and `quote` narrow it (a search, then the ranking).",
+            {"200": _json(_ref("TopList"), "The leaderboard."), "400": _BAD_REQUEST},
+            tag="market",
+            operation_id="listTop",
+            parameters=[
+                _query(
+                    "window",
+                    {"type": "string", "enum": list(WINDOWS), "default": "5m"},
+                    "The window: the last 5 minutes or the last hour.",
+                ),
+                _query(
+                    "by",
+                    {"type": "string", "enum": list(BY), "default": "signals"},
+                    "What to rank by.",
+                ),
+                _limit(DEFAULT_TOP, MAX_TOP, "rows"),
+                _SEARCH,
+                _EXCHANGE,
+                _QUOTE,
+            ],
         ),
         "/api/gaps": _get(
             "Recorded gaps",
