@@ -21,32 +21,91 @@ on past the previous lap so they stay increasing.
 
 Faults for tests: drop a connection every N frames, insert malformed frames, send trades
 as fragmented messages, announce a ``serverShutdown``, fail REST calls with given statuses,
-answer them with 200 replies that cannot be used.
+answer them with 200 replies that cannot be used, lower Binance's limits.
+
+A whole market: the tape may be a :class:`~spikewatch.replay.market.MarketTape` (N symbols
+re-labelled from real recordings, made as they play). Binance's connection and request
+limits are enforced as Binance enforces them (:mod:`spikewatch.replay.limits`): streams
+per connection, incoming messages per second, connection attempts per IP, REST request
+weight per IP and minute (``X-MBX-USED-WEIGHT-1M``, 429 with ``Retry-After``, then 418).
+
+Listing and delisting while running: :meth:`Simulator.list_symbol`, :meth:`~Simulator.delist`
+and :meth:`~Simulator.halt` (thread-safe through :class:`SimulatorThread`), and for other
+processes the control routes on the simulator's own port (no body; 200 with the symbol's
+exchangeInfo row, 400 with ``{"error": ...}``, 405 for another method):
+
+* ``POST /sim/list?symbol=NEWUSDT[&like=BTCUSDT]``: ``NEWUSDT`` starts trading now, a
+  re-labelled copy of ``like``'s recording (default: the first symbol's) with its own ids;
+  a halted or delisted symbol trades again, its ids going on where they stopped.
+* ``POST /sim/delist?symbol=X``: ``X`` stops trading (no more frames; REST still serves
+  what it traded) and stays in exchangeInfo with the venue's delisted status, as Binance
+  keeps a delisted spot pair listed in ``BREAK`` (USD-M: ``SETTLING``).
+* ``POST /sim/halt?symbol=X``: the same, status ``HALT`` (USD-M: ``SETTLING``).
+* ``GET /sim/stats``: the simulator's counters (:class:`SimulatorStats`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from spikewatch.core.model import Trade
 from spikewatch.exchanges.base import Control, SimulatorCodec
 from spikewatch.exchanges.binance import BinanceSpot
+from spikewatch.replay.limits import (
+    ConnectGate,
+    LimitedConnection,
+    RateWindow,
+    VenueLimits,
+    WeightLedger,
+)
+from spikewatch.replay.market import (
+    Listing,
+    MarketTape,
+    Mixer,
+    Played,
+    Source,
+    listing_like,
+    split_symbol,
+)
+from spikewatch.replay.market import (
+    stream as symbol_stream,
+)
+from spikewatch.replay.sim_rest import (
+    BAD_REPLIES,
+    bad_reply,
+    connection_refusal,
+    json_reply,
+    refusal,
+    trades_reply,
+)
 from spikewatch.replay.tape import TapeEntry
+
+__all__ = [
+    "BAD_FRAMES",
+    "BAD_REPLIES",
+    "FRAGMENTS",
+    "Faults",
+    "Simulator",
+    "SimulatorStats",
+    "SimulatorThread",
+]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +121,6 @@ BAD_FRAMES: tuple[bytes, ...] = (
     b"[1, 2, 3]",
 )
 
-
-#: What ``Faults.bad_replies`` may ask for: 200 replies a trade look-up cannot use.
-BAD_REPLIES = (
-    "html",  # an HTML page (a proxy's or captive portal's), as text/html
-    "garbage",  # bytes that are no JSON
-    "empty",  # no body at all
-    "empty_list",  # [] although the trades asked for exist
-    "error_object",  # a JSON error object instead of the list
-    "wrong_id",  # real trades, but from ten ids after the one asked for
-    "hole",  # real trades from the id asked for, with one missing (spot has no holes)
-)
-
 #: Trades due at the same moment sent in one write, at most.
 MAX_GROUP = 1024
 #: Bytes waiting in a client's send buffer beyond which the simulator waits for it.
@@ -81,6 +128,12 @@ MAX_BUFFERED = 1 << 20
 
 #: Trades per symbol the REST endpoints can still serve (older ones are forgotten).
 REST_HISTORY = 500_000
+
+#: Trades per symbol of a market the REST endpoints can still serve, at least.
+MARKET_REST_HISTORY = 1000
+
+#: Where the simulator's own control routes live on its port.
+CONTROL_PREFIX = "/sim/"
 
 #: Pieces a fragmented message is cut into, one WebSocket frame each (``Faults.fragment_every``).
 FRAGMENTS = 3
@@ -107,6 +160,12 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     # 200 replies that cannot be used, for the next historicalTrades calls (after any
     # rest_failures), then it works: one of BAD_REPLIES' kinds each
     bad_replies: tuple[str, ...] = ()
+    # Binance's limits lowered (0: the venue's own, from its codec; see replay/limits.py)
+    max_streams: int = 0  # streams per connection (Binance: 1024)
+    max_messages_per_s: int = 0  # incoming messages per second and connection (5; USD-M 10)
+    max_connects_per_5min: int = 0  # connection attempts per 5 minutes and IP (spot 300)
+    max_weight_per_min: int = 0  # REST request weight per minute and IP (6000; USD-M 2400)
+    ban_after: int = 0  # requests ignoring a 429's Retry-After before a 418 ban (3)
 
 
 class SimulatorStats(msgspec.Struct, frozen=True):
@@ -123,6 +182,12 @@ class SimulatorStats(msgspec.Struct, frozen=True):
     shutdowns_sent: int
     rest_calls: int
     done: bool
+    limit_disconnects: int = 0  # connections closed for sending too many messages
+    refused_connections: int = 0  # handshakes refused past the connection-attempt limit
+    too_many_streams: int = 0  # connections closed for asking for too many streams
+    rate_limited: int = 0  # REST requests answered 429 for request weight
+    banned: int = 0  # REST requests answered 418 (the IP banned)
+    trading: int = 0  # symbols trading now
 
 
 class _Client:
@@ -136,12 +201,8 @@ class _Client:
         self.stalled = False
 
 
-def _json(status: int, body: object, headers: Sequence[tuple[str, str]] = ()) -> Response:
-    payload = msgspec.json.encode(body)
-    hdrs = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
-    for name, value in headers:
-        hdrs[name] = value
-    return Response(status, http.HTTPStatus(status).phrase, hdrs, payload)
+class _TooManyStreams(Exception):
+    """A SUBSCRIBE would take a connection past its stream limit."""
 
 
 def _fragments(payload: bytes, parts: int) -> list[bytes]:
@@ -156,12 +217,13 @@ class Simulator:
 
     def __init__(
         self,
-        tape: Sequence[TapeEntry],
+        tape: Sequence[TapeEntry] | MarketTape,
         *,
         codec: SimulatorCodec | None = None,
         speed: float | None = None,
         faults: Faults | None = None,
         loop: bool = False,
+        seed: int = 0,
     ) -> None:
         if speed is not None and speed <= 0:
             raise ValueError("speed must be > 0, or None for as fast as clients read")
@@ -171,9 +233,20 @@ class Simulator:
         self.codec: SimulatorCodec = codec or BinanceSpot().simulator_codec()
         self.speed = speed
         self.loop = loop  # play the tape again and again, ids and times moved on each lap
+        self.seed = seed  # phases and ids of symbols listed while running
         #: when set (a dict), the wall-clock ns at which each trade id was first sent
         self.sent_at: dict[int, int] | None = None
-        self.faults = faults or Faults()
+        self.faults = f = faults or Faults()
+        self.limits = VenueLimits.of(
+            self.codec,
+            max_streams=f.max_streams,
+            max_messages_per_s=f.max_messages_per_s,
+            max_connects_per_5min=f.max_connects_per_5min,
+            weight_limit=f.max_weight_per_min,
+            ban_after=f.ban_after,
+        )
+        self._gate = ConnectGate(self.limits.max_connects_per_5min)
+        self._ledger = WeightLedger(self.limits.weight_limit, self.limits.ban_after)
         self._clients: set[_Client] = set()
         self._have_clients = asyncio.Event()
         self._played = 0
@@ -184,6 +257,12 @@ class Simulator:
         self._fragmented = 0
         self._shutdowns = 0
         self._rest_calls = 0
+        # limits: connections closed or refused, REST requests refused
+        self._limit_disconnects = 0
+        self._refused = 0
+        self._too_many_streams = 0
+        self._rate_limited = 0
+        self._banned = 0
         self._rest_failures = deque(self.faults.rest_failures)
         unknown = set(self.faults.bad_replies) - set(BAD_REPLIES)
         if unknown:
@@ -193,14 +272,42 @@ class Simulator:
         self.done = asyncio.Event()
         self._server: Server | None = None
         self._producer: asyncio.Task[None] | None = None
-        # Binance's spot and futures @trade events decode alike (the venue name is unused)
-        parser = BinanceSpot()
         # per symbol: trades in id order, for REST; filled as the tape plays
         self._trades: dict[str, list[Trade]] = {}
         # None: a recorded fill that is no market trade (a futures insurance fund or ADL
         # fill): streamed as recorded, but not in REST replies (Binance leaves them out)
         self._parsed: list[Trade | None] = []
         self._by_symbol: dict[str, list[Trade]] = {}
+        # what symbols listed while running play: a market's sources, or recorded ones
+        self._sources: list[Source] = []
+        self._source_of: dict[str, tuple[int, Listing | None]] = {}
+        self._mixer = Mixer()
+        if isinstance(tape, MarketTape):
+            self._sources = list(tape.sources)
+            for listing in tape.listings:
+                self._source_of[listing.symbol] = (listing.source, listing)
+            self._assets = {item.symbol: (item.base, item.quote) for item in tape.listings}
+            self._first_ms = tape.first_ms
+            self._history = max(MARKET_REST_HISTORY, REST_HISTORY // len(tape.listings))
+            for symbol, played in tape.streams(endless=loop, encode=self.codec.trade_frame):
+                self._mixer.add(played, symbol)
+            symbols = tape.symbols
+        else:
+            self._parse(tape)
+            symbols = list(self._by_symbol)
+            self._assets = {s: pair for s in symbols if (pair := split_symbol(s))[1]}
+            self._first_ms = tape[0].time_ms
+            self._history = REST_HISTORY
+            self._mixer.add(self._laps())
+        self._mixer.clock_ms = self._first_ms - 1  # a symbol listed now starts with the tape
+        self._states = dict.fromkeys(symbols, "trading")
+        self._trades = {symbol: [] for symbol in symbols}
+        self.port = 0
+
+    def _parse(self, tape: Sequence[TapeEntry]) -> None:
+        """Parse a recorded tape's trades, for REST replies and later laps."""
+        # Binance's spot and futures @trade events decode alike (the venue name is unused)
+        parser = BinanceSpot()
         for entry in tape:
             trade = parser.parse(entry.payload)
             if trade is Control.IGNORED:
@@ -210,10 +317,8 @@ class Simulator:
                 raise ValueError(f"tape entry is not a trade: {entry.payload[:80]!r}")
             self._parsed.append(trade)
             self._by_symbol.setdefault(entry.symbol, []).append(trade)
-            self._trades.setdefault(entry.symbol, [])
         if not self._by_symbol:
             raise ValueError("the tape holds no trades")
-        self.port = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -224,6 +329,7 @@ class Simulator:
             host,
             port,
             process_request=self._process_request,
+            create_connection=LimitedConnection,
             ping_interval=20,
             compression=None,
             max_size=1 << 16,
@@ -257,17 +363,104 @@ class Simulator:
             shutdowns_sent=self._shutdowns,
             rest_calls=self._rest_calls,
             done=self.done.is_set(),
+            limit_disconnects=self._limit_disconnects,
+            refused_connections=self._refused,
+            too_many_streams=self._too_many_streams,
+            rate_limited=self._rate_limited,
+            banned=self._banned,
+            trading=sum(state == "trading" for state in self._states.values()),
         )
+
+    # -- listing and delisting ---------------------------------------------------------
+
+    def symbol_states(self) -> dict[str, str]:
+        """Every symbol listed so far: "trading", "halted" or "delisted"."""
+        return dict(self._states)
+
+    def list_symbol(self, symbol: str, like: str | None = None) -> None:
+        """List ``symbol``: it trades from now on, a re-labelled copy of ``like``'s
+        recording (default: its own if it traded before, else the first symbol's), with
+        its own ids (going on where they stopped for a symbol listed before). Call it on
+        the simulator's loop (:meth:`SimulatorThread.list_symbol` from other threads)."""
+        symbol = symbol.upper()
+        if not symbol.isalnum():
+            raise ValueError(f"bad symbol {symbol!r}: letters and digits only")
+        state = self._states.get(symbol)
+        if state == "trading":
+            raise ValueError(f"{symbol} is trading already")
+        index, template = self._source_for((like or "").upper() or (symbol if state else None))
+        played = self._trades.get(symbol)
+        listing = listing_like(
+            symbol,
+            index,
+            self._sources[index],
+            seed=self.seed,
+            first_id=played[-1].trade_id + 1 if played else None,
+            template=template,
+        )
+        start_us = (self._mixer.clock_ms + 1) * 1000
+        trades = symbol_stream(
+            self._sources[index],
+            listing,
+            start_us,
+            endless=self.loop,
+            encode=self.codec.trade_frame,
+        )
+        self._mixer.add(trades, symbol)
+        self._states[symbol] = "trading"
+        self._trades.setdefault(symbol, [])
+        if listing.quote and symbol not in self._assets:
+            self._assets[symbol] = (listing.base, listing.quote)
+        log.info("listed %s (like %s)", symbol, self._sources[index].name)
+
+    def _source_for(self, name: str | None) -> tuple[int, Listing | None]:
+        """The source a symbol listed like ``name`` plays (None: the first symbol's)."""
+        if name is None:
+            name = next(iter(self._source_of), None) or next(iter(self._by_symbol))
+        if name in self._source_of:
+            return self._source_of[name]
+        if name not in self._by_symbol:
+            raise ValueError(f"unknown symbol {name!r} to list like")
+        self._sources.append(Source.of(self._by_symbol[name]))
+        self._source_of[name] = (len(self._sources) - 1, None)
+        return self._source_of[name]
+
+    def delist(self, symbol: str) -> None:
+        """``symbol`` stops trading and shows the venue's delisted status."""
+        self._stop(symbol, "delisted")
+
+    def halt(self, symbol: str) -> None:
+        """``symbol`` stops trading and shows the venue's halted status."""
+        self._stop(symbol, "halted")
+
+    def _stop(self, symbol: str, state: str) -> None:
+        symbol = symbol.upper()
+        if symbol not in self._states:
+            raise ValueError(f"unknown symbol {symbol!r}")
+        self._states[symbol] = state
+        self._mixer.stop(symbol)
+        log.info("%s %s", state, symbol)
 
     # -- playing the tape ------------------------------------------------------------
 
-    def _lap(self, lap: int) -> Iterator[tuple[TapeEntry, Trade | None]]:
+    def _laps(self) -> Iterator[Played]:
+        """A recorded tape's entries: one lap, or lap after lap when looping."""
+        lap = 0
+        while True:
+            yield from self._lap(lap)
+            if not self.loop:
+                return
+            lap += 1
+
+    def _lap(self, lap: int) -> Iterator[Played]:
         """The tape's entries for one lap; later laps shift ids and times past the first
         (and leave out fills that are no market trades)."""
+        tape = self.tape
+        assert not isinstance(tape, MarketTape)
         if lap == 0:
-            yield from zip(self.tape, self._parsed, strict=True)
+            yield from zip(tape, self._parsed, strict=True)
             return
-        time_span_us = (self.tape[-1].time_ms - self.tape[0].time_ms) * 1000 + 1_000_000
+        time_span_us = (tape[-1].time_ms - tape[0].time_ms) * 1000 + 1_000_000
         id_span = {
             symbol: trades[-1].trade_id - trades[0].trade_id + 1
             for symbol, trades in self._by_symbol.items()
@@ -290,30 +483,25 @@ class Simulator:
         loop = asyncio.get_running_loop()
         await self._have_clients.wait()  # the clock starts with the first client
         start = loop.time()
-        first_ms = self.tape[0].time_ms
-        lap = 0
-        group: list[tuple[TapeEntry, Trade | None]] = []  # due now: sent together
-        while True:
-            for entry, trade in self._lap(lap):
-                if self.speed is None:
-                    await self._have_clients.wait()
-                    await self._play([(entry, trade)])
-                    continue
-                due = start + (entry.time_ms - first_ms) / 1000 / self.speed
-                if due > loop.time() or len(group) >= MAX_GROUP:
-                    if group:
-                        await self._play(group)
-                        group = []
-                    delay = due - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                group.append((entry, trade))
-            if group:
-                await self._play(group)
-                group = []
-            if not self.loop:
-                break
-            lap += 1
+        first_ms = self._first_ms
+        group: list[Played] = []  # due now: sent together
+        # the mixer merges the tape (or the market's symbols) with symbols listed since
+        for entry, trade in self._mixer:
+            if self.speed is None:
+                await self._have_clients.wait()
+                await self._play([(entry, trade)])
+                continue
+            due = start + (entry.time_ms - first_ms) / 1000 / self.speed
+            if due > loop.time() or len(group) >= MAX_GROUP:
+                if group:
+                    await self._play(group)
+                    group = []
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            group.append((entry, trade))
+        if group:
+            await self._play(group)
         self.done.set()
 
     async def _play(self, group: list[tuple[TapeEntry, Trade | None]]) -> None:
@@ -322,8 +510,8 @@ class Simulator:
             if trade is not None:
                 played = self._trades[entry.symbol]
                 played.append(trade)
-                if len(played) > 2 * REST_HISTORY:  # bounded, however long it loops
-                    del played[:-REST_HISTORY]
+                if len(played) > 2 * self._history:  # bounded, however long it loops
+                    del played[: -self._history]
             self._played += 1
             self._recent.append(entry)
         f = self.faults
@@ -442,6 +630,10 @@ class Simulator:
         combined = prefix.endswith("/stream")  # else a raw /ws route: streams in the path
         names = parse_qs(url.query).get("streams", [""])[0] if combined else rest
         streams = {s.lower() for s in names.split("/") if s}
+        if self.limits.max_streams and len(streams) > self.limits.max_streams:
+            self._too_many_streams += 1
+            await ws.close(CloseCode.POLICY_VIOLATION, "Too many streams")
+            return
         client = _Client(ws, streams, combined)
         self._connections += 1
         stream_of = self.codec.stream_name
@@ -453,7 +645,14 @@ class Simulator:
         self._update_listening()
         try:
             async for message in ws:
-                reply = self._control(client, message)
+                try:
+                    reply = self._control(client, message)
+                except _TooManyStreams:
+                    # Binance disconnects a connection that asks for more streams
+                    self._too_many_streams += 1
+                    self._forget(client)
+                    await ws.close(CloseCode.POLICY_VIOLATION, "Too many streams")
+                    return
                 if reply is not None:
                     await ws.send(msgspec.json.encode(reply), text=True)
         except ConnectionClosed:
@@ -485,7 +684,10 @@ class Simulator:
                 "id": req_id,
             }
         if method == "SUBSCRIBE":
-            client.streams.update(p.lower() for p in params)
+            wanted = client.streams | {p.lower() for p in params}
+            if self.limits.max_streams and len(wanted) > self.limits.max_streams:
+                raise _TooManyStreams
+            client.streams = wanted
             self._update_listening()
             return {"result": None, "id": req_id}
         if method == "UNSUBSCRIBE":
@@ -496,115 +698,111 @@ class Simulator:
             return {"result": sorted(client.streams), "id": req_id}
         return {"code": 2, "msg": f"Invalid request: unknown method {method!r}", "id": req_id}
 
+    def _count_limit_disconnect(self) -> None:
+        self._limit_disconnects += 1
+
     # -- REST ------------------------------------------------------------------------
 
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        now = time.monotonic()
+        remote = ws.remote_address
+        ip = str(remote[0]) if remote else ""
         if request.headers.get("Upgrade", "").lower() == "websocket":
+            if not self._gate.admit(ip, now):
+                self._refused += 1
+                return connection_refusal()
+            if isinstance(ws, LimitedConnection) and self.limits.max_messages_per_s:
+                ws.meter = RateWindow(self.limits.max_messages_per_s, 1.0)
+                ws.clock = time.monotonic
+                ws.on_violation = self._count_limit_disconnect
             return None
-        self._rest_calls += 1
-        log.debug("REST %s", request.path)
+        log.debug("%s %s", request.method, request.path)
         url = urlsplit(request.path)
+        if url.path.startswith(CONTROL_PREFIX):
+            return self._control_route(request.method, url.path, url.query)
+        self._rest_calls += 1
+        verdict = self._ledger.charge(
+            ip, self.limits.weight(url.path), now, int(time.time() * 1000)
+        )
+        weight = [("X-MBX-USED-WEIGHT-1M", str(verdict.used))]
+        if verdict.status != 200:
+            if verdict.status == 418:
+                self._banned += 1
+            else:
+                self._rate_limited += 1
+            return refusal(verdict, self.limits.weight_limit, weight)
         codec = self.codec
         historical = url.path == codec.historical_trades_path
         if historical and codec.api_key_header and not request.headers.get(codec.api_key_header):
             # Binance's reply to a MARKET_DATA call without a key (error code -2014)
             # https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code
-            return _json(401, {"code": -2014, "msg": "API-key format invalid."})
+            return json_reply(401, {"code": -2014, "msg": "API-key format invalid."}, weight)
         if self._rest_failures and historical:
             status = self._rest_failures.popleft()
-            headers = (
-                [("Retry-After", str(self.faults.retry_after))] if status in (418, 429) else []
-            )
-            return _json(status, {"code": -1003, "msg": "Simulated failure."}, headers)
+            headers = [*weight]
+            if status in (418, 429):
+                headers.append(("Retry-After", str(self.faults.retry_after)))
+            return json_reply(status, {"code": -1003, "msg": "Simulated failure."}, headers)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        weight = [("X-MBX-USED-WEIGHT-1M", str(self._rest_calls))]
         if self._bad_replies and historical:
-            return self._bad_reply(self._bad_replies.popleft(), query, weight)
+            played = self._trades.get(query.get("symbol", "").upper(), [])
+            kind = self._bad_replies.popleft()
+            return bad_reply(kind, played, query, codec.rest_trade, weight)
         if url.path == codec.ping_path:
-            return _json(200, {}, weight)
+            return json_reply(200, {}, weight)
         if url.path == codec.time_path:
-            return _json(200, {"serverTime": int(time.time() * 1000)}, weight)
+            return json_reply(200, {"serverTime": int(time.time() * 1000)}, weight)
         if url.path == codec.exchange_info_path:
-            return _json(200, self._exchange_info(), weight)
+            return json_reply(200, self._exchange_info(), weight)
         if historical or url.path == codec.recent_trades_path:
-            return self._rest_trades(historical, query, weight)
-        return _json(404, {"code": -1000, "msg": "Unknown endpoint."})
+            played_or_none = self._trades.get(query.get("symbol", "").upper())
+            return trades_reply(played_or_none, historical, query, codec.rest_trade, weight)
+        return json_reply(404, {"code": -1000, "msg": "Unknown endpoint."}, weight)
 
-    def _exchange_info(self) -> dict[str, object]:
+    def _exchange_info(self, only: Sequence[str] = ()) -> dict[str, object]:
         now_ms = int(time.time() * 1000)
-        symbols = sorted(self._trades)
+        symbols = list(only) or sorted(self._states)
         # a codec may describe its venue's reply (the Binance codecs do); else a minimal one
         describe = getattr(self.codec, "exchange_info", None)
         if describe is not None:
-            info: dict[str, object] = describe(symbols, now_ms)
+            info: dict[str, object] = describe(
+                symbols, now_ms, states=self._states, assets=self._assets
+            )
             return info
         return {
             "serverTime": now_ms,
-            "symbols": [{"symbol": s, "status": "TRADING"} for s in symbols],
+            "symbols": [{"symbol": s, "status": self._states[s].upper()} for s in symbols],
         }
 
-    def _rest_trades(
-        self, historical: bool, query: dict[str, str], weight: Sequence[tuple[str, str]]
-    ) -> Response:
-        symbol = query.get("symbol", "").upper()
-        if symbol not in self._trades:
-            return _json(400, {"code": -1121, "msg": "Invalid symbol."})
+    def _control_route(self, method: str, path: str, query: str) -> Response:
+        """The simulator's own routes (see the module docstring)."""
+        action = path[len(CONTROL_PREFIX) :].rstrip("/")
+        if action == "stats":
+            return json_reply(200, msgspec.to_builtins(self.stats()))
+        actions: dict[str, Callable[[str], None]] = {
+            "list": lambda symbol: self.list_symbol(symbol, args.get("like")),
+            "delist": self.delist,
+            "halt": self.halt,
+        }
+        if action not in actions:
+            return json_reply(404, {"error": f"no control route {path!r}"})
+        if method != "POST":
+            return json_reply(405, {"error": f"{path} takes POST"}, [("Allow", "POST")])
+        args = {k: v[-1] for k, v in parse_qs(query).items()}
+        symbol = args.get("symbol", "").upper()
+        if not symbol:
+            return json_reply(400, {"error": "symbol=... is required"})
         try:
-            limit = int(query.get("limit", "500"))
-            from_id = int(query["fromId"]) if "fromId" in query else None
-        except ValueError:
-            return _json(400, {"code": -1100, "msg": "Illegal characters found in a parameter."})
-        if not 1 <= limit <= 1000:
-            return _json(400, {"code": -1100, "msg": "limit must be between 1 and 1000."})
-        played = self._trades[symbol]
-        if historical and from_id is not None:
-            start = _first_at_or_after(played, from_id)
-            chosen = played[start : start + limit]
-        else:
-            chosen = played[-limit:]
-        return _json(200, list(map(self.codec.rest_trade, chosen)), weight)
-
-    def _bad_reply(
-        self, kind: str, query: dict[str, str], weight: Sequence[tuple[str, str]]
-    ) -> Response:
-        """A 200 reply of ``kind`` (see :data:`BAD_REPLIES`) to a historicalTrades call."""
-        raw: bytes | None = {
-            "html": b"<html><head><title>502 Bad Gateway</title></head><body></body></html>",
-            "garbage": b"\x00\x9f\x92 not json {[",
-            "empty": b"",
-        }.get(kind)
-        if raw is not None:
-            kind_type = "text/html" if kind == "html" else "application/json"
-            headers = Headers([("Content-Type", kind_type), ("Content-Length", str(len(raw)))])
-            return Response(200, "OK", headers, raw)
-        if kind == "empty_list":
-            return _json(200, [], weight)
-        if kind == "error_object":
-            return _json(200, {"code": -1003, "msg": "Simulated error."}, weight)
-        played = self._trades.get(query.get("symbol", "").upper(), [])
-        start = _first_at_or_after(played, int(query.get("fromId", "0")))
-        limit = int(query.get("limit", "500"))
-        if kind == "wrong_id":
-            chosen = played[start + 10 : start + 10 + limit]
-        else:  # a hole: the second trade left out
-            chosen = played[start : start + 1] + played[start + 2 : start + limit]
-        return _json(200, list(map(self.codec.rest_trade, chosen)), weight)
+            actions[action](symbol)
+        except ValueError as exc:
+            return json_reply(400, {"error": str(exc)})
+        rows = self._exchange_info([symbol])["symbols"]
+        return json_reply(200, rows[0] if isinstance(rows, list) else rows)
 
 
 def entry_id(entry: TapeEntry) -> int:
     """The trade id of a tape entry."""
     return entry.trade_id
-
-
-def _first_at_or_after(trades: Sequence[Trade], trade_id: int) -> int:
-    lo, hi = 0, len(trades)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if trades[mid].trade_id < trade_id:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 class SimulatorThread:
@@ -643,6 +841,26 @@ class SimulatorThread:
 
     async def _stats(self) -> SimulatorStats:
         return self.simulator.stats()
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` run on the simulator's loop; its result, or its exception."""
+
+        async def call() -> T:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(10)
+
+    def list_symbol(self, symbol: str, like: str | None = None) -> None:
+        """:meth:`Simulator.list_symbol` from any thread."""
+        self._call(self.simulator.list_symbol, symbol, like)
+
+    def delist(self, symbol: str) -> None:
+        """:meth:`Simulator.delist` from any thread."""
+        self._call(self.simulator.delist, symbol)
+
+    def halt(self, symbol: str) -> None:
+        """:meth:`Simulator.halt` from any thread."""
+        self._call(self.simulator.halt, symbol)
 
     def wait_done(self, timeout: float) -> bool:
         """Wait until the whole tape has played."""

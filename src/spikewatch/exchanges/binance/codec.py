@@ -10,7 +10,11 @@ import time
 
 from spikewatch.core.decimal import SCALE
 from spikewatch.core.model import Side, Trade
-from spikewatch.exchanges.binance.common import API_KEY_HEADER, trade_stream
+from spikewatch.exchanges.binance.common import (
+    API_KEY_HEADER,
+    MAX_STREAMS_PER_CONNECTION,
+    trade_stream,
+)
 
 
 def _fmt(units: int) -> str:
@@ -29,24 +33,58 @@ def _rest_row(trade: Trade) -> dict[str, object]:
     }
 
 
+def _limit(kind: str, interval: str, num: int, limit: int) -> dict[str, object]:
+    """One entry of exchangeInfo's ``rateLimits``."""
+    return {"rateLimitType": kind, "interval": interval, "intervalNum": num, "limit": limit}
+
+
 class _Codec:
-    """What both markets' codecs share: stream names and the exchangeInfo reply."""
+    """What both markets' codecs share: stream names, limits and the exchangeInfo reply."""
 
     rest_weight_limit: int
-    #: what exchangeInfo says of each symbol beside its name and status
+    #: REST path -> request weight (the simulator charges these per IP and minute)
+    rest_weights: dict[str, int]
+    #: WebSocket limits the simulator enforces (0: none documented, none enforced)
+    max_streams: int = MAX_STREAMS_PER_CONNECTION
+    max_messages_per_s: int
+    max_connects_per_5min: int
+    #: the rateLimits array of exchangeInfo
+    rate_limits: tuple[dict[str, object], ...]
+    #: what exchangeInfo says of each symbol beside its name, status and assets
     symbol_info: dict[str, object]
+    #: a symbol's status in exchangeInfo by the simulator's state of it
+    statuses: dict[str, str]
 
     def stream_name(self, symbol: str) -> str:
         """``btcusdt@trade``."""
         return trade_stream(symbol)
 
-    def exchange_info(self, symbols: list[str], now_ms: int) -> dict[str, object]:
-        """A minimal exchangeInfo reply: the weight limit and the symbols."""
+    def exchange_info(
+        self,
+        symbols: list[str],
+        now_ms: int,
+        *,
+        states: dict[str, str] | None = None,
+        assets: dict[str, tuple[str, str]] | None = None,
+    ) -> dict[str, object]:
+        """An exchangeInfo reply: the venue's rateLimits and every symbol with its status
+        (``states``: "trading", "halted" or "delisted" per symbol; trading when absent)
+        and its base and quote assets (``assets``; left out when unknown)."""
+        states, assets = states or {}, assets or {}
+
+        def describe(symbol: str) -> dict[str, object]:
+            status = self.statuses[states.get(symbol, "trading")]
+            row: dict[str, object] = {"symbol": symbol, "status": status}
+            if symbol in assets:
+                row["baseAsset"], row["quoteAsset"] = assets[symbol]
+            return {**row, **self.symbol_info}
+
         return {
             "timezone": "UTC",
             "serverTime": now_ms,
-            "rateLimits": [_weight_limit(self.rest_weight_limit)],
-            "symbols": [{"symbol": s, "status": "TRADING", **self.symbol_info} for s in symbols],
+            "rateLimits": list(self.rate_limits),
+            "exchangeFilters": [],
+            "symbols": [describe(s) for s in symbols],
         }
 
 
@@ -63,7 +101,40 @@ class SpotCodec(_Codec):
     api_key_header = ""
     #: REQUEST_WEIGHT per minute that exchangeInfo announces
     rest_weight_limit = 6000
-    symbol_info: dict[str, object] = {"isSpotTradingAllowed": True}  # noqa: RUF012
+    # https://developers.binance.com/docs/binance-spot-api-docs/rest-api/general-endpoints
+    # (ping 1, time 1, exchangeInfo 20) and .../rest-api/market-data-endpoints (25 each)
+    rest_weights: dict[str, int] = {  # noqa: RUF012
+        "/api/v3/ping": 1,
+        "/api/v3/time": 1,
+        "/api/v3/exchangeInfo": 20,
+        "/api/v3/trades": 25,
+        "/api/v3/historicalTrades": 25,
+    }
+    # https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams
+    # ("WebSocket Limits": 5 incoming messages per second, 1024 streams, 300 connection
+    # attempts every 5 minutes per IP)
+    max_messages_per_s = 5
+    max_connects_per_5min = 300
+    rate_limits = (
+        _limit("REQUEST_WEIGHT", "MINUTE", 1, 6000),
+        _limit("ORDERS", "SECOND", 10, 100),
+        _limit("ORDERS", "DAY", 1, 200000),
+        _limit("RAW_REQUESTS", "MINUTE", 5, 61000),
+    )
+    symbol_info: dict[str, object] = {  # noqa: RUF012
+        "baseAssetPrecision": 8,
+        "quotePrecision": 8,
+        "quoteAssetPrecision": 8,
+        "isSpotTradingAllowed": True,
+        "permissions": [],
+    }
+    # https://developers.binance.com/docs/binance-spot-api-docs/enums (TRADING, END_OF_DAY,
+    # HALT, BREAK); a delisted pair stays listed in BREAK
+    statuses: dict[str, str] = {  # noqa: RUF012
+        "trading": "TRADING",
+        "halted": "HALT",
+        "delisted": "BREAK",
+    }
 
     def trade_frame(self, trade: Trade) -> bytes:
         """A spot ``@trade`` event (event time = trade time), fields in Binance's order."""
@@ -99,7 +170,37 @@ class UsdmCodec(_Codec):
     # https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Old-Trades-Lookup
     api_key_header = API_KEY_HEADER
     rest_weight_limit = 2400
-    symbol_info: dict[str, object] = {"contractType": "PERPETUAL"}  # noqa: RUF012
+    # .../usds-margined-futures/market-data/rest-api/ (Exchange-Information 1, Check-Server-
+    # Time 1, Test-Connectivity 1, Recent-Trades-List 5, Old-Trades-Lookup 20)
+    rest_weights: dict[str, int] = {  # noqa: RUF012
+        "/fapi/v1/ping": 1,
+        "/fapi/v1/time": 1,
+        "/fapi/v1/exchangeInfo": 1,
+        "/fapi/v1/trades": 5,
+        "/fapi/v1/historicalTrades": 20,
+    }
+    # https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams
+    # (10 incoming messages per second, 1024 streams); the page states no limit on
+    # connection attempts, so none is enforced
+    max_messages_per_s = 10
+    max_connects_per_5min = 0
+    # .../usds-margined-futures/market-data/rest-api/Exchange-Information (the example)
+    rate_limits = (
+        _limit("REQUEST_WEIGHT", "MINUTE", 1, 2400),
+        _limit("ORDERS", "MINUTE", 1, 1200),
+        _limit("ORDERS", "SECOND", 10, 300),
+    )
+    symbol_info: dict[str, object] = {  # noqa: RUF012
+        "contractType": "PERPETUAL",
+        "deliveryDate": 4133404800000,  # what Binance gives perpetuals
+    }
+    # contract statuses: TRADING, ... SETTLING, CLOSE; a delisted perpetual is SETTLING;
+    # futures have no halt status of their own, so a halted one is shown SETTLING too
+    statuses: dict[str, str] = {  # noqa: RUF012
+        "trading": "TRADING",
+        "halted": "SETTLING",
+        "delisted": "SETTLING",
+    }
 
     def trade_frame(self, trade: Trade) -> bytes:
         """A futures ``@trade`` event as recorded: ``e,E,T,s,t,p,q,X,m``, no ``M``."""
@@ -117,12 +218,3 @@ class UsdmCodec(_Codec):
     def shutdown_frame(self) -> bytes | None:
         """None: the USD-M stream docs announce no serverShutdown event."""
         return None
-
-
-def _weight_limit(limit: int) -> dict[str, object]:
-    return {
-        "rateLimitType": "REQUEST_WEIGHT",
-        "interval": "MINUTE",
-        "intervalNum": 1,
-        "limit": limit,
-    }
