@@ -7,7 +7,9 @@ symbols warming up or filling gaps at once must share that limit, most urgent fi
 
 - a rolling one-minute window of the weight sent, kept under ``limit * (1 - margin)``;
 - after every reply, the exchange's own count (``X-MBX-USED-WEIGHT-1M``) is a floor for
-  the minute, so weight other processes on the same IP used is respected;
+  the minute, so weight other processes on the same IP used is respected; when nothing
+  was heard from the exchange for a window (at start), one request goes first alone, so
+  a burst does not go out before its count is known;
 - requests that do not fit wait in a priority queue: open gaps first (busier symbols
   before quieter ones), then catch-ups after a reconnect, then warm starts, then
   background look-ups; first come, first served within a class;
@@ -185,6 +187,7 @@ class WeightBudget:
         self._log: deque[tuple[float, int]] = deque()  # (sent at, weight), oldest first
         self._own = 0  # weight in _log
         self._sync: _Sync | None = None
+        self._heard_at: float | None = None  # when the latest reply came
         self._blocked_until = 0.0
         self.blocked_by = ""  # what blocked it last ("HTTP 429")
         self._seq = itertools.count()
@@ -212,7 +215,7 @@ class WeightBudget:
         if ticket.state is State.WAITING:
             self._queued -= 1
             ticket.state = State.CANCELLED
-        elif ticket.state is State.SENT:
+        elif ticket.state is State.SENT:  # no reply to learn from
             self._in_flight -= 1
             ticket.state = State.DONE
 
@@ -223,6 +226,8 @@ class WeightBudget:
         if ticket.state is State.SENT:
             self._in_flight -= 1
             ticket.state = State.DONE
+            heard = self._heard_at
+            self._heard_at = ticket.sent_at if heard is None else max(heard, ticket.sent_at)
         if used is None or ticket.sent_total == 0:
             return
         if self._sync is None or ticket.sent_total >= self._sync.sent_total:
@@ -264,12 +269,17 @@ class WeightBudget:
             self._drop(ticket, why)
             dropped.append(ticket)
         head: Ticket | None = None
+        probing = False
         while self._queue:
             ticket = self._queue[0][2]
             if ticket.state is not State.WAITING:
                 heapq.heappop(self._queue)
                 continue
-            if blocked or self._usage(now) + ticket.weight > self.cap:
+            # nothing heard for a window: the exchange's count is unknown, one goes alone
+            probing = self._in_flight > 0 and (
+                self._heard_at is None or self._heard_at + self.window <= now
+            )
+            if blocked or probing or self._usage(now) + ticket.weight > self.cap:
                 head = ticket
                 break
             heapq.heappop(self._queue)
@@ -277,11 +287,15 @@ class WeightBudget:
             sent.append(ticket)
         wake: float | None = None
         if head is not None:
-            wake = self._blocked_until if blocked else self._fit_time(head.weight, now)
+            if blocked:
+                wake = self._blocked_until
+            elif not probing:  # (probing: the reply will tell, through settle)
+                wake = self._fit_time(head.weight, now)
             while self._deadlines and self._deadlines[0][2].state is not State.WAITING:
                 heapq.heappop(self._deadlines)
             if self._deadlines:
-                wake = min(wake, self._deadlines[0][0])
+                first = self._deadlines[0][0]
+                wake = first if wake is None else min(wake, first)
         return Polled(sent, dropped, wake)
 
     def usage(self, now: float) -> int:
