@@ -54,7 +54,7 @@ def test_subject_names_the_partition_first_so_one_filter_reads_a_partition() -> 
     subjects = TradeSubjects(8)
     part = subjects.partition("binance", "BTCUSDT")
     assert subjects.subject("binance", "BTCUSDT") == f"trades.{part}.binance.BTCUSDT"
-    assert subjects.filter(part) == f"trades.{part}.>"
+    assert subjects.filter(part) == f"trades.{part}.*.*"
     assert subjects.wildcard == "trades.*.*.*"
     assert signal_subject("binance-usdm", "BTCUSDT") == "signals.binance-usdm.BTCUSDT"
     assert TradeSubjects(4, prefix="t1").subject("binance", "BTCUSDT").startswith("t1.")

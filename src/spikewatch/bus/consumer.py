@@ -1,7 +1,7 @@
 """The detect side: one durable pull consumer per partition, trades handed over in order.
 
 :class:`PartitionConsumer` fetches up to ``batch`` messages at a time from the consumer of
-one partition (filter subject ``<prefix>.<partition>.>``), decodes each into a
+one partition (filter subject ``<prefix>.<partition>.*.*``), decodes each into a
 :class:`~spikewatch.core.model.TradeBatch` and hands them to a callback, which feeds the
 kernel. Only when the callback has returned is the last message acknowledged (the
 consumer's ack policy is ``all``: one ack covers the fetch), so a worker that dies
@@ -22,16 +22,16 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from spikewatch.bus.codec import MalformedBatch, decode_batch
-from spikewatch.bus.stream import PartitionMismatch
 from spikewatch.bus.subjects import TradeSubjects, check_token
 from spikewatch.core.model import TradeBatch
 
@@ -48,11 +48,12 @@ FETCH_BATCH = 64
 class PartitionConsumer:
     """Reads partition ``partition`` of stream ``stream`` (see the module docstring).
 
-    ``durable`` names the consumer (default ``detect-<partition>``: the partition's one
-    reader, whichever worker holds its lease). ``start_seq`` (re)creates it to begin at
-    that stream sequence (failover from a snapshot); without it an existing consumer goes
-    on from its acknowledged position and a new one starts per ``deliver`` (default: the
-    oldest trade the stream keeps, to warm the windows).
+    The partition has one consumer, whichever worker holds its lease: the stream's
+    consumer filtered on the partition (see :meth:`open`). ``durable`` names it when it is
+    made (default ``detect-<partition>``). ``start_seq`` makes it anew at that stream
+    sequence (failover from a snapshot); without it an existing consumer goes on from its
+    acknowledged position and a new one starts per ``deliver`` (default: the oldest trade
+    the stream keeps, to warm the windows).
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class PartitionConsumer:
         batch: int = FETCH_BATCH,
         max_wait: float = 0.5,
         ack_wait: float = 30.0,
+        ack_timeout: float = 5.0,
     ) -> None:
         self._js = js
         self.stream = stream
@@ -75,11 +77,14 @@ class PartitionConsumer:
         self.partition = partition
         self.filter = subjects.filter(partition)
         self.durable = check_token("consumer name", durable or f"detect-{partition}")
+        #: the consumer's name on the server (set by :meth:`open`)
+        self.name = self.durable
         self.start_seq = start_seq
         self.deliver = deliver
         self.batch = batch
         self.max_wait = max_wait
         self.ack_wait = ack_wait
+        self.ack_timeout = ack_timeout
         self._sub: JetStreamContext.PullSubscription | None = None
         #: stream sequence of the last message handled (0: none yet)
         self.last_seq = 0
@@ -90,24 +95,38 @@ class PartitionConsumer:
         self.malformed: dict[str, int] = {}
 
     async def open(self) -> None:
-        """Create (or check and bind) the durable consumer."""
+        """Bind to the partition's consumer, or make it.
+
+        The partition's consumer is the stream's consumer whose filter is the
+        partition's. Without ``start_seq`` an existing one is bound to (it goes on from
+        its acknowledged position); with it, every consumer of the partition is deleted
+        and a new one made at ``start_seq``, under a name of its own (``<durable>-<hex>``):
+        an acknowledgement from the previous holder (still running, its lease lost, or
+        on its way when it died) names the old consumer; on a consumer of the same name,
+        under ack policy "all", it would move the new one's floor past messages the new
+        holder has not handled. On a deleted consumer it is refused.
+        """
         js = self._js
-        existing = None
-        with contextlib.suppress(NotFoundError):
-            existing = await js.consumer_info(self.stream, self.durable)
-        if existing is not None and self.start_seq is not None:
-            await js.delete_consumer(self.stream, self.durable)  # begin where told
-            existing = None
-        if existing is not None:
-            have = existing.config.filter_subject
-            if have != self.filter:
-                raise PartitionMismatch(
-                    f"consumer {self.durable} of {self.stream} reads {have}, not {self.filter}"
-                )
+        mine: list[ConsumerInfo] = []
+        while True:  # (the server lists 256 at a time)
+            page = await js.consumers_info(self.stream, offset=len(mine) if mine else None)
+            mine.extend(page)
+            if len(page) < 256:
+                break
+        mine = [c for c in mine if c.config.filter_subject == self.filter]
+        if self.start_seq is None and mine:
+            named = [c for c in mine if c.name == self.durable]
+            self.name = (named or mine)[0].name
         else:
+            for old in mine:
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_consumer(self.stream, old.name)
+            self.name = self.durable
+            if self.start_seq is not None:
+                self.name = f"{self.durable}-{secrets.token_hex(4)}"
             config = ConsumerConfig(
-                durable_name=self.durable,
-                name=self.durable,
+                durable_name=self.name,
+                name=self.name,
                 description=f"spikewatch detect, partition {self.partition}",
                 filter_subject=self.filter,
                 ack_policy=AckPolicy.ALL,
@@ -120,7 +139,7 @@ class PartitionConsumer:
             else:
                 config.deliver_policy = self.deliver
             await js.add_consumer(self.stream, config=config)
-        self._sub = await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        self._sub = await js.pull_subscribe_bind(durable=self.name, stream=self.stream)
 
     async def poll(self, handler: Handler) -> int:
         """One fetch: decode, call ``handler``, acknowledge. Returns the messages handled
@@ -131,7 +150,7 @@ class PartitionConsumer:
         assert self._sub is not None
         try:
             msgs = await self._sub.fetch(self.batch, timeout=self.max_wait)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # (nats-py raises either)
             return 0
         if not msgs:
             return 0
@@ -142,7 +161,7 @@ class PartitionConsumer:
             result = handler(batches, seq)
             if inspect.isawaitable(result):
                 await result
-        await last.ack()  # ack policy "all": every message of the fetch
+        await last.ack_sync(self.ack_timeout)  # ack policy "all": the whole fetch, confirmed
         self.last_seq = seq
         self.messages += len(msgs)
         return len(msgs)
@@ -179,4 +198,4 @@ class PartitionConsumer:
             self._sub = None
         if delete:
             with contextlib.suppress(NotFoundError):
-                await self._js.delete_consumer(self.stream, self.durable)
+                await self._js.delete_consumer(self.stream, self.name)

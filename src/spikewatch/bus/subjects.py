@@ -2,7 +2,7 @@
 
 Trades of ``(exchange, symbol)`` are published on ``<prefix>.<partition>.<exchange>.<symbol>``
 (``trades.3.binance.BTCUSDT``). The partition is the first token after the prefix so that
-one durable consumer with one filter subject, ``trades.3.>``, receives exactly the trades
+one durable consumer with one filter subject, ``trades.3.*.*``, receives exactly the trades
 of partition 3: a JetStream filter is a subject wildcard, and a wildcard cannot compute a
 hash, so the partition has to be written into the subject by the publisher. (A consumer
 with several filter subjects, one per symbol, would need nats-server 2.10 and a change of
@@ -98,7 +98,7 @@ class TradeSubjects:
         """The filter subject of a consumer of ``partition``: all its trades."""
         if not 0 <= partition < self.partitions:
             raise ValueError(f"partition {partition} is not within 0..{self.partitions - 1}")
-        return f"{self.prefix}.{partition}.>"
+        return f"{self.prefix}.{partition}.*.*"
 
     @property
     def wildcard(self) -> str:
