@@ -19,6 +19,14 @@
  * from static/vendor/ after `make assets`). Without it the page still shows the table and
  * the status, and says how to install the chart.
  *
+ * The market view (the landing page when the app watches more than one symbol; "#market"):
+ * a leaderboard of the watched symbols from /api/top, re-read every few seconds and soon
+ * after each `signal` event, with a 5 min / 1 h switch, a ranking choice and a search
+ * (server-side, so a quiet symbol among 2,000 is found too). A row opens that symbol's
+ * chart ("#exchange:SYMBOL"); the header's Market link and the browser's Back return.
+ * The board's windows, maxima and expiry are the server's (core/leaderboard.py): the page
+ * only draws them, so it shows what the API says, after a restart too.
+ *
  * Two links stand between the page and the market: the live stream (page <-> app) and the
  * app's connection to the exchange. The header says "live" only while both are up; while
  * the exchange is not connected, the chart panel says why (the last connection error from
@@ -38,6 +46,10 @@
   const MAX_ERROR_CHARS = 300; // of the connection error shown (the full text is its title)
   const MAX_ALERTS = 200; // alerts kept in the table (all symbols)
   const FOCUS_S = 90; // a focused alert is shown with this many seconds either side
+  const MARKET_POLL_MS = 3000; // re-read the leaderboard this often while it is shown
+  const MARKET_NUDGE_MS = 800; // and this soon after a signal (at most once per this)
+  const MARKET_ROWS = 100; // leaderboard rows shown (the search reaches the others)
+  const SEARCH_DELAY_MS = 200; // typing pauses this long before the search is sent
   /** Quote assets, longest first: what a symbol's price and quote volume are counted in. */
   const QUOTES = [
     "FDUSD", "PYUSD", "USDT", "USDC", "BUSD", "TUSD", "USDP", "USDE", "BIDR", "IDRT",
@@ -100,6 +112,16 @@
     sound: $("alert-sound"),
     notify: $("alert-notify"),
     focusNote: $("focus-note"),
+    toMarket: $("to-market"),
+    marketView: $("market-view"),
+    symbolView: $("symbol-view"),
+    market: document.querySelector("#market tbody"),
+    marketBy: $("market-by"),
+    marketSearch: $("market-search"),
+    marketCount: $("market-count"),
+    marketEmpty: $("market-empty"),
+    marketBucket: $("market-bucket"),
+    windows: [...document.querySelectorAll("#market-view [data-window]")],
   };
 
   const state = {
@@ -134,6 +156,17 @@
     notify: false, // a browser notification when an alert opens
     sounds: 0, // rung so far (for tests)
     notifications: [], // ids of the alerts notified so far (for tests)
+    page: "symbol", // what the page shows: "market" (the leaderboard) or "symbol" (a chart)
+    market: {
+      window: "5m",
+      by: "signals",
+      q: "",
+      rows: [], // the leaderboard as last read
+      reads: 0, // answers drawn so far (for tests)
+      token: 0, // of the latest request: an older answer is dropped
+      timer: null,
+      nudged: 0, // Date.now() of the last read caused by a signal
+    },
   };
 
   // -- formatting ------------------------------------------------------------------------
@@ -598,6 +631,7 @@
     if (mine.size > MAX_MARKERS) mine.delete(mine.keys().next().value);
     addToTable([s], true);
     if (chart && key === state.key) chart.addLive(s);
+    if (state.page === "market") nudgeMarket();
   }
 
   // -- the alerts table ------------------------------------------------------------------
@@ -1062,7 +1096,7 @@
     state.key = key;
     state.symbol = state.series.get(key).symbol;
     el.symbol.value = key;
-    history.replaceState(null, "", `#${key}`);
+    if (state.page === "symbol") history.replaceState(null, "", `#${key}`);
     for (const [name, li] of state.cards) li.classList.toggle("selected", name === key);
     shownPrice = null;
     el.price.textContent = "—";
@@ -1251,6 +1285,274 @@
     es.addEventListener("alert", (event) => onAlert(JSON.parse(event.data)));
   }
 
+  // -- the market view -------------------------------------------------------------------
+
+  const SVG = "http://www.w3.org/2000/svg";
+  const WINDOW_TEXT = { "5m": "the last 5 minutes", "1h": "the last hour" };
+  const multi = () => state.series.size > 1;
+
+  /** A spark line of counts per bucket (oldest first), as columns: counts read as bars. */
+  function spark(counts, bucketS) {
+    const width = 120;
+    const height = 22;
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    svg.setAttribute("width", String(width));
+    svg.setAttribute("height", String(height));
+    svg.setAttribute("class", "spark");
+    svg.setAttribute("preserveAspectRatio", "none");
+    const top = Math.max(1, ...counts);
+    const step = width / counts.length;
+    const base = document.createElementNS(SVG, "line");
+    base.setAttribute("x1", "0");
+    base.setAttribute("x2", String(width));
+    base.setAttribute("y1", String(height - 0.5));
+    base.setAttribute("y2", String(height - 0.5));
+    base.setAttribute("class", "base");
+    svg.append(base);
+    counts.forEach((count, i) => {
+      if (!count) return;
+      const bar = document.createElementNS(SVG, "rect");
+      const h = Math.max(2, (count / top) * (height - 2));
+      bar.setAttribute("x", (i * step + step * 0.1).toFixed(2));
+      bar.setAttribute("width", Math.max(1, step * 0.8).toFixed(2));
+      bar.setAttribute("y", (height - h).toFixed(2));
+      bar.setAttribute("height", h.toFixed(2));
+      if (i === counts.length - 1) bar.setAttribute("class", "now");
+      svg.append(bar);
+    });
+    const total = counts.reduce((a, b) => a + b, 0);
+    const unit = bucketS >= 60 ? `${bucketS / 60} min` : `${bucketS} s`;
+    svg.setAttribute("role", "img");
+    svg.setAttribute(
+      "aria-label",
+      total
+        ? `signals per ${unit}: at most ${top} in one, ${counts[counts.length - 1]} in the latest`
+        : "no signals",
+    );
+    return svg;
+  }
+
+  /** A value and its unit in one cell: "617.3k USD", "40.2 ×". */
+  function usdCell(td, usd) {
+    if (usd == null) {
+      td.textContent = "—";
+      td.title = "no signal with a known USD value in the window";
+      return;
+    }
+    const short = fmtUsd(usd).slice(1); // "$617.3k" -> "617.3k"
+    withUnit(td, short, "USD");
+    td.title = fmtUsdExact(usd);
+  }
+
+  function marketRow(r, bucketS) {
+    const key = seriesKey(r.exchange, r.symbol);
+    const tr = document.createElement("tr");
+    tr.dataset.key = key;
+    tr.dataset.symbol = r.symbol;
+    tr.dataset.exchange = r.exchange;
+    tr.dataset.signals = String(r.signals);
+    tr.tabIndex = 0;
+    tr.title = `Open ${seriesName(r.exchange, r.symbol)}: its chart and signals`;
+    const quiet = r.signals === 0 && r.alerts === 0;
+    if (quiet) tr.classList.add("quiet");
+    cell(tr, String(r.rank), "num rank");
+    const venue = document.createElement("span");
+    venue.className = "venue";
+    venue.textContent = `· ${r.exchange}`;
+    const name = cell(tr, `${r.symbol} `, "name");
+    name.append(venue);
+    cell(tr, number(r.signals, 0, 0), "num count");
+    cell(tr, number(r.alerts, 0, 0), `num count${r.alerts ? " alerted" : ""}`);
+    usdCell(cell(tr, "", "num"), r.usd_max);
+    const ratio = cell(tr, r.ratio_max == null ? "—" : fmtRatio(r.ratio_max), "num");
+    ratio.title = r.ratio_max == null ? "no ratio in the window" : "volume / the detector's baseline";
+    cell(tr, "", "spark-col").append(spark(r.spark, bucketS));
+    withUnit(cell(tr, "", "num"), fmtPrice(r.last_price), r.last_price == null ? null : r.quote);
+    const last = cell(tr, "", "last-signal");
+    const s = r.last_signal;
+    if (s) {
+      const side = document.createElement("span");
+      side.className = `side ${s.side}`;
+      side.textContent = s.side;
+      const time = document.createElement("span");
+      time.className = "time";
+      time.textContent = `${fmtTime(s.time_us).slice(0, 8)} `;
+      const volume = document.createElement("span");
+      withUnit(volume, ` ${fmtVolume(s.volume)}`, r.base);
+      last.append(time, side, volume);
+      last.title = `${s.timestamp} · ${s.detector} · ${fmtPrice(s.price)}${r.quote ? ` ${r.quote}` : ""}`;
+    } else {
+      last.textContent = "—";
+    }
+    tr.addEventListener("click", () => openSymbol(key));
+    tr.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        openSymbol(key);
+      }
+    });
+    return tr;
+  }
+
+  /** Draw the leaderboard (the focused row keeps its focus). */
+  function drawMarket(body) {
+    const m = state.market;
+    m.rows = body.rows;
+    const focused = document.activeElement && document.activeElement.closest
+      ? document.activeElement.closest("#market tr[data-key]")
+      : null;
+    const keep = focused ? focused.dataset.key : null;
+    const rows = body.rows.map((r) => marketRow(r, body.bucket_s));
+    el.market.replaceChildren(...rows);
+    if (keep) {
+      const again = rows.find((tr) => tr.dataset.key === keep);
+      if (again) again.focus({ preventScroll: true });
+    }
+    el.marketEmpty.hidden = body.rows.length > 0;
+    el.marketEmpty.textContent = m.q
+      ? `No watched symbol contains “${m.q.toUpperCase()}”.`
+      : "No symbols watched.";
+    const shown = body.count < body.total ? `top ${body.count} of ${body.total}` : `${body.total}`;
+    const at = body.now ? ` · at ${body.now.slice(11, 19)} UTC (exchange time)` : "";
+    el.marketCount.textContent = `${shown} symbol${body.total === 1 ? "" : "s"}${at}`;
+    el.marketBucket.textContent = body.bucket_s >= 60 ? `${body.bucket_s / 60} min` : `${body.bucket_s} s`;
+    m.reads += 1;
+  }
+
+  /** Read the leaderboard now (a newer request wins over one still on its way). */
+  async function readMarket() {
+    const m = state.market;
+    clearTimeout(m.timer);
+    m.timer = null;
+    const token = ++m.token;
+    const query = new URLSearchParams({
+      window: m.window,
+      by: m.by,
+      limit: String(MARKET_ROWS),
+      exchange: state.exchange,
+    });
+    if (m.q) query.set("q", m.q);
+    try {
+      const body = await getJSON(`/api/top?${query}`);
+      if (token === m.token && state.page === "market") drawMarket(body);
+    } catch (err) {
+      // the stream's pill shows an outage of the app; the next poll tries again
+    } finally {
+      if (token === m.token && state.page === "market") {
+        m.timer = setTimeout(readMarket, MARKET_POLL_MS);
+      }
+    }
+  }
+
+  /** A signal came: read the board soon (at most once per MARKET_NUDGE_MS). */
+  function nudgeMarket() {
+    const m = state.market;
+    const wait = MARKET_NUDGE_MS - (Date.now() - m.nudged);
+    if (wait <= 0) {
+      m.nudged = Date.now();
+      readMarket();
+    } else if (m.timer === null || wait < MARKET_NUDGE_MS) {
+      clearTimeout(m.timer);
+      m.timer = setTimeout(() => {
+        m.nudged = Date.now();
+        readMarket();
+      }, wait);
+    }
+  }
+
+  function setWindow(name) {
+    state.market.window = name;
+    for (const button of el.windows) {
+      button.setAttribute("aria-pressed", String(button.dataset.window === name));
+    }
+    readMarket();
+  }
+
+  function setUpMarket() {
+    for (const button of el.windows) {
+      button.addEventListener("click", () => setWindow(button.dataset.window));
+    }
+    el.marketBy.addEventListener("change", () => {
+      state.market.by = el.marketBy.value;
+      readMarket();
+    });
+    let typing = null;
+    el.marketSearch.addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(() => {
+        // letters and digits only (what the API takes): "btc/usdt" searches "btcusdt"
+        state.market.q = el.marketSearch.value.replace(/[^A-Za-z0-9]/g, "").slice(0, 30);
+        readMarket();
+      }, SEARCH_DELAY_MS);
+    });
+    el.marketSearch.addEventListener("keydown", (event) => {
+      // Enter: open the first match, as a search box is expected to
+      if (event.key !== "Enter") return;
+      const first = el.market.querySelector("tr[data-key]");
+      if (first) openSymbol(first.dataset.key);
+    });
+    el.toMarket.addEventListener("click", (event) => {
+      event.preventDefault();
+      history.pushState(null, "", "#market");
+      route();
+    });
+  }
+
+  /** Show the leaderboard or the symbol view. */
+  function showPage(page) {
+    state.page = page;
+    const market = page === "market";
+    document.body.dataset.page = page;
+    el.marketView.hidden = !market;
+    el.symbolView.hidden = market;
+    el.toMarket.hidden = market || !multi();
+    el.price.parentElement.hidden = market;
+    if (market) {
+      el.symbol.value = ""; // "Open a symbol…": any symbol picked opens it
+      document.title = "Market · spikewatch";
+      readMarket();
+    } else {
+      clearTimeout(state.market.timer);
+      state.market.timer = null;
+      state.market.token += 1; // an answer on its way is not drawn
+    }
+  }
+
+  /** Open one series' chart from the leaderboard (a new history entry: Back returns). */
+  function openSymbol(key) {
+    if (!state.series.has(key)) return Promise.resolve();
+    history.pushState(null, "", `#${key}`);
+    return route();
+  }
+
+  /** The series a location hash names: "#binance-usdm:BTCUSDT", or a bare "#BTCUSDT". */
+  function seriesOf(hash) {
+    const wanted = decodeURIComponent(hash.replace(/^#/, ""));
+    if (!wanted) return null;
+    const keys = [...state.series.keys()];
+    return (
+      keys.find((key) => key.toLowerCase() === wanted.toLowerCase()) ||
+      keys.find((key) => state.series.get(key).symbol === wanted.toUpperCase()) ||
+      null
+    );
+  }
+
+  /** Show what the address says: "#market", a series, or (none) the landing page. */
+  function route() {
+    const hash = location.hash.slice(1);
+    const key = seriesOf(hash);
+    if (hash.toLowerCase() === "market" || (!key && multi())) {
+      showPage("market");
+      return Promise.resolve();
+    }
+    showPage("symbol");
+    const chosen = key || [...state.series.keys()][0];
+    const loading = selectSeries(chosen);
+    history.replaceState(null, "", `#${chosen}`);
+    return loading;
+  }
+
   // -- start -----------------------------------------------------------------------------
 
   async function start() {
@@ -1271,6 +1573,13 @@
     // The stream first (its subscription exists once it opens), then the history: a
     // signal raised in between is in one or the other, and de-duplicated by id.
     openStream();
+    // what the picker shows on the leaderboard, where no series is on the chart
+    const none = document.createElement("option");
+    none.value = "";
+    none.textContent = "Open a symbol…";
+    none.disabled = true;
+    none.hidden = true;
+    el.symbol.append(none);
     for (const info of Object.values(status.symbols)) {
       const exchange = info.exchange || status.exchange;
       const key = seriesKey(exchange, info.symbol);
@@ -1281,16 +1590,17 @@
       el.symbol.append(option);
       showSymbol(exchange, info.symbol, info);
     }
-    el.symbol.addEventListener("change", () => selectSeries(el.symbol.value));
-    // "#binance-usdm:BTCUSDT", or a bare "#BTCUSDT" (links from before exchanges were named)
-    const wanted = decodeURIComponent(location.hash.slice(1));
-    const keys = [...state.series.keys()];
-    const chosen =
-      keys.find((key) => key.toLowerCase() === wanted.toLowerCase()) ||
-      keys.find((key) => state.series.get(key).symbol === wanted.toUpperCase()) ||
-      keys[0];
+    // the picker opens the series it names (from the leaderboard too)
+    el.symbol.addEventListener("change", () =>
+      state.page === "market" ? openSymbol(el.symbol.value) : selectSeries(el.symbol.value),
+    );
+    setUpMarket();
+    window.addEventListener("popstate", () => route());
     await Promise.race([streamAnswered, sleep(RETRY_MS)]);
-    const chartLoaded = selectSeries(chosen);
+    // "#market", "#binance-usdm:BTCUSDT", a bare "#BTCUSDT" (links from before exchanges
+    // were named), or nothing: the leaderboard when more than one symbol is watched, else
+    // the one symbol's chart
+    const chartLoaded = route();
     const [signals] = await Promise.all([
       getJSON(`/api/signals?exchange=${encodeURIComponent(state.exchange)}&limit=${MAX_ROWS}`),
       // the alerts table stays empty rather than the page unready (live ones still come)
@@ -1331,6 +1641,10 @@
       return state.sounds;
     },
     notifications: state.notifications,
+    get page() {
+      return state.page;
+    },
+    market: () => ({ ...state.market, rows: state.market.rows.slice() }),
   };
 
   start().catch((err) => console.warn("starting the dashboard failed:", err.message));
