@@ -14,7 +14,8 @@ Everything else is the SQLite store's contract, row for row: the same keyset ord
 "C"``, SQLite's BINARY), the same payload bytes (``msgspec.json`` of the signal), the
 same delivery numbers for the same calls. Connections come from a
 :class:`psycopg_pool.ConnectionPool` in autocommit mode: a read is one statement, and a
-write is an explicit transaction.
+write is an explicit transaction. Reads that return payloads ask for results in binary
+format: a ``bytea`` then arrives as its bytes, not as hex text to decode.
 """
 
 from __future__ import annotations
@@ -382,7 +383,7 @@ class PostgresSignalStore:
         query += " ORDER BY time_us DESC, id DESC LIMIT %s"
         args.append(limit + 1)
         with self._conn() as conn:
-            rows = conn.execute(query, args).fetchall()
+            rows = conn.execute(query, args, binary=True).fetchall()
         page = rows[:limit]
         cursor = Cursor(int(page[-1][1]), str(page[-1][2])) if len(rows) > limit else None
         return [bytes(row[0]) for row in page], cursor
@@ -415,7 +416,7 @@ class PostgresSignalStore:
         query = "SELECT seq, payload FROM signals WHERE " + " AND ".join(["seq > %s", *where])
         query += " ORDER BY seq LIMIT %s"
         with self._conn() as conn:
-            rows = conn.execute(query, [seq, *args, limit]).fetchall()
+            rows = conn.execute(query, [seq, *args, limit], binary=True).fetchall()
         return [(int(n), _decode(payload)) for n, payload in rows]
 
     def add_gap(self, gap: GapRecord) -> None:
@@ -448,7 +449,7 @@ class PostgresSignalStore:
         query += " ORDER BY time_us DESC LIMIT %s"
         args.append(limit)
         with self._conn() as conn:
-            rows = conn.execute(query, args).fetchall()
+            rows = conn.execute(query, args, binary=True).fetchall()
         return [_decode_gap(row[0]) for row in rows]
 
     def save_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
