@@ -424,11 +424,12 @@ def test_open_store_picks_the_store_by_the_target(tmp_path: Path, postgres_url: 
         assert isinstance(sqlite_store, SQLiteSignalStore)
     finally:
         sqlite_store.close()
-    memory = open_store(":memory:")
-    try:
-        assert isinstance(memory, SQLiteSignalStore)
-    finally:
-        memory.close()
+    for other in (":memory:", tmp_path / "as-a-path.db"):
+        opened = open_store(other)
+        try:
+            assert isinstance(opened, SQLiteSignalStore)
+        finally:
+            opened.close()
     schema = new_schema_name()
     backend = PostgresBackend(postgres_url, schema)
     backend.create()
@@ -664,7 +665,8 @@ def test_delivery_numbers_given_by_the_engine_are_kept_and_the_store_numbers_aft
 
     assert store.add(signals[3:5]) == 2  # numbered by the store: after the highest
     assert store.after_seq(9) == [(10, signals[3]), (11, signals[4])]
-    with pytest.raises(ValueError):  # as many numbers as signals, or none
+    # as many numbers as signals, or none
+    with pytest.raises(ValueError, match=r"shorter than|sequence numbers"):
         store.add(signals[5:7], [20])
 
 

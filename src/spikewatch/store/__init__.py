@@ -3,6 +3,7 @@ implementations."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from spikewatch.store.base import Cursor, SignalPage, SignalStore
@@ -20,6 +21,7 @@ __all__ = [
     "SignalStore",
     "StoreOpenError",
     "StoreWriter",
+    "is_postgres_url",
     "open_store",
 ]
 
@@ -27,20 +29,20 @@ __all__ = [
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def is_postgres_url(target: str) -> bool:
+def is_postgres_url(target: str | os.PathLike[str]) -> bool:
     """Whether ``target`` is a PostgreSQL URL rather than a SQLite path."""
-    return target.lower().startswith(POSTGRES_SCHEMES)
+    return isinstance(target, str) and target.lower().startswith(POSTGRES_SCHEMES)
 
 
-def open_store(target: str) -> SignalStore:
+def open_store(target: str | os.PathLike[str]) -> SignalStore:
     """The store ``target`` names: a ``postgresql://`` (or ``postgres://``) URL opens a
     :class:`PostgresSignalStore`, anything else is the path of a SQLite file (or
     ``:memory:``). Raises :class:`StoreOpenError` when it cannot be opened."""
-    if is_postgres_url(target):
+    if isinstance(target, str) and is_postgres_url(target):
         from spikewatch.store.postgres import PostgresSignalStore
 
         return PostgresSignalStore(target)
-    return SQLiteSignalStore(target)
+    return SQLiteSignalStore(os.fspath(target))
 
 
 def __getattr__(name: str) -> object:

@@ -191,7 +191,7 @@ class PostgresSignalStore:
         min_connections: int = 1,
         max_connections: int = 8,
         connect_timeout: float = 10.0,
-        pool_timeout: float = 30.0,
+        pool_timeout: float = 10.0,
     ) -> None:
         """Connect, and bring the schema up to date (creating ``schema`` if it is given
         and missing; without it the tables go to the connection's ``search_path``).
