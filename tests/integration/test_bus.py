@@ -27,7 +27,8 @@ from nats.js.errors import NotFoundError
 
 from spikewatch.bus.consumer import PartitionConsumer
 from spikewatch.bus.lease import LeaseLost, PartitionLease, ensure_lease_bucket
-from spikewatch.bus.publisher import TradePublisher
+from spikewatch.bus.publisher import PublishError, TradePublisher
+from spikewatch.bus.signals import SignalPublisher, ensure_signal_stream
 from spikewatch.bus.snapshot import (
     SnapshotStore,
     ensure_snapshot_bucket,
@@ -37,7 +38,7 @@ from spikewatch.bus.snapshot import (
 from spikewatch.bus.stream import PartitionMismatch, ensure_trade_stream, stream_partitions
 from spikewatch.bus.subjects import TradeSubjects
 from spikewatch.core.kernel import GapPolicy
-from spikewatch.core.model import Signal, Trade, TradeBatch
+from spikewatch.core.model import Signal, Trade, TradeBatch, decode_signal
 from spikewatch.replay.readers import read_batches, read_trades
 from spikewatch.replay.runner import replay
 
@@ -203,7 +204,8 @@ def test_recorded_trades_come_back_exactly_and_in_order_per_symbol(fixtures_dir:
 
 
 def test_signals_detected_from_the_bus_are_those_of_a_replay(fixtures_dir: Path) -> None:
-    """The detect side is the same kernel: fed from the bus it finds what replay finds."""
+    """The detect side is the same kernel: fed from the bus it finds what replay finds,
+    and its signals go out on the signal stream once each."""
     path = fixtures_dir / BTC_CSV
     replayed: list[Signal] = []
     replay(read_trades([path]), make_kernel(GapPolicy.RESET), replayed.append)
@@ -232,6 +234,19 @@ def test_signals_detected_from_the_bus_are_those_of_a_replay(fixtures_dir: Path)
         assert signals == replayed
         assert consumer.trades == 19_904
 
+        # out on signals.<exchange>.<symbol>; found again (a redelivery), stored once
+        out = made.stream("signals")[0]
+        prefix = f"s{made.tag}"
+        await ensure_signal_stream(made.js, out, prefix=prefix, max_age=600)
+        signal_publisher = SignalPublisher(made.js, prefix=prefix, stream=out)
+        await signal_publisher.publish(signals)
+        await signal_publisher.publish(signals[: len(signals) // 2])
+        assert signal_publisher.duplicates == len(signals) // 2
+        assert (await made.js.stream_info(out)).state.messages == len(signals)
+        reader = await made.js.pull_subscribe(f"{prefix}.binance.BTCUSDT", stream=out)
+        msgs = await reader.fetch(len(signals), timeout=5)
+        assert [decode_signal(m.data) for m in msgs] == signals
+
     run(body)
 
 
@@ -256,6 +271,46 @@ def test_a_batch_published_again_after_a_restart_is_stored_once(fixtures_dir: Pa
         )
         got = [t for _, batch in await drain(consumer) for t in batch.trades()]
         assert got == trades
+
+    run(body)
+
+
+def test_the_publisher_holds_the_caller_back_when_too_much_waits(fixtures_dir: Path) -> None:
+    trades = list(read_trades([fixtures_dir / BTC_CSV]))
+
+    async def body(made: Scratch) -> None:
+        name, subjects = made.stream()
+        await ensure_trade_stream(made.js, name, subjects, max_age=600, max_bytes=1 << 26)
+        publisher = TradePublisher(
+            made.js, subjects, stream=name, max_batch=100, max_pending=1000, max_in_flight=1
+        )
+        for start in range(0, len(trades), 250):
+            await publisher.publish(trades[start : start + 250])
+            assert publisher.counters().pending <= 1000
+        await publisher.flush()
+        counters = publisher.counters()
+        assert counters.acked_trades == len(trades)
+        assert (counters.pending, counters.in_flight) == (0, 0)
+        assert max(publisher.sizes) == 100
+
+    run(body)
+
+
+def test_a_batch_that_cannot_be_stored_stops_the_publisher(fixtures_dir: Path) -> None:
+    trades = list(read_trades([fixtures_dir / BTC_CSV]))[:10]
+
+    async def body(made: Scratch) -> None:
+        name, subjects = made.stream()
+        await ensure_trade_stream(made.js, name, subjects, max_age=600, max_bytes=1 << 26)
+        # JetStream refuses it: the subject's stream is not the one expected
+        publisher = TradePublisher(made.js, subjects, stream=f"{name}-other")
+        await publisher.publish(trades)
+        with pytest.raises(PublishError, match="not stored"):
+            await publisher.flush()
+        with pytest.raises(PublishError):
+            await publisher.publish(trades)
+        assert publisher.counters().failures == 1
+        assert (await made.js.stream_info(name)).state.messages == 0
 
     run(body)
 

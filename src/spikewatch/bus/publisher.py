@@ -29,7 +29,7 @@ from collections.abc import Iterable
 import msgspec
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, NoStreamResponseError
+from nats.js.errors import NoStreamResponseError
 
 from spikewatch.bus.codec import encode_columns, message_id
 from spikewatch.bus.subjects import TradeSubjects
@@ -149,7 +149,9 @@ class TradePublisher:
         self.ack_timeout = ack_timeout
         self.retries = retries
         self._lanes: dict[tuple[str, str], _Lane] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # (held: the loop keeps weak refs)
+        self._in_flight = 0
+        self._turn = 0  # where the next tick starts among the lanes (fairness)
         self._ticker: asyncio.Task[None] | None = None
         self._error: PublishError | None = None
         self._changed = asyncio.Event()  # set whenever an ack (or failure) came back
@@ -234,7 +236,7 @@ class TradePublisher:
             failures=self._failures,
             bytes=self._bytes,
             pending=self._pending,
-            in_flight=len(self._tasks),
+            in_flight=self._in_flight,
         )
 
     # -- sending ---------------------------------------------------------------------------
@@ -249,20 +251,26 @@ class TradePublisher:
             self._tick()
 
     def _tick(self) -> None:
-        """Send every idle lane's waiting trades (as many as in-flight slots allow)."""
-        for lane in self._lanes.values():
-            if len(self._tasks) >= self.max_in_flight:
+        """Send every idle lane's waiting trades (as many as in-flight slots allow),
+        starting one lane further each time, so that no lane waits on the others."""
+        lanes = list(self._lanes.values())
+        if not lanes:
+            return
+        self._turn = start = (self._turn + 1) % len(lanes)
+        for lane in lanes[start:] + lanes[:start]:
+            if self._in_flight >= self.max_in_flight:
                 return
             if not lane.busy and lane.waiting():
                 self._send(lane)
 
     def _send(self, lane: _Lane) -> None:
-        if len(self._tasks) >= self.max_in_flight or self._error is not None:
+        if self._in_flight >= self.max_in_flight or self._error is not None:
             return  # the next tick (or ack) sends it
         ids, prices, qtys, times, makers = lane.cut(self.max_batch)
         payload = encode_columns(lane.exchange, lane.symbol, ids, prices, qtys, times, makers)
         msg_id = message_id(lane.exchange, lane.symbol, ids[0], ids[-1])
         lane.busy = True
+        self._in_flight += 1
         task = asyncio.create_task(self._deliver(lane, payload, msg_id, len(ids)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -287,8 +295,8 @@ class TradePublisher:
                 except (nats.errors.TimeoutError, NoStreamResponseError) as exc:
                     error = exc  # no answer (yet): the same message again
                     continue
-                except APIError as exc:  # refused (wrong stream, too large...): final
-                    error = exc
+                except Exception as exc:  # refused (APIError: wrong stream, too large),
+                    error = exc  # the connection closed...: final
                     break
                 error = None
                 self._messages += 1
@@ -300,6 +308,7 @@ class TradePublisher:
                 break
         finally:
             self._pending -= n
+            self._in_flight -= 1
             lane.busy = False
             if error is not None:
                 self._failures += 1
