@@ -97,8 +97,10 @@ _decode_gap = msgspec.json.Decoder(GapRecord).decode
 _decode_checkpoint = msgspec.json.Decoder(Checkpoint).decode
 
 _COLUMNS = "id, exchange, symbol, detector, trade_id, time_us, payload"
+# The columns travel as arrays in binary (%b): about half the time of the same insert with
+# its arrays as text (measured here on batches of 100), where every payload is hex text.
 _UNNEST = (
-    "unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bytea[]"
+    "unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::bytea[]"
 )
 # The store numbers the rows: after the highest number (read under the seq lock, see
 # add), in the order given. A duplicate id is skipped and leaves a hole in the numbers,
@@ -118,7 +120,7 @@ _INSERT_NUMBERED = (
 _INSERT_GIVEN = (
     f"INSERT INTO signals ({_COLUMNS}, seq) "
     "SELECT r.id, r.exchange, r.symbol, r.detector, r.trade_id, r.time_us, r.payload, r.seq "
-    f"FROM {_UNNEST}, %s::bigint[]) WITH ORDINALITY "
+    f"FROM {_UNNEST}, %b::bigint[]) WITH ORDINALITY "
     "AS r(id, exchange, symbol, detector, trade_id, time_us, payload, seq, n) "
     "ORDER BY r.n "
     "ON CONFLICT DO NOTHING"
@@ -459,7 +461,7 @@ class PostgresSignalStore:
         with self._conn() as conn, conn.transaction():
             conn.execute(
                 "INSERT INTO checkpoints (exchange, symbol, payload) "
-                "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[]) "
+                "SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[]) "
                 "ON CONFLICT (exchange, symbol) DO UPDATE SET payload = EXCLUDED.payload",
                 (
                     [c.exchange for c in checkpoints],
