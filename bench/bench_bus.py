@@ -141,8 +141,7 @@ async def consume_all(
 
     async def drain(part: int) -> None:
         consumer = PartitionConsumer(js, name, subjects, part, batch=128, max_wait=0.05)
-        while not finished.is_set():
-            await consumer.poll(handler)
+        await consumer.run(handler, finished)
         await consumer.close(delete=True)
 
     await asyncio.gather(*(drain(p) for p in range(subjects.partitions)))

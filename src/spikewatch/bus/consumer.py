@@ -19,6 +19,7 @@ A message that is not a trade batch is counted by kind (:attr:`malformed`) and s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import logging
@@ -165,6 +166,12 @@ class PartitionConsumer:
         self.last_seq = seq
         self.messages += len(msgs)
         return len(msgs)
+
+    async def run(self, handler: Handler, stop: asyncio.Event) -> None:
+        """:meth:`poll` until ``stop`` is set (checked between fetches, so at most
+        ``max_wait`` seconds after it)."""
+        while not stop.is_set():
+            await self.poll(handler)
 
     def decode(self, msgs: Sequence[Msg]) -> list[TradeBatch]:
         """The batches of ``msgs``; malformed ones counted (and logged once per kind)."""
