@@ -123,6 +123,8 @@ BAD_FRAMES: tuple[bytes, ...] = (
 
 #: Trades due at the same moment sent in one write, at most.
 MAX_GROUP = 1024
+#: Trades played at full speed between two turns given to the rest of the event loop.
+YIELD_EVERY = 64
 #: Bytes waiting in a client's send buffer beyond which the simulator waits for it.
 MAX_BUFFERED = 1 << 20
 
@@ -486,10 +488,14 @@ class Simulator:
         first_ms = self._first_ms
         group: list[Played] = []  # due now: sent together
         # the mixer merges the tape (or the market's symbols) with symbols listed since
-        for entry, trade in self._mixer:
+        for count, (entry, trade) in enumerate(self._mixer):
             if self.speed is None:
                 await self._have_clients.wait()
                 await self._play([(entry, trade)])
+                if count % YIELD_EVERY == 0:
+                    # a client that reads as fast as it is sent to never makes a send wait:
+                    # let REST, control routes and other connections have the loop too
+                    await asyncio.sleep(0)
                 continue
             due = start + (entry.time_ms - first_ms) / 1000 / self.speed
             if due > loop.time() or len(group) >= MAX_GROUP:
