@@ -310,3 +310,15 @@ def test_a_bad_parameter_is_a_400_naming_it(
     assert status == 400
     assert body["param"] == param
     assert body["error"].startswith(f"{param}: ")
+
+
+def test_an_alert_opened_again_after_a_crash_counts_once(fed: Market) -> None:
+    # After a crash the trades since the last checkpoint are processed again: an alert
+    # opened among them is opened again, with the same id.
+    before = fed.get("/api/top", window="1h")[1]["rows"]
+    opened = [e for e in fed.alerts if e.opened]
+    assert opened
+
+    fed.app.extensions["spikewatch.market"].on_alerts(opened)
+
+    assert fed.get("/api/top", window="1h")[1]["rows"] == before

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -25,7 +26,7 @@ import msgspec
 from flask import Blueprint, Flask, Response, current_app, request
 
 from spikewatch.alerting.outbox import Outbox
-from spikewatch.core.alerts import AlertEvent
+from spikewatch.core.alerts import Alert, AlertEvent
 from spikewatch.core.leaderboard import BY, WINDOWS, Key, Leaderboard, Row, rank
 from spikewatch.core.model import Signal, iso_utc
 from spikewatch.core.orders import split_symbol
@@ -56,6 +57,9 @@ DEFAULT_TOP, MAX_TOP = 20, 2000
 MAX_SEED = 200_000
 #: The window the trade rate of /api/symbols is measured over, seconds of exchange time.
 RATE_WINDOW_S = 60
+#: Alert ids remembered so that an alert opened again is counted once (alerts are few:
+#: one per rule, symbol and cooldown).
+MAX_ALERT_IDS = 100_000
 _HOUR_US = WINDOWS["1h"][0] * WINDOWS["1h"][1]
 
 
@@ -132,6 +136,9 @@ class MarketBoard:
         self._lock = threading.Lock()
         self.keys = sorted(set(keys), key=lambda k: (k[1], k[0]))
         self._watched = frozenset(self.keys)
+        # the ids of the alerts counted, latest last: after a crash the trades since the
+        # last checkpoint are processed again and may open an alert the log already has
+        self._alert_ids: OrderedDict[str, None] = OrderedDict()
 
     def on_signal(self, signal: Signal) -> None:
         """A new signal (the engine's listener: on the ingest thread, O(1))."""
@@ -143,10 +150,19 @@ class MarketBoard:
         """A step's alert events (the engine's alert sink: on the ingest thread, O(1)
         each); an update of an open alert is not a new alert."""
         for event in events:
-            alert = event.alert
-            if event.opened and (alert.exchange, alert.symbol) in self._watched:
-                with self._lock:
-                    self._board.add_alert(alert)
+            if event.opened:
+                self._add_alert(event.alert)
+
+    def _add_alert(self, alert: Alert) -> None:
+        if (alert.exchange, alert.symbol) not in self._watched:
+            return
+        with self._lock:
+            if alert.id in self._alert_ids:
+                return
+            self._alert_ids[alert.id] = None
+            if len(self._alert_ids) > MAX_ALERT_IDS:
+                self._alert_ids.popitem(last=False)
+            self._board.add_alert(alert)
 
     def seed(self, store: SignalStore, outbox: Outbox | None, exchanges: Sequence[str]) -> int:
         """Count the stored signals (and logged alerts) of the hour before the latest
@@ -173,10 +189,8 @@ class MarketBoard:
             cursor = None
             for _ in range(100):  # at most 100,000 alerts
                 alerts = outbox.page(exchange=exchange, since_us=since, limit=1000, after=cursor)
-                with self._lock:
-                    for alert in alerts.alerts:
-                        if (alert.exchange, alert.symbol) in self._watched:
-                            self._board.add_alert(alert)
+                for alert in reversed(alerts.alerts):
+                    self._add_alert(alert)
                 cursor = alerts.next_cursor
                 if cursor is None:
                     break

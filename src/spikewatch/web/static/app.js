@@ -1403,7 +1403,16 @@
       ? document.activeElement.closest("#market tr[data-key]")
       : null;
     const keep = focused ? focused.dataset.key : null;
-    const rows = body.rows.map((r) => marketRow(r, body.bucket_s));
+    const before = new Map(
+      [...el.market.querySelectorAll("tr[data-key]")].map((tr) => [tr.dataset.key, tr.dataset.signals]),
+    );
+    const rows = body.rows.map((r) => {
+      const tr = marketRow(r, body.bucket_s);
+      // a row whose count went up flashes, as a new signal's row does
+      const was = before.get(tr.dataset.key);
+      if (was != null && Number(was) < r.signals) tr.classList.add("fresh");
+      return tr;
+    });
     el.market.replaceChildren(...rows);
     if (keep) {
       const again = rows.find((tr) => tr.dataset.key === keep);
@@ -1426,6 +1435,7 @@
     clearTimeout(m.timer);
     m.timer = null;
     const token = ++m.token;
+    if (document.hidden) return; // a hidden tab reads nothing; it reads again when shown
     const query = new URLSearchParams({
       window: m.window,
       by: m.by,
@@ -1491,6 +1501,9 @@
       if (event.key !== "Enter") return;
       const first = el.market.querySelector("tr[data-key]");
       if (first) openSymbol(first.dataset.key);
+    });
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden && state.page === "market") readMarket();
     });
     el.toMarket.addEventListener("click", (event) => {
       event.preventDefault();
