@@ -26,6 +26,8 @@ from spikewatch.engine import Engine
 from spikewatch.store import SQLiteSignalStore, StoreWriter
 from spikewatch.web import create_app
 
+from helpers import spike_signal
+
 ETH_CSV = "binance-spot-ETHUSDT-trades-2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
 ETH_TRADES = 14_515
 BTC_TRADES = 19_904
@@ -223,6 +225,22 @@ def test_a_restart_does_not_blank_the_board(fed: Market, launch: Callable[..., M
 
     assert counts(after) == counts(before)
     assert sum(r["alerts"] for r in after["rows"]) > 0  # from the alert log
+
+
+def test_a_stored_signal_from_2099_does_not_blank_the_board_after_a_restart(
+    fed: Market, launch: Callable[..., Market]
+) -> None:
+    # an older version stored whatever time a junk frame carried
+    before = fed.get("/api/top", window="1h")[1]
+    fed.writer.close()
+    fed.store.add([spike_signal("binance", 1, 4_070_908_800_000_000)])  # 2099-01-01
+
+    after = launch(alert_profile="default").get("/api/top", window="1h")[1]
+
+    assert [(r["symbol"], r["signals"]) for r in after["rows"]] == [
+        (r["symbol"], r["signals"]) for r in before["rows"]
+    ]
+    assert after["now"].startswith("2024-08-09T00:0")
 
 
 def test_signals_fed_after_start_up_move_the_board_live(

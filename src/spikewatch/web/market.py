@@ -164,18 +164,19 @@ class MarketBoard:
                 self._alert_ids.popitem(last=False)
             self._board.add_alert(alert)
 
-    def seed(self, store: SignalStore, outbox: Outbox | None, exchanges: Sequence[str]) -> int:
-        """Count the stored signals (and logged alerts) of the hour before the latest
-        stored signal; the number of signals read."""
+    def seed(self, store: SignalStore, outbox: Outbox | None, latest: Mapping[str, Signal]) -> int:
+        """Count the stored signals (and logged alerts) of the hour up to ``latest``,
+        each exchange's latest signal; the number of signals read."""
         read = 0
-        for exchange in exchanges:
-            latest = store.latest(exchange=exchange)
-            if latest is None:
-                continue
-            since = latest.time_us - _HOUR_US
+        for exchange, last in latest.items():
+            # up to the latest plausible signal, as the runtime judged it: a junk signal
+            # stamped far in the future (an older version's) would empty every window
+            since, until = last.time_us - _HOUR_US, last.time_us + 1
             after = None
             while read < MAX_SEED:
-                page = store.page(exchange=exchange, since_us=since, limit=1000, after=after)
+                page = store.page(
+                    exchange=exchange, since_us=since, until_us=until, limit=1000, after=after
+                )
                 with self._lock:
                     for signal in page.signals:
                         if (signal.exchange, signal.symbol) in self._watched:
@@ -188,7 +189,9 @@ class MarketBoard:
                 continue
             cursor = None
             for _ in range(100):  # at most 100,000 alerts
-                alerts = outbox.page(exchange=exchange, since_us=since, limit=1000, after=cursor)
+                alerts = outbox.page(
+                    exchange=exchange, since_us=since, until_us=until, limit=1000, after=cursor
+                )
                 for alert in reversed(alerts.alerts):
                     self._add_alert(alert)
                 cursor = alerts.next_cursor
@@ -215,8 +218,9 @@ def install(app: Flask, engine: EngineView) -> MarketBoard:
     alert log, then follow the engine's signals and alerts; register the routes."""
     exchange = engine.exchange.name
     board = MarketBoard((exchange, symbol) for symbol in engine.settings.symbols)
+    latest = {name: s for name in served(engine) if (s := engine.latest_signal(None, name))}
     try:
-        board.seed(engine.store, engine.outbox, served(engine))
+        board.seed(engine.store, engine.outbox, latest)
     except Exception:  # the board starts empty rather than the app not at all
         log.exception("seeding the market board from the store failed")
     # after the seed: the engine does not deliver again what it stored before a restart
