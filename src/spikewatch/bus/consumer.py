@@ -70,7 +70,6 @@ class PartitionConsumer:
         batch: int = FETCH_BATCH,
         max_wait: float = 0.5,
         ack_wait: float = 30.0,
-        ack_timeout: float = 5.0,
     ) -> None:
         self._js = js
         self.stream = stream
@@ -85,7 +84,6 @@ class PartitionConsumer:
         self.batch = batch
         self.max_wait = max_wait
         self.ack_wait = ack_wait
-        self.ack_timeout = ack_timeout
         self._sub: JetStreamContext.PullSubscription | None = None
         #: stream sequence of the last message handled (0: none yet)
         self.last_seq = 0
@@ -162,7 +160,7 @@ class PartitionConsumer:
             result = handler(batches, seq)
             if inspect.isawaitable(result):
                 await result
-        await last.ack_sync(self.ack_timeout)  # ack policy "all": the whole fetch, confirmed
+        await last.ack()  # ack policy "all": the whole fetch (a lost ack means a redelivery)
         self.last_seq = seq
         self.messages += len(msgs)
         return len(msgs)
