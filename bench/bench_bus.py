@@ -18,7 +18,11 @@ what ``spikewatch replay`` does without a bus), and the codec alone (encode + de
 every 500-trade batch). ``--kernel`` makes the consumer feed a kernel with the original
 rule (what ``spikewatch detect`` adds).
 
-    python bench/bench_bus.py [--rounds N] [--max-batch 500] [--inproc] [--kernel]
+    python bench/bench_bus.py [--rounds N] [--copies N] [--max-batch 500] [--inproc]
+                              [--kernel] [--rate TRADES_PER_S]
+
+``--rate`` paces the end-to-end publisher (the micro-batches then show the time-based
+flush: a live market's rate, not a firehose).
 """
 
 from __future__ import annotations
@@ -111,11 +115,20 @@ async def publish_all(
     subjects: TradeSubjects,
     batches: Sequence[TradeBatch],
     max_batch: int,
+    rate: float | None = None,
 ) -> TradePublisher:
+    """Publish ``batches`` as fast as the publisher takes them, or at ``rate`` trades/s."""
     publisher = TradePublisher(js, subjects, stream=name, max_batch=max_batch)
     await publisher.start()
+    started = time.perf_counter()
+    sent = 0
     for batch in batches:
         await publisher.publish((batch,))
+        if rate:
+            sent += len(batch)
+            ahead = started + sent / rate - time.perf_counter()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
     await publisher.close()
     return publisher
 
@@ -173,10 +186,8 @@ async def one_round(batches: Sequence[TradeBatch], args: argparse.Namespace) -> 
         name = f"bench-{tag}-a"
         await ensure_trade_stream(js, name, subjects, max_age=3600, max_bytes=1 << 30)
         started = time.perf_counter()
-        publisher = await publish_all(js, name, subjects, batches, args.max_batch)
+        await publish_all(js, name, subjects, batches, args.max_batch)
         rates["publish"] = total / (time.perf_counter() - started)
-        rates["batch_mean"] = statistics.mean(publisher.sizes)
-        rates["messages"] = len(publisher.sizes)
         started = time.perf_counter()
         done, _ = await consume_all(js, name, subjects, total, args.kernel)
         rates["consume"] = done / (time.perf_counter() - started)
@@ -190,7 +201,7 @@ async def one_round(batches: Sequence[TradeBatch], args: argparse.Namespace) -> 
         if args.inproc:
             started = time.perf_counter()
             consumed = asyncio.create_task(consume_all(js, name, subjects, total, args.kernel))
-            await publish_all(js, name, subjects, batches, args.max_batch)
+            publisher = await publish_all(js, name, subjects, batches, args.max_batch, args.rate)
             done, _ = await consumed
             ended = time.perf_counter()
         else:
@@ -203,11 +214,16 @@ async def one_round(batches: Sequence[TradeBatch], args: argparse.Namespace) -> 
             proc.start()
             await asyncio.get_running_loop().run_in_executor(None, ready.wait)
             started = time.perf_counter()
-            await publish_all(js, name, subjects, batches, args.max_batch)
+            publisher = await publish_all(js, name, subjects, batches, args.max_batch, args.rate)
             done, ended = await asyncio.get_running_loop().run_in_executor(None, out.get)
             proc.join()
         assert done == total, (done, total)
         rates["end_to_end"] = total / (ended - started)
+        sizes = publisher.sizes
+        rates["messages"] = sum(sizes.values())
+        rates["batch_mean"] = sum(k * v for k, v in sizes.items()) / rates["messages"]
+        rates["batch_full"] = sizes[args.max_batch] / rates["messages"]
+        rates["batch_min"] = min(sizes)
         await js.delete_stream(name)
     finally:
         await nc.close()
@@ -221,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--copies", type=int, default=5, help="times the recordings are sent")
     parser.add_argument("--inproc", action="store_true", help="end to end on one event loop")
     parser.add_argument("--kernel", action="store_true", help="the consumer feeds a kernel")
+    parser.add_argument(
+        "--rate", type=float, help="publish end to end at this many trades/s (default: flat out)"
+    )
     args = parser.parse_args(argv)
 
     batches = read_all(READ_SIZE, args.copies)
@@ -252,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     rounds = [asyncio.run(one_round(batches, args)) for _ in range(args.rounds)]
     mode = "in one process" if args.inproc else "publisher and consumer processes"
+    paced = f", paced at {args.rate:,.0f}/s" if args.rate else ""
     print(f"\nbaseline, read_batches from the files: {best_read / 1e6:.2f} M trades/s (best)")
     print(
         f"baseline, codec encode+decode of {args.max_batch}-trade batches: "
@@ -261,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for key, label in (
         ("publish", "publish until acked"),
         ("consume", "consume a full stream"),
-        ("end_to_end", f"end to end ({mode}{', kernel' if args.kernel else ''})"),
+        ("end_to_end", f"end to end ({mode}{', kernel' if args.kernel else ''}{paced})"),
     ):
         values = sorted(r[key] for r in rounds)
         print(
@@ -269,7 +289,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"  (runs: {', '.join(f'{v / 1e3:.0f}' for v in values)})"
         )
     first = rounds[0]
-    print(f"messages a round: {first['messages']:.0f}, mean {first['batch_mean']:.0f} trades each")
+    print(
+        f"end to end, messages a round: {first['messages']:.0f}, mean "
+        f"{first['batch_mean']:.1f} trades, {first['batch_full']:.1%} full "
+        f"({args.max_batch}), smallest {first['batch_min']:.0f}"
+    )
 
 
 if __name__ == "__main__":

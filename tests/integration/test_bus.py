@@ -398,13 +398,22 @@ def test_a_lease_has_one_holder_and_moves_when_the_holder_stops_renewing() -> No
         assert not await bob.acquire()
         await alice.renew()
         assert not await bob.acquire()
-        assert await PartitionLease(kv, 4, "bob", ttl=1.0).acquire()  # another partition
+        bob_4 = PartitionLease(kv, 4, "bob", ttl=1.0, renew_every=0.05)
+        assert await bob_4.acquire()  # another partition: no conflict
 
         # alice stops renewing (a dead worker): bob eventually gets partition 3
         await eventually(bob.acquire, "bob takes the lease alice stopped renewing")
         with pytest.raises(LeaseLost):
             await alice.renew()
         assert not await alice.acquire()
+        assert not alice.held
+
+        # bob did not renew partition 4 either; when he starts keeping it, too late, he
+        # learns of the loss at his first renewal
+        carol = PartitionLease(kv, 4, "carol", ttl=1.0)
+        await eventually(carol.acquire, "carol takes partition 4 from bob")
+        with pytest.raises(LeaseLost, match="taken by another worker"):
+            await bob_4.keep(asyncio.Event())
 
     run(body)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from array import array
+from collections import Counter
 from collections.abc import Iterable
 
 import msgspec
@@ -158,8 +159,8 @@ class TradePublisher:
         self._trades = self._messages = self._acked = self._duplicates = 0
         self._retries = self._failures = self._bytes = 0
         self._pending = 0
-        #: batch sizes (trades a message) acknowledged, for the benchmark's histogram
-        self.sizes: list[int] = []
+        #: messages acknowledged by size (trades a message): at most max_batch keys
+        self.sizes: Counter[int] = Counter()
 
     # -- public --------------------------------------------------------------------------
 
@@ -302,7 +303,7 @@ class TradePublisher:
                 self._messages += 1
                 self._acked += n
                 self._bytes += len(payload)
-                self.sizes.append(n)
+                self.sizes[n] += 1
                 if ack.duplicate:
                     self._duplicates += 1
                 break
