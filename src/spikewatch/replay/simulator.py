@@ -49,11 +49,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -85,6 +83,13 @@ from spikewatch.replay.market import (
 from spikewatch.replay.market import (
     stream as symbol_stream,
 )
+from spikewatch.replay.sim_faults import (
+    BAD_FRAMES,
+    FRAGMENTS,
+    Faults,
+    SimulatorStats,
+    fragments,
+)
 from spikewatch.replay.sim_rest import (
     BAD_REPLIES,
     bad_reply,
@@ -93,6 +98,7 @@ from spikewatch.replay.sim_rest import (
     refusal,
     trades_reply,
 )
+from spikewatch.replay.sim_thread import SimulatorThread
 from spikewatch.replay.tape import TapeEntry
 
 __all__ = [
@@ -105,21 +111,8 @@ __all__ = [
     "SimulatorThread",
 ]
 
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-#: Frames the fault injector sends when asked for malformed ones (cycled in order).
-BAD_FRAMES: tuple[bytes, ...] = (
-    b"this is not json",
-    b'{"stream":"btcusdt@trade","data":{"e":"trade"}}',
-    b'{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"0","q":"1.0","T":1,"m":true}',
-    b'{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"NaN","q":"1.0","T":1,"m":true}',
-    b'{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1.0","q":"-3","T":1,"m":true}',
-    b'{"e":"trade","E":1,"s":"BTCUSDT","t":"x","p":"1.0","q":"1","T":1,"m":true}',
-    b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1.0",',
-    b"[1, 2, 3]",
-)
 
 #: Trades due at the same moment sent in one write, at most.
 MAX_GROUP = 1024
@@ -137,60 +130,6 @@ MARKET_REST_HISTORY = 1000
 #: Where the simulator's own control routes live on its port.
 CONTROL_PREFIX = "/sim/"
 
-#: Pieces a fragmented message is cut into, one WebSocket frame each (``Faults.fragment_every``).
-FRAGMENTS = 3
-
-
-class Faults(msgspec.Struct, frozen=True, kw_only=True):
-    """What the simulator does wrong on purpose (or legal but unusual, as fragmented
-    messages: ``fragment_every=N`` sends every Nth trade frame as one text message cut
-    into :data:`FRAGMENTS` pieces, each in its own WebSocket frame, a first one and
-    continuations, which a client must put back together; websockets ends such a
-    message with an empty final continuation frame)."""
-
-    drop_every: int = 0  # close each connection abruptly after this many trade frames
-    malformed_every: int = 0  # send a malformed frame before every Nth trade frame
-    shutdown_after: int = 0  # announce serverShutdown after this many frames per connection
-    shutdown_grace: float = 0.5  # seconds between the announcement and the close
-    resend_on_connect: int = 0  # re-send this many already-played frames to a new connection
-    huge_every: int = 0  # send a 2 MiB junk frame before every Nth trade frame
-    fragment_every: int = 0  # send every Nth trade frame as a fragmented message
-    stall_after: int = 0  # go silent (connection open, nothing sent) after N frames
-    # statuses for the next historicalTrades calls (429, 418, 500, ...), then it works
-    rest_failures: tuple[int, ...] = ()
-    retry_after: int = 1  # Retry-After seconds on 429/418
-    # 200 replies that cannot be used, for the next historicalTrades calls (after any
-    # rest_failures), then it works: one of BAD_REPLIES' kinds each
-    bad_replies: tuple[str, ...] = ()
-    # Binance's limits lowered (0: the venue's own, from its codec; see replay/limits.py)
-    max_streams: int = 0  # streams per connection (Binance: 1024)
-    max_messages_per_s: int = 0  # incoming messages per second and connection (5; USD-M 10)
-    max_connects_per_5min: int = 0  # connection attempts per 5 minutes and IP (spot 300)
-    max_weight_per_min: int = 0  # REST request weight per minute and IP (6000; USD-M 2400)
-    ban_after: int = 0  # requests ignoring a 429's Retry-After before a 418 ban (3)
-
-
-class SimulatorStats(msgspec.Struct, frozen=True):
-    """Counters of the simulator."""
-
-    played: int
-    total: int
-    frames_sent: int
-    connections: int
-    open_connections: int
-    drops: int
-    malformed_sent: int
-    fragmented_sent: int  # trade frames sent as fragmented messages
-    shutdowns_sent: int
-    rest_calls: int
-    done: bool
-    limit_disconnects: int = 0  # connections closed for sending too many messages
-    refused_connections: int = 0  # handshakes refused past the connection-attempt limit
-    too_many_streams: int = 0  # connections closed for asking for too many streams
-    rate_limited: int = 0  # REST requests answered 429 for request weight
-    banned: int = 0  # REST requests answered 418 (the IP banned)
-    trading: int = 0  # symbols trading now
-
 
 class _Client:
     __slots__ = ("combined", "sent", "stalled", "streams", "ws")
@@ -205,13 +144,6 @@ class _Client:
 
 class _TooManyStreams(Exception):
     """A SUBSCRIBE would take a connection past its stream limit."""
-
-
-def _fragments(payload: bytes, parts: int) -> list[bytes]:
-    """``payload`` cut into ``parts`` pieces of about equal size, in order (the last ones
-    empty when it is shorter than ``parts`` bytes: a continuation frame may be empty)."""
-    step = -(-len(payload) // parts)
-    return [payload[i * step : (i + 1) * step] for i in range(parts)]
 
 
 class Simulator:
@@ -576,7 +508,7 @@ class Simulator:
                 self._malformed += 1
             frame = self._frame(client, entry, stream)
             if faults.fragment_every and (client.sent + 1) % faults.fragment_every == 0:
-                await client.ws.send(_fragments(frame, FRAGMENTS), text=True)
+                await client.ws.send(fragments(frame, FRAGMENTS), text=True)
                 self._fragmented += 1
             else:
                 await client.ws.send(frame, text=True)
@@ -809,81 +741,3 @@ class Simulator:
 def entry_id(entry: TapeEntry) -> int:
     """The trade id of a tape entry."""
     return entry.trade_id
-
-
-class SimulatorThread:
-    """Runs a :class:`Simulator` on its own event loop thread, for blocking callers."""
-
-    def __init__(self, simulator: Simulator, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.simulator = simulator
-        self._host, self._port = host, port
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self.port = 0
-
-    def start(self) -> int:
-        """Start the thread and the server; returns the port."""
-        self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(
-            self.simulator.start(self._host, self._port), self._loop
-        )
-        self.port = future.result(10)
-        return self.port
-
-    @property
-    def ws_url(self) -> str:
-        """Base URL for ``--ws-url``."""
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def rest_url(self) -> str:
-        """Base URL for ``--rest-url``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def stats(self) -> SimulatorStats:
-        """The simulator's counters (read on its loop)."""
-        future = asyncio.run_coroutine_threadsafe(self._stats(), self._loop)
-        return future.result(10)
-
-    async def _stats(self) -> SimulatorStats:
-        return self.simulator.stats()
-
-    def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` run on the simulator's loop; its result, or its exception."""
-
-        async def call() -> T:
-            return fn(*args)
-
-        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(10)
-
-    def list_symbol(self, symbol: str, like: str | None = None) -> None:
-        """:meth:`Simulator.list_symbol` from any thread."""
-        self._call(self.simulator.list_symbol, symbol, like)
-
-    def delist(self, symbol: str) -> None:
-        """:meth:`Simulator.delist` from any thread."""
-        self._call(self.simulator.delist, symbol)
-
-    def halt(self, symbol: str) -> None:
-        """:meth:`Simulator.halt` from any thread."""
-        self._call(self.simulator.halt, symbol)
-
-    def wait_done(self, timeout: float) -> bool:
-        """Wait until the whole tape has played."""
-        future = asyncio.run_coroutine_threadsafe(self.simulator.done.wait(), self._loop)
-        try:
-            future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            return False
-        return True
-
-    def stop(self) -> None:
-        """Stop the server and the thread."""
-        if self._thread.is_alive():
-            future = asyncio.run_coroutine_threadsafe(self.simulator.stop(), self._loop)
-            with contextlib.suppress(Exception):
-                future.result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._loop.close()
