@@ -30,6 +30,14 @@ What is enforced, and how the simulator answers (Binance's own words where it ha
   refused with 429 again and counted; the :data:`BAN_AFTER`-th such request bans the IP
   for 2 minutes (doubling with every further ban, at most 3 days), and every request
   while banned is answered 418 with ``Retry-After`` = the seconds left.
+
+Sources: https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams
+("WebSocket Limits"), https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits
+(429, 418, ``Retry-After``, bans from 2 minutes to 3 days),
+https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams
+(10 messages a second, 1024 streams), the endpoint pages for the weights (cited in
+:mod:`spikewatch.exchanges.binance.codec`), and the spot error codes page (-1003 and its
+messages).
 """
 
 from __future__ import annotations
