@@ -44,9 +44,10 @@ def _detector_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--alert-profile",
         dest="alert_profile",
-        choices=("off", "default"),
+        choices=("auto", "default", "off"),
         help="default: the shipped alert rules (whale trades and orders, volume surges; "
-        "docs/ALERTS.md) on top of any [[alerts]] in --config (default off)",
+        "docs/ALERTS.md) on top of any [[alerts]] in --config; off: only those; auto "
+        "(the default): on in the live app, off in replay unless --alerts",
     )
 
 
@@ -559,10 +560,11 @@ _RUN_KEYS = (
 
 def _serve(settings: Settings, banner: str = "") -> int:
     """:func:`cmd_run`, with a database that cannot be opened told in one line (exit 2)."""
+    from spikewatch.config import resolve_profile
     from spikewatch.store.sqlite import StoreOpenError
 
     try:
-        return cmd_run(settings, banner)
+        return cmd_run(resolve_profile(settings, live=True), banner)
     except StoreOpenError as exc:
         print(f"spikewatch: {exc}", file=sys.stderr)
         return 2

@@ -102,8 +102,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # [detectors.<name>] tables (TOML only); none: one volume_spike of window/threshold
     detectors: tuple[DetectorConfig, ...] = ()
     # "default": the shipped alert profile (its detectors and rules, docs/ALERTS.md) on
-    # top of the configured ones; "off": only what is configured
-    alert_profile: str = "off"
+    # top of the configured ones; "off": only what is configured; "auto": on in the live
+    # app (`run`, `demo`), off in `replay` (raw signals) unless a rule names its detectors
+    alert_profile: str = "auto"
     # [[alerts]] rules (TOML only): detectors, symbols, min_usd, severity, cooldown_s
     alerts: tuple[AlertRule, ...] = ()
     # [destinations.<name>] tables (TOML only): where alerts are delivered
@@ -170,7 +171,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             f"must be one of {', '.join(ALERT_PROFILES)}, got {self.alert_profile!r}",
         )
         names = {d.name for d in self.detectors} or {"volume_spike"}
-        if self.alert_profile == "default":
+        if self.alert_profile != "off":
             names |= PROFILE_DETECTORS
         for rule in self.alerts:
             unknown = sorted(set(rule.detectors) - names)
@@ -234,7 +235,16 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 
 #: Values of ``alert_profile``.
-ALERT_PROFILES = ("off", "default")
+ALERT_PROFILES = ("auto", "default", "off")
+
+
+def resolve_profile(settings: Settings, *, live: bool) -> Settings:
+    """``settings`` with an ``auto`` alert profile made definite: on in the live app
+    (``live``), else only when an ``[[alerts]]`` rule names one of its detectors."""
+    if settings.alert_profile != "auto":
+        return settings
+    named = any(PROFILE_DETECTORS & set(rule.detectors) for rule in settings.alerts)
+    return msgspec.structs.replace(settings, alert_profile="default" if live or named else "off")
 
 
 def detector_params(settings: Settings, table: DetectorConfig, usd: Any = None) -> DetectorParams:

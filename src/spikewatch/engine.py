@@ -52,6 +52,7 @@ from spikewatch.status import (
 )
 from spikewatch.store.base import Checkpoint, SignalStore
 from spikewatch.store.recent import RecentSignals
+from spikewatch.store.spikes import latest_spike
 from spikewatch.store.writer import StoreWriter, WriterStats
 from spikewatch.wiring import build_exchange, build_kernel
 
@@ -166,9 +167,9 @@ class Engine:
         name = self.exchange.name
         plausible = time.time_ns() // 1000 + MAX_AHEAD_US
         for symbol in [*settings.symbols, None]:
-            page = store.page(exchange=name, symbol=symbol, until_us=plausible, limit=1)
-            if page.signals:
-                self._remember(page.signals[0])
+            spike = latest_spike(store, exchange=name, symbol=symbol, until_us=plausible)
+            if spike is not None:
+                self._remember(spike)
         # The floor is the newest stored signal of any exchange: at or below it, pages
         # come from the store (a lower one would do for this exchange; this one is also
         # right for a page over every exchange).
@@ -648,6 +649,8 @@ class Engine:
     # -- fan-out ---------------------------------------------------------------------
 
     def _remember(self, signal: Signal) -> None:
+        if not signal.spike:
+            return  # an order event or a surge: /api/get_signal serves spikes only
         key = (signal.exchange, signal.symbol)
         current = self._latest.get(key)
         if current is None or (signal.time_us, signal.id) >= (current.time_us, current.id):

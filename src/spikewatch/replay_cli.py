@@ -172,10 +172,14 @@ def counted(
 
 
 def with_rules(settings: Settings) -> Settings:
-    """The settings, with the shipped alert profile on when they have no alert rules."""
+    """The settings for alerts as the live app raises them: ``auto`` is the shipped
+    profile, as live; with ``off``, the profile still when there is no other rule."""
     import msgspec
 
-    if settings.alerts or settings.alert_profile != "off":
+    from spikewatch.config import resolve_profile
+
+    settings = resolve_profile(settings, live=True)  # the alerts the live app raises
+    if settings.alerts or settings.alert_profile == "default":
         return settings
     return msgspec.structs.replace(settings, alert_profile="default")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from spikewatch.config import DetectorConfig, Settings, detector_params
+from spikewatch.config import DetectorConfig, Settings, detector_params, resolve_profile
 from spikewatch.core.alerts import AlertRules
 from spikewatch.core.detectors import DETECTORS, Detector
 from spikewatch.core.kernel import GapPolicy, Kernel, Venue
@@ -28,7 +28,7 @@ def detector_factory(
     profile's, when it is on)."""
     tables = settings.detectors or (DetectorConfig(name="volume_spike"),)
     chosen = [(DETECTORS[t.kind or t.name], detector_params(settings, t, usd)) for t in tables]
-    profile = settings.alert_profile == "default"
+    profile = resolve_profile(settings, live=False).alert_profile == "default"
     names = {t.name for t in tables}
 
     def factory(exchange: str, symbol: str) -> Sequence[Detector]:
@@ -44,7 +44,9 @@ def detector_factory(
 def alert_rules(settings: Settings, *, profile: bool | None = None) -> AlertRules | None:
     """The configured ``[[alerts]]`` rules, and the profile's when it is on (or when
     ``profile`` says so); None when there is none."""
-    use_profile = settings.alert_profile == "default" if profile is None else profile
+    if profile is None:  # "auto" here is the command line's to settle (cli: live or not)
+        profile = resolve_profile(settings, live=False).alert_profile == "default"
+    use_profile = profile
     rules = [*settings.alerts, *(DEFAULT_RULES if use_profile else ())]
     return AlertRules(rules) if rules else None
 

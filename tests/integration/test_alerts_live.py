@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from spikewatch.config import load_settings
+from spikewatch.config import load_settings, resolve_profile
 from spikewatch.core.kernel import GapPolicy
 from spikewatch.exchanges.binance import BinanceSpot
 from spikewatch.replay.simulator import Simulator, SimulatorThread
@@ -48,8 +48,9 @@ def config(folder: Path, sim: SimulatorThread, hook: str) -> Path:
 
 
 def replayed_alert_ids(frames: list[bytes], path: Path) -> list[str]:
-    """The alerts replay of the same frames opens, with the same settings."""
-    settings = load_settings(env={}, config_path=path)
+    """The alerts replay of the same frames opens, with the same settings (the alert
+    profile resolved as the live app resolves it)."""
+    settings = resolve_profile(load_settings(env={}, config_path=path), live=True)
     kernel = build_kernel(settings, venues=(BinanceSpot(),), gap_policy=GapPolicy.RESET)
     ids = []
     for start in range(0, len(frames), 500):

@@ -51,3 +51,36 @@ def test_orders_of_served_history_complete_by_the_feeds_clock(
         store.close()
     fresh = Engine(settings, SQLiteSignalStore(":memory:"))  # nothing seen: the wall clock
     assert abs(fresh._order_clock() - time.time_ns() // 1000) < 5_000_000
+
+
+def test_get_signal_serves_the_latest_spike_not_an_order_event(
+    tmp_path: Path, btc_frames: list[bytes]
+) -> None:
+    """With the alert profile on, whale orders and surges are signals too, but
+    `/api/get_signal` keeps its contract: the latest *spike* (signal_type VolumeSpike),
+    live and after a restart, through the fast path and the routed view."""
+    from spikewatch.web.app import create_app
+
+    settings = load_settings({"db": str(tmp_path / "p.db"), "alert_profile": "default"}, env={})
+    store = SQLiteSignalStore(settings.db)
+    engine = Engine(settings, store)
+    raised: list[Signal] = []
+    engine.add_listener(raised.append)
+    for frame in btc_frames:  # up to the first order event after a spike
+        engine.handle_frame(frame, time.time_ns())
+        if raised and raised[-1].signal_type != "VolumeSpike" and raised[0].spike:
+            break
+    store.add(raised)  # as the writer thread of a running engine does
+    signals = store.page(limit=1000).signals
+    kinds = [s.signal_type for s in signals]
+    assert {"VolumeSpike", "Notional"} <= set(kinds)
+    assert kinds[0] != "VolumeSpike"  # the newest stored signal is an order event
+    newest_spike = next(s for s in signals if s.signal_type == "VolumeSpike")
+    client = create_app(settings, engine).test_client()
+    for path in ("/api/get_signal", "/api/get_signal?symbol=BTCUSDT"):
+        assert client.get(path).get_json()["id"] == newest_spike.id, path
+    store.close()
+    again = Engine(settings, SQLiteSignalStore(settings.db))  # a restart
+    assert again.latest_signal() == newest_spike
+    assert again.latest_signal("BTCUSDT") == newest_spike
+    again.store.close()

@@ -191,6 +191,39 @@ def test_rules_fold_an_event_into_one_alert_and_reopen_after_the_cooldown(
     assert again.snapshot() == rules.snapshot()
 
 
+def test_an_alert_counts_each_trade_once_in_its_usd_total(btc: list[Trade]) -> None:
+    """A rule listening to big trades and big orders (the shipped ``whale``) sees a big
+    trade twice: on its own and inside its order. The alert's ``usd_total`` is the value
+    of the distinct trades its signals cover, also across a snapshot."""
+    trade_tier = NotionalDetector([20_000], unit="trade", name="big_trade")
+    order_tier = NotionalDetector([50_000], unit="order", name="big_order")
+    signals = run((trade_tier, order_tier), btc)
+    rule = AlertRule(name="whale", detectors=["big_trade", "big_order"], cooldown_s=60)
+    names = {d.key: d.name for d in (trade_tier, order_tier)}
+    rules = AlertRules([rule], names)
+    covered: dict[str, set[int]] = {}
+    totals: dict[str, float | None] = {}
+    for n, signal in enumerate(signals):
+        if n == len(signals) // 2:  # a restart half-way: the counted ranges go on
+            again = AlertRules([rule], names)
+            again.restore(rules.snapshot())
+            rules = again
+        (event,) = rules.feed([signal])
+        last = int(getattr(signal, "last_trade_id", signal.trade_id))
+        covered.setdefault(event.alert.id, set()).update(range(signal.trade_id, last + 1))
+        totals[event.alert.id] = event.alert.usd_total
+    by_id = {t.trade_id: t for t in btc}
+    inside = sum(
+        1
+        for a, b in itertools.pairwise(signals)
+        if isinstance(b, NotionalSignal) and b.unit == "order" and b.trade_id <= a.trade_id
+    )
+    assert inside > 3  # big trades inside big orders: the case this is about
+    for alert_id, ids in covered.items():
+        expected = float(sum(usd(by_id[i]) for i in ids))
+        assert totals[alert_id] == pytest.approx(expected, rel=1e-9), alert_id
+
+
 def test_rules_filter_by_symbol_and_value(btc: list[Trade]) -> None:
     detector = NotionalDetector([20_000], unit="trade")
     signals = run((detector,), btc)

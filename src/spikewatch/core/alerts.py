@@ -5,12 +5,19 @@ value and a severity. Signals that match open an :class:`Alert`; further matchin
 of the same ``(exchange, symbol, rule)`` within ``cooldown_s`` of the last one are folded
 into it (counted, their value added), so one event is one alert. Pure and driven by
 exchange time: live and replay give the same alerts, with deterministic ids.
+
+An alert's ``usd_total`` is the value of the distinct trades its signals cover: a big
+trade flagged on its own and again inside the order it belongs to (the shipped ``whale``
+rule listens to both) counts once. Trade and order signals name the trade ids they cover
+(``trade_id`` to ``last_trade_id``); the alert keeps the recent ranges it has counted and
+adds only what a new signal covers beyond them. A surge's value is its time bucket's, not
+a range of ids: it is added as it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -18,6 +25,18 @@ from spikewatch.core.model import Signal, iso_utc
 from spikewatch.core.orders import USD_STABLE, split_symbol
 
 SEVERITIES = ("info", "warning", "critical")
+
+#: Counted trade ranges an open alert remembers, at most (an order's fills flagged one by
+#: one before the order itself: far more than any real order has fills over a tier).
+MAX_PIECES = 256
+
+
+class Piece(NamedTuple):
+    """Trade ids ``first..last`` whose value (USD) an alert has counted."""
+
+    first: int
+    last: int
+    usd: float
 
 
 class AlertRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -79,6 +98,28 @@ def usd_of(signal: Signal) -> float | None:
     return None
 
 
+def covered(signal: Signal) -> tuple[int, int] | None:
+    """The trade ids a signal's value covers: one trade, or an order's fills; None for a
+    surge (its value is a time bucket's)."""
+    if getattr(signal, "bucket_s", None) is not None:
+        return None
+    return signal.trade_id, int(getattr(signal, "last_trade_id", signal.trade_id))
+
+
+def count_new(pieces: list[Piece], span: tuple[int, int], usd: float) -> float:
+    """What ``usd``, the value of trades ``span``, adds to the ``pieces`` counted so far
+    (and record it there): a range already counted adds nothing; an order containing
+    trades counted one by one adds its value less theirs."""
+    first, last = span
+    if any(p.first <= first and last <= p.last for p in pieces):
+        return 0.0
+    inside = [p for p in pieces if first <= p.first and p.last <= last]
+    pieces[:] = [p for p in pieces if not (first <= p.first and p.last <= last)]
+    pieces.append(Piece(first, last, usd))
+    del pieces[:-MAX_PIECES]
+    return max(usd - sum(p.usd for p in inside), 0.0)
+
+
 class AlertRules:
     """The rules and the open alert per ``(exchange, symbol, rule)``."""
 
@@ -87,6 +128,8 @@ class AlertRules:
         #: detector key -> the name of its config table (rules may name either)
         self.names = dict(names or {})
         self._open: dict[tuple[str, str, str], Alert] = {}
+        #: per open alert: the trade ranges its usd_total has counted (see count_new)
+        self._pieces: dict[tuple[str, str, str], list[Piece]] = {}
 
     def _matches(self, rule: AlertRule, signal: Signal, usd: float | None) -> bool:
         detector = signal.detector
@@ -110,13 +153,13 @@ class AlertRules:
         key = (signal.exchange, signal.symbol, rule.name)
         current = self._open.get(key)
         cooldown_us = int(rule.cooldown_s * 1_000_000)
+        span = covered(signal)
         if current is not None and signal.time_us - current.last_time_us <= cooldown_us:
             side = current.side if current.side == signal.side else "mixed"
-            total = (
-                current.usd_total + usd
-                if current.usd_total is not None and usd is not None
-                else None
-            )
+            total = None
+            if current.usd_total is not None and usd is not None:
+                pieces = self._pieces.setdefault(key, [])
+                total = current.usd_total + (usd if span is None else count_new(pieces, span, usd))
             detectors = current.detectors
             if signal.detector not in detectors:
                 detectors = [*detectors, signal.detector]
@@ -150,16 +193,13 @@ class AlertRules:
             summary=_summary(rule, signal, usd, 1),
         )
         self._open[key] = alert
+        self._pieces[key] = [Piece(*span, usd)] if span is not None and usd is not None else []
         return AlertEvent(alert, opened=True)
 
     def open_alerts(self, exchange: str, symbol: str) -> list[dict[str, Any]]:
         """The alerts of ``(exchange, symbol)`` whose cooldown may still run (JSON-safe),
         to keep in that symbol's checkpoint."""
-        return [
-            msgspec.to_builtins(a)
-            for (ex, sym, _), a in self._open.items()
-            if ex == exchange and sym == symbol
-        ]
+        return [self._saved(key) for key in self._open if key[:2] == (exchange, symbol)]
 
     def reopen(self, alerts: Sequence[dict[str, Any]]) -> None:
         """Continue the cooldowns of :meth:`open_alerts` (rules no longer in force are
@@ -168,18 +208,30 @@ class AlertRules:
         for raw in alerts:
             alert = msgspec.convert(raw, Alert)
             if alert.rule in names:
-                self._open[(alert.exchange, alert.symbol, alert.rule)] = alert
+                self._load(alert, raw)
 
     def snapshot(self) -> dict[str, Any]:
         """The open alerts (their cooldowns run across a restart)."""
-        return {"open": [msgspec.to_builtins(a) for a in self._open.values()]}
+        return {"open": [self._saved(key) for key in self._open]}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`snapshot`."""
         self._open = {}
+        self._pieces = {}
         for raw in state.get("open", []):
-            alert = msgspec.convert(raw, Alert)
-            self._open[(alert.exchange, alert.symbol, alert.rule)] = alert
+            self._load(msgspec.convert(raw, Alert), raw)
+
+    def _saved(self, key: tuple[str, str, str]) -> dict[str, Any]:
+        """An open alert as JSON-safe builtins, with the trade ranges it has counted."""
+        saved: dict[str, Any] = msgspec.to_builtins(self._open[key])
+        saved["counted"] = [list(p) for p in self._pieces.get(key, [])]
+        return saved
+
+    def _load(self, alert: Alert, raw: dict[str, Any]) -> None:
+        key = (alert.exchange, alert.symbol, alert.rule)
+        self._open[key] = alert
+        # checkpoints of older versions have no "counted": their folds go on uncounted
+        self._pieces[key] = [Piece(int(a), int(b), float(u)) for a, b, u in raw.get("counted", [])]
 
 
 def _money(usd: float | None) -> str:

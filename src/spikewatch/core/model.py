@@ -9,7 +9,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from itertools import repeat
-from typing import Union
+from typing import ClassVar, Union
 
 import msgspec
 
@@ -197,6 +197,10 @@ class Signal(msgspec.Struct, frozen=True, tag_field="signal_type", tag="Signal")
     quote_volume: float  # price * volume, quote asset
     side: str  # "buy" or "sell": the taker's side
 
+    #: a spike, the kind ``/api/get_signal`` serves as the latest; the alert profile's
+    #: order events and surges are not (they are in ``/api/signals`` and ``/api/alerts``)
+    spike: ClassVar[bool] = True
+
     @property
     def signal_type(self) -> str:
         """The kind of finding, e.g. ``"VolumeSpike"`` (the JSON's ``signal_type``)."""
@@ -216,6 +220,8 @@ class NotionalSignal(Signal, frozen=True, tag="Notional"):
     """A taker order (or a single trade) whose value reached a tier. ``trade_id`` is its
     first fill, ``price`` its volume-weighted average, ``volume`` its whole quantity."""
 
+    spike: ClassVar[bool] = False
+
     usd_value: float | None  # None when the quote asset has no known USD rate yet
     tier: float  # the highest tier reached, USD
     unit: str  # "order" (fills folded) or "trade"
@@ -230,6 +236,8 @@ class SurgeSignal(Signal, frozen=True, tag="Surge"):
     """A time bucket whose volume so far reached ``factor`` x the median of the buckets
     with trades before it. ``trade_id``, ``price`` and ``side`` are of the trade that
     crossed; ``volume`` is the bucket's volume so far (base asset)."""
+
+    spike: ClassVar[bool] = False
 
     bucket_s: int
     bucket_start: str  # ISO 8601

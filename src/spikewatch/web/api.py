@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, request
 
 from spikewatch.status import EngineView
 from spikewatch.store.base import Cursor
+from spikewatch.store.spikes import latest_spike
 from spikewatch.web import params
 from spikewatch.web.responses import BarList, GapList, encode_json, json_response
 
@@ -42,7 +43,9 @@ def get_signal() -> Response:
     engine = _engine()
     symbol = params.symbol(request.args)
     exchange = params.exchange(request.args, served(engine))
-    signal = engine.latest_signal(symbol, exchange) or engine.store.latest(symbol, exchange)
+    signal = engine.latest_signal(symbol, exchange) or latest_spike(
+        engine.store, exchange=exchange, symbol=symbol
+    )
     if signal is None:
         # A symbol watched before a restart still has its stored signals; one neither
         # watched nor stored (a typo) would await its first signal for ever.
