@@ -318,15 +318,17 @@ class PostgresSignalStore:
         with self._conn() as conn, conn.transaction():
             if seqs is None:
                 # Readers resume with after_seq(n) and never look below n again, so a
-                # number may only become visible after every smaller one. Drawn without a
-                # lock (MAX + 1, or a SEQUENCE), two writers could commit out of order:
-                # A draws 5..6, B draws 7..8 and commits, a reader sees 7..8 and moves
-                # past 6, then A commits 5..6, never to be delivered. The lock is held to
-                # COMMIT and released only after the commit is visible, so the numbers
-                # are handed out in commit order. It must be a statement of its own: the
-                # INSERT below takes its snapshot (READ COMMITTED) after the wait, and so
-                # sees the previous holder's rows and numbers. The key is the schema's,
-                # so stores in other schemas of the database do not wait for this one.
+                # number may only become visible after every smaller one. Drawn from a
+                # SEQUENCE without a lock, two writers can commit out of order: A draws
+                # 5..6, B draws 7..8 and commits, a reader sees 7..8 and moves past 6,
+                # then A commits 5..6, never to be delivered (the conformance suite's
+                # several-writers test catches exactly this). MAX + 1 without a lock
+                # would hand both the same numbers. This transaction-level lock is held
+                # to COMMIT, and PostgreSQL releases it only after the commit is visible,
+                # so the numbers become visible in the order they were drawn. It must be
+                # a statement of its own: the INSERT below then takes its snapshot (READ
+                # COMMITTED) after the wait, and sees the previous holder's rows. The key
+                # is the schema's: stores in other schemas do not wait for this one.
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_SEQ_LOCK, self._seq_key))
                 cur = conn.execute(_INSERT_NUMBERED, args)
             else:
