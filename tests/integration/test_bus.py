@@ -386,6 +386,36 @@ def test_a_consumer_resumes_from_a_stream_sequence(fixtures_dir: Path) -> None:
     run(body)
 
 
+def test_a_fetch_whose_handler_failed_comes_again_and_is_never_acked_by_a_later_one(
+    fixtures_dir: Path,
+) -> None:
+    trades = list(read_trades([fixtures_dir / BTC_CSV]))[:2000]
+
+    async def body(made: Scratch) -> None:
+        name, subjects = made.stream()
+        await ensure_trade_stream(made.js, name, subjects, max_age=600, max_bytes=1 << 26)
+        publisher = TradePublisher(made.js, subjects, stream=name, max_batch=500)
+        await publisher.publish(trades)
+        await publisher.flush()
+        part = subjects.partition("binance", "BTCUSDT")
+        consumer = PartitionConsumer(made.js, name, subjects, part, batch=2, max_wait=0.2)
+
+        def broken(batches: Sequence[TradeBatch], seq: int) -> None:
+            raise OSError("the sink is gone")
+
+        with pytest.raises(OSError, match="sink"):
+            await consumer.poll(broken)
+        with pytest.raises(RuntimeError, match="handler failed"):
+            await consumer.poll(broken)
+        assert consumer.last_seq == 0
+        await consumer.close()
+        # the recovering worker reads from its snapshot's sequence (here: the start)
+        again = PartitionConsumer(made.js, name, subjects, part, start_seq=1, max_wait=0.2)
+        assert [t for _, b in await drain(again) for t in b.trades()] == trades
+
+    run(body)
+
+
 # -- leases --------------------------------------------------------------------------------
 
 

@@ -85,6 +85,7 @@ class PartitionConsumer:
         self.max_wait = max_wait
         self.ack_wait = ack_wait
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._failed = False
         #: stream sequence of the last message handled (0: none yet)
         self.last_seq = 0
         self.messages = 0
@@ -142,8 +143,18 @@ class PartitionConsumer:
 
     async def poll(self, handler: Handler) -> int:
         """One fetch: decode, call ``handler``, acknowledge. Returns the messages handled
-        (0 when none came within ``max_wait`` seconds). An exception from ``handler``
-        propagates and nothing of the fetch is acknowledged (it comes again)."""
+        (0 when none came within ``max_wait`` seconds).
+
+        An exception from ``handler`` propagates, nothing of the fetch is acknowledged,
+        and this consumer refuses to poll again (RuntimeError): under ack policy "all"
+        the next fetch's ack would cover the failed one too. The worker recovers as a
+        new holder would: a new consumer from its last snapshot's sequence.
+        """
+        if self._failed:
+            raise RuntimeError(
+                f"partition {self.partition}: a handler failed after stream seq "
+                f"{self.last_seq}; start a new consumer from a snapshot"
+            )
         if self._sub is None:
             await self.open()
         assert self._sub is not None
@@ -157,9 +168,11 @@ class PartitionConsumer:
         last = msgs[-1]
         seq = last.metadata.sequence.stream
         if batches:
+            self._failed = True  # until the handler has returned
             result = handler(batches, seq)
             if inspect.isawaitable(result):
                 await result
+            self._failed = False
         await last.ack()  # ack policy "all": the whole fetch (a lost ack means a redelivery)
         self.last_seq = seq
         self.messages += len(msgs)
