@@ -426,3 +426,24 @@ def test_simulate_market_serves_a_market_of_the_quotes_asked_for(
     rows = body["symbols"]
     assert len(rows) == 50
     assert {r["quoteAsset"] for r in rows} == {"USDT", "BTC"}
+
+
+def test_a_recorded_symbol_halted_and_listed_again_goes_on_with_its_ids(
+    btc_frames: list[bytes],
+) -> None:
+    tape = tape_from_frames(btc_frames[:2000])
+    sim = SimulatorThread(Simulator(tape, speed=None, loop=True))
+    sim.start()
+    try:
+        with open_ws(f"{sim.ws_url}/stream?streams=btcusdt@trade") as ws:
+            receive(ws, 100)
+            status, _, row = request(f"{sim.rest_url}/sim/halt?symbol=BTCUSDT", "POST")
+            assert isinstance(row, dict)
+            assert (status, row["status"], row["quoteAsset"]) == (200, "HALT", "USDT")
+            assert request(f"{sim.rest_url}/sim/list?symbol=BTCUSDT", "POST")[0] == 200
+            events = receive(ws, 4000)
+    finally:
+        sim.stop()
+    ids = [e["t"] for e in events]
+    assert ids == list(range(ids[0], ids[0] + len(ids)))  # the recording, then its copy
+    assert {e["s"] for e in events} == {"BTCUSDT"}

@@ -262,8 +262,8 @@ class MarketTape:
         """Every symbol's trades merged in time order (ties: listing order)."""
         mixer = Mixer()
         for symbol, played in self.streams(endless=endless, encode=encode):
-            mixer.add(played, symbol)
-        return iter(mixer)
+            mixer.add(played, [symbol])
+        return (item for item in mixer if item is not None)
 
 
 def _base_name(index: int) -> str:
@@ -339,44 +339,54 @@ def market_tape(
 class Mixer:
     """Streams of played trades merged by time: each stream keeps its own order, the
     earliest head goes first (ties: the stream added first). Streams may be added while
-    it is iterated (a symbol listed while running); a stopped symbol's entries are
-    dropped, and a stream of that symbol alone with them."""
+    it is iterated (a symbol listed while running). A stopped symbol's own streams end at
+    once; its entries in a stream shared with other symbols (a recorded tape) are dropped
+    from then on, for good, and such a stream ends when all its symbols are stopped.
+
+    Iterating yields None for each dropped entry: a consumer that must not hold its event
+    loop (the simulator) gets a turn to give even while nothing is played."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, Played, Iterator[Played], str | None]] = []
+        self._heap: list[tuple[int, int, Played, Iterator[Played], frozenset[str]]] = []
         self._added = 0
         self._stopped: set[str] = set()
         #: the time of the last trade handed out (ms); where a new stream starts
         self.clock_ms = 0
 
-    def add(self, played: Iterator[Played], symbol: str | None = None) -> None:
-        """Merge ``played`` in (``symbol``: the one symbol it carries, if only one)."""
+    def add(self, played: Iterator[Played], symbols: Iterable[str] = ()) -> None:
+        """Merge ``played`` in; ``symbols``: those it carries (one: its own stream; none
+        given: any, a shared stream whose entries are filtered)."""
         first = next(played, None)
         if first is None:
             return
-        if symbol is not None:
-            self._stopped.discard(symbol)
-        heapq.heappush(self._heap, (first[0].time_ms, self._added, first, played, symbol))
+        carries = frozenset(symbols)
+        heapq.heappush(self._heap, (first[0].time_ms, self._added, first, played, carries))
         self._added += 1
 
     def stop(self, symbol: str) -> None:
-        """Drop ``symbol``'s entries from now on (a stream of it alone ends)."""
+        """Drop ``symbol``'s entries from now on (its own streams end now)."""
         self._stopped.add(symbol)
+        kept = [item for item in self._heap if item[4] != {symbol}]
+        if len(kept) != len(self._heap):
+            heapq.heapify(kept)
+            self._heap[:] = kept
 
-    def __iter__(self) -> Iterator[Played]:
+    def __iter__(self) -> Iterator[Played | None]:
         heap, stopped = self._heap, self._stopped
         while heap:
-            _, order, head, played, only = heap[0]
-            if only is not None and only in stopped:
-                heapq.heappop(heap)  # that symbol's own stream: it ends here
+            _, order, head, played, carries = heap[0]
+            if len(carries) > 1 and carries <= stopped:
+                heapq.heappop(heap)  # every symbol it carries is stopped: it ends
+                yield None
                 continue
             following = next(played, None)
             if following is None:
                 heapq.heappop(heap)
             else:
-                heapq.heapreplace(heap, (following[0].time_ms, order, following, played, only))
+                heapq.heapreplace(heap, (following[0].time_ms, order, following, played, carries))
             entry = head[0]
-            if entry.symbol in stopped:
+            if len(carries) != 1 and entry.symbol in stopped:
+                yield None  # a stopped symbol's entry in a shared stream
                 continue
             self.clock_ms = entry.time_ms
             yield head

@@ -183,6 +183,7 @@ class Simulator:
         self._ledger = WeightLedger(self.limits.weight_limit, self.limits.ban_after)
         self._clients: set[_Client] = set()
         self._have_clients = asyncio.Event()
+        self._listed = asyncio.Event()  # a symbol was listed: the mixer has a new stream
         self._played = 0
         self._frames_sent = 0
         self._connections = 0
@@ -224,7 +225,7 @@ class Simulator:
             self._first_ms = tape.first_ms
             self._history = max(MARKET_REST_HISTORY, REST_HISTORY // len(tape.listings))
             for symbol, played in tape.streams(endless=loop, encode=self.codec.trade_frame):
-                self._mixer.add(played, symbol)
+                self._mixer.add(played, [symbol])
             symbols = tape.symbols
         else:
             self._parse(tape)
@@ -232,7 +233,7 @@ class Simulator:
             self._assets = {s: pair for s in symbols if (pair := split_symbol(s))[1]}
             self._first_ms = tape[0].time_ms
             self._history = REST_HISTORY
-            self._mixer.add(self._laps())
+            self._mixer.add(self._laps(), self._by_symbol)
         self._mixer.clock_ms = self._first_ms - 1  # a symbol listed now starts with the tape
         self._states = dict.fromkeys(symbols, "trading")
         self._trades = {symbol: [] for symbol in symbols}
@@ -340,7 +341,8 @@ class Simulator:
             endless=self.loop,
             encode=self.codec.trade_frame,
         )
-        self._mixer.add(trades, symbol)
+        self._mixer.add(trades, [symbol])
+        self._listed.set()
         self._states[symbol] = "trading"
         self._trades.setdefault(symbol, [])
         if listing.quote and symbol not in self._assets:
@@ -419,27 +421,38 @@ class Simulator:
         start = loop.time()
         first_ms = self._first_ms
         group: list[Played] = []  # due now: sent together
-        # the mixer merges the tape (or the market's symbols) with symbols listed since
-        for count, (entry, trade) in enumerate(self._mixer):
-            if self.speed is None:
-                await self._have_clients.wait()
-                await self._play([(entry, trade)])
+        while True:
+            self._listed.clear()
+            # the mixer merges the tape (or the market's symbols) with symbols listed since
+            for count, played in enumerate(self._mixer):
                 if count % YIELD_EVERY == 0:
-                    # a client that reads as fast as it is sent to never makes a send wait:
-                    # let REST, control routes and other connections have the loop too
+                    # a client that reads as fast as it is sent to never makes a send
+                    # wait, and a halted symbol's entries are skipped without any: let
+                    # REST, control routes and other connections have the loop too
                     await asyncio.sleep(0)
-                continue
-            due = start + (entry.time_ms - first_ms) / 1000 / self.speed
-            if due > loop.time() or len(group) >= MAX_GROUP:
-                if group:
-                    await self._play(group)
-                    group = []
-                delay = due - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            group.append((entry, trade))
-        if group:
-            await self._play(group)
+                if played is None:
+                    continue  # a trade of a symbol that no longer trades
+                entry, trade = played
+                if self.speed is None:
+                    await self._have_clients.wait()
+                    await self._play([(entry, trade)])
+                    continue
+                due = start + (entry.time_ms - first_ms) / 1000 / self.speed
+                if due > loop.time() or len(group) >= MAX_GROUP:
+                    if group:
+                        await self._play(group)
+                        group = []
+                    delay = due - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                group.append((entry, trade))
+            if group:
+                await self._play(group)
+                group = []
+            if not self.loop:
+                break
+            # looping, and every symbol halted or delisted: on when one is listed again
+            await self._listed.wait()
         self.done.set()
 
     async def _play(self, group: list[tuple[TapeEntry, Trade | None]]) -> None:
