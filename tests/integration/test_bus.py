@@ -35,7 +35,12 @@ from spikewatch.bus.snapshot import (
     kernel_snapshot,
     restore_kernel,
 )
-from spikewatch.bus.stream import PartitionMismatch, ensure_trade_stream, stream_partitions
+from spikewatch.bus.stream import (
+    PartitionMismatch,
+    ensure_trade_stream,
+    last_published_id,
+    stream_partitions,
+)
 from spikewatch.bus.subjects import TradeSubjects
 from spikewatch.core.kernel import GapPolicy
 from spikewatch.core.model import Signal, Trade, TradeBatch, decode_signal
@@ -266,6 +271,10 @@ def test_a_batch_published_again_after_a_restart_is_stored_once(fixtures_dir: Pa
             assert counters.duplicates == (3 if run_no else 0)
         info = await made.js.stream_info(name)
         assert info.state.messages == 3
+        # where the restarted ingest goes on from
+        last = await last_published_id(made.js, name, subjects, "binance", "BTCUSDT")
+        assert last == trades[-1].trade_id
+        assert await last_published_id(made.js, name, subjects, "binance", "ETHUSDT") is None
         consumer = PartitionConsumer(
             made.js, name, subjects, subjects.partition("binance", "BTCUSDT"), max_wait=0.2
         )

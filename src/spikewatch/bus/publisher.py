@@ -7,7 +7,9 @@ in flight: the next one leaves when JetStream has acknowledged (stored) the last
 keeps each symbol's trades in order in the stream even when a publish is retried after a
 timeout (with several in flight, a retried message would land after its successors), and
 it batches by itself: trades that arrive during one round trip leave together. Lanes run
-concurrently, up to ``max_in_flight`` messages in all.
+concurrently, up to ``max_in_flight`` messages in all. (Each lane's publish is a task
+awaiting its own ack, rather than nats-py's ``publish_async``, whose futures have no
+order per subject to keep when one of them must be sent again.)
 
 Back-pressure: :meth:`TradePublisher.publish` waits while more than ``max_pending`` trades
 are buffered, so a stalled server slows the ingest down rather than filling memory.
@@ -293,7 +295,7 @@ class TradePublisher:
                         stream=self.stream,
                         headers={"Nats-Msg-Id": msg_id},
                     )
-                except (nats.errors.TimeoutError, NoStreamResponseError) as exc:
+                except (nats.errors.TimeoutError, TimeoutError, NoStreamResponseError) as exc:
                     error = exc  # no answer (yet): the same message again
                     continue
                 except Exception as exc:  # refused (APIError: wrong stream, too large),

@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 from nats.js.errors import NotFoundError
 
+from spikewatch.bus.codec import read_header
 from spikewatch.bus.subjects import TradeSubjects, check_token
 
 #: the metadata key (nats-server >= 2.10) that records the partition count
@@ -121,3 +122,17 @@ async def stream_partitions(js: JetStreamContext, name: str) -> int:
     if recorded is None:
         raise PartitionMismatch(f"stream {name} records no partition count")
     return recorded
+
+
+async def last_published_id(
+    js: JetStreamContext, name: str, subjects: TradeSubjects, exchange: str, symbol: str
+) -> int | None:
+    """The last trade id of ``(exchange, symbol)`` stored in stream ``name`` (None: none
+    kept): where a restarted ingest goes on from (the trades after it are fetched, the
+    last batches sent again are dropped as duplicates or as repeats by the kernel). A
+    last message that is not a batch raises MalformedBatch."""
+    try:
+        msg = await js.get_last_msg(name, subjects.subject(exchange, symbol))
+    except NotFoundError:
+        return None
+    return read_header(msg.data or b"").last_id
