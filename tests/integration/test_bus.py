@@ -16,6 +16,7 @@ import socket
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -421,6 +422,35 @@ def test_a_fetch_whose_handler_failed_comes_again_and_is_never_acked_by_a_later_
         # the recovering worker reads from its snapshot's sequence (here: the start)
         again = PartitionConsumer(made.js, name, subjects, part, start_seq=1, max_wait=0.2)
         assert [t for _, b in await drain(again) for t in b.trades()] == trades
+
+    run(body)
+
+
+def test_a_new_consumer_can_start_at_a_time_to_warm_up_on_recent_trades(
+    fixtures_dir: Path,
+) -> None:
+    trades = list(read_trades([fixtures_dir / BTC_CSV]))[:1000]
+
+    async def body(made: Scratch) -> None:
+        name, subjects = made.stream()
+        await ensure_trade_stream(made.js, name, subjects, max_age=600, max_bytes=1 << 26)
+        publisher = TradePublisher(made.js, subjects, stream=name, max_batch=500)
+        await publisher.publish(trades[:500])
+        await publisher.flush()
+        await asyncio.sleep(0.05)  # (so that the two halves have distinct store times)
+        since = datetime.now(UTC)
+        await asyncio.sleep(0.05)
+        await publisher.publish(trades[500:])
+        await publisher.flush()
+        consumer = PartitionConsumer(
+            made.js,
+            name,
+            subjects,
+            subjects.partition("binance", "BTCUSDT"),
+            start_time=since,
+            max_wait=0.2,
+        )
+        assert [t for _, b in await drain(consumer) for t in b.trades()] == trades[500:]
 
     run(body)
 

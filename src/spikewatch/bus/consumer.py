@@ -25,6 +25,7 @@ import inspect
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -53,8 +54,9 @@ class PartitionConsumer:
     consumer filtered on the partition (see :meth:`open`). ``durable`` names it when it is
     made (default ``detect-<partition>``). ``start_seq`` makes it anew at that stream
     sequence (failover from a snapshot); without it an existing consumer goes on from its
-    acknowledged position and a new one starts per ``deliver`` (default: the oldest trade
-    the stream keeps, to warm the windows).
+    acknowledged position and a new one starts at ``start_time`` (an aware datetime: warm
+    the windows on the last minutes only) or else per ``deliver`` (default: the oldest
+    trade the stream keeps).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class PartitionConsumer:
         *,
         durable: str | None = None,
         start_seq: int | None = None,
+        start_time: datetime | None = None,
         deliver: DeliverPolicy = DeliverPolicy.ALL,
         batch: int = FETCH_BATCH,
         max_wait: float = 0.5,
@@ -80,6 +83,7 @@ class PartitionConsumer:
         #: the consumer's name on the server (set by :meth:`open`)
         self.name = self.durable
         self.start_seq = start_seq
+        self.start_time = start_time
         self.deliver = deliver
         self.batch = batch
         self.max_wait = max_wait
@@ -136,6 +140,9 @@ class PartitionConsumer:
             if self.start_seq is not None:
                 config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
                 config.opt_start_seq = self.start_seq
+            elif self.start_time is not None:
+                config.deliver_policy = DeliverPolicy.BY_START_TIME
+                config.opt_start_time = self.start_time
             else:
                 config.deliver_policy = self.deliver
             await js.add_consumer(self.stream, config=config)
