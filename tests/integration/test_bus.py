@@ -164,6 +164,8 @@ def test_the_stream_is_made_once_and_refuses_another_partition_count() -> None:
             await ensure_trade_stream(made.js, name, other, max_age=600, max_bytes=1 << 26)
         longer = await ensure_trade_stream(made.js, name, subjects, max_age=900, max_bytes=1 << 26)
         assert longer.config.max_age == 900
+        short = await ensure_trade_stream(made.js, name, subjects, max_age=60, max_bytes=1 << 26)
+        assert (short.config.max_age, short.config.duplicate_window) == (60, 60)
         assert await stream_partitions(made.js, name) == 4
 
     run(body)

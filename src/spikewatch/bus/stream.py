@@ -90,6 +90,8 @@ async def ensure_trade_stream(
     in seconds, ``max_bytes``, ``duplicate_window`` in seconds) is updated to these.
     """
     check_token("stream name", name)
+    if max_age:  # (JetStream refuses a duplicate window longer than the retention)
+        duplicate_window = min(duplicate_window, max_age)
     wanted = _config(name, subjects, max_age, max_bytes, duplicate_window, storage, replicas)
     try:
         info = await js.stream_info(name)
