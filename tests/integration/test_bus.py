@@ -491,13 +491,14 @@ def test_a_lease_has_one_holder_and_moves_when_the_holder_stops_renewing() -> No
 
 def test_a_kept_lease_is_not_taken_and_is_released_on_a_clean_stop() -> None:
     async def body(made: Scratch) -> None:
-        kv = await ensure_lease_bucket(made.js, made.bucket("leases"), ttl=1.0)
-        alice = PartitionLease(kv, 0, "alice", ttl=1.0, renew_every=0.1)
-        bob = PartitionLease(kv, 0, "bob", ttl=1.0)
+        # (a TTL 20 times the renewal period: a loaded machine's pauses do not expire it)
+        kv = await ensure_lease_bucket(made.js, made.bucket("leases"), ttl=2.0)
+        alice = PartitionLease(kv, 0, "alice", ttl=2.0, renew_every=0.1)
+        bob = PartitionLease(kv, 0, "bob", ttl=2.0)
         assert await alice.acquire()
         stop = asyncio.Event()
         keeper = asyncio.create_task(alice.keep(stop))
-        for _ in range(15):  # for longer than the TTL, renewed all along
+        for _ in range(25):  # for longer than the TTL, renewed all along
             assert not await bob.acquire()
             await asyncio.sleep(0.1)
         assert alice.held
