@@ -26,7 +26,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from spikewatch.bus.consumer import PartitionConsumer
+from spikewatch.bus.consumer import Handler, PartitionConsumer
 from spikewatch.bus.lease import LeaseLost, PartitionLease, ensure_lease_bucket
 from spikewatch.bus.publisher import PublishError, TradePublisher
 from spikewatch.bus.signals import SignalPublisher, ensure_signal_stream
@@ -128,15 +128,27 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def drain(consumer: PartitionConsumer) -> list[tuple[int, TradeBatch]]:
-    """Everything the consumer has to give now: (stream seq of the fetch, batch)."""
+async def drain(
+    consumer: PartitionConsumer, handler: Handler | None = None
+) -> list[tuple[int, TradeBatch]]:
+    """Everything the consumer has to give now: (stream seq of the fetch, batch), each
+    fetch also to ``handler``. Done when the server says nothing is pending (an empty
+    fetch alone could be a slow server on a loaded machine)."""
     got: list[tuple[int, TradeBatch]] = []
 
-    def handler(batches: Sequence[TradeBatch], seq: int) -> None:
+    async def collect(batches: Sequence[TradeBatch], seq: int) -> None:
         got.extend((seq, b) for b in batches)
+        if handler is not None:
+            result = handler(batches, seq)
+            if result is not None:
+                await result
 
-    while await consumer.poll(handler):
-        pass
+    async def done() -> bool:
+        if await consumer.poll(collect):
+            return False
+        return await consumer.lag() == 0
+
+    await eventually(done, f"partition {consumer.partition} drained")
     return got
 
 
@@ -236,8 +248,7 @@ def test_signals_detected_from_the_bus_are_those_of_a_replay(fixtures_dir: Path)
 
         part = subjects.partition("binance", "BTCUSDT")
         consumer = PartitionConsumer(made.js, name, subjects, part, max_wait=0.2)
-        while await consumer.poll(handler):
-            pass
+        await drain(consumer, handler)
         signals.extend(kernel.end().signals)
         assert signals == replayed
         assert consumer.trades == 19_904
@@ -616,8 +627,7 @@ def test_a_partition_taken_over_from_a_snapshot_gives_the_same_signals(
         consumer_b = PartitionConsumer(
             made.js, name, subjects, part, start_seq=snapshot.stream_seq + 1, max_wait=0.2
         )
-        while await consumer_b.poll(feed_b):
-            pass
+        await drain(consumer_b, feed_b)
         found_b.extend(kernel_b.end().signals)
 
         assert consumer_b.trades == len(trades) - 16 * 500

@@ -185,6 +185,14 @@ class PartitionConsumer:
         self.messages += len(msgs)
         return len(msgs)
 
+    async def lag(self) -> int:
+        """Messages of the partition the server has not delivered to this consumer yet
+        (its ``num_pending``): how far the worker is behind."""
+        if self._sub is None:
+            await self.open()
+        info = await self._js.consumer_info(self.stream, self.name)
+        return info.num_pending or 0
+
     async def run(self, handler: Handler, stop: asyncio.Event) -> None:
         """:meth:`poll` until ``stop`` is set (checked between fetches, so at most
         ``max_wait`` seconds after it)."""
