@@ -518,6 +518,23 @@ def test_page_filters_by_symbol_and_time_range(filled_store: SignalStore) -> Non
     assert len(both) == 6
 
 
+def test_ids_at_one_trade_time_are_ordered_by_code_point_whatever_the_locale(
+    store: SignalStore,
+) -> None:
+    # SQLite compares text byte by byte; PostgreSQL would use the database's locale
+    # (en-US puts "a" before "B" and ignores "-"), unless the columns say "C"
+    ids = ["a", "A", "B", "b", "a-b", "aB", "ab", "a_b", "Z", "é", "e", "f", "0", " ", "~"]
+    signals: list[Signal] = [
+        VolumeSpikeSignal(**{**msgspec.structs.asdict(make_signal("BTCUSDT", n, T0_US)), "id": i})
+        for n, i in enumerate(ids)
+    ]
+    store.add(shuffled(signals))
+
+    expected = sorted(ids, reverse=True)
+    assert [s.id for s in store.page(limit=100).signals] == expected
+    assert [i for page in walk_pages(store, 2) for i in page] == expected
+
+
 @pytest.mark.parametrize("limit", [1, 3, 7, 5, 25, 100])
 def test_paging_with_next_cursor_visits_every_signal_once(
     filled_store: SignalStore, limit: int
