@@ -1175,6 +1175,34 @@ def test_the_schema_option_creates_its_schema_and_keeps_the_tables_there(
         PostgresSignalStore(postgres_url, schema="Robert'); DROP TABLE signals;--")
 
 
+def test_connections_the_server_dropped_are_replaced_without_a_failed_call(
+    pg_backend: PostgresBackend,
+) -> None:
+    # a PostgreSQL restart or failover drops every connection the pool holds; the next
+    # calls must get new ones, not fail once per dropped connection
+    name = f"sw_drop_{pg_backend.schema}"
+    parts = urlsplit(pg_backend.url)
+    query = urlencode([*parse_qsl(parts.query), ("application_name", name)])
+    url = urlunsplit(parts._replace(query=query))
+    store = PostgresSignalStore(url, schema=pg_backend.schema, check_after_idle_s=0)
+    try:
+        signals = sample_signals()
+        assert store.add(signals[:10]) == 10
+        dropped = pg_backend.execute(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+            "WHERE application_name = %s",
+            (name,),
+        )
+        assert dropped
+        assert all(ok for (ok,) in dropped)
+
+        assert store.count() == 10
+        assert store.add(signals[10:]) == 15
+        assert [s.id for s in store.page(limit=100).signals] == newest_first(signals)
+    finally:
+        store.close()
+
+
 def test_pages_of_one_exchange_and_symbol_are_read_in_order_from_an_index(
     pg_backend: PostgresBackend,
 ) -> None:

@@ -21,6 +21,9 @@ format: a ``bytea`` then arrives as its bytes, not as hex text to decode.
 from __future__ import annotations
 
 import re
+import threading
+import time
+import weakref
 import zlib
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -194,6 +197,7 @@ class PostgresSignalStore:
         max_connections: int = 8,
         connect_timeout: float = 10.0,
         pool_timeout: float = 10.0,
+        check_after_idle_s: float = 1.0,
     ) -> None:
         """Connect, and bring the schema up to date (creating ``schema`` if it is given
         and missing; without it the tables go to the connection's ``search_path``).
@@ -201,7 +205,9 @@ class PostgresSignalStore:
         Raises :class:`~spikewatch.store.sqlite.StoreOpenError` (``cannot open the database
         <url without password>: <reason>``) when the database cannot be reached or used,
         and :class:`~spikewatch.store.sqlite.SchemaTooNew` when a newer spikewatch wrote it.
-        ``pool_timeout`` is how long a call waits for a free connection (seconds).
+        ``pool_timeout`` is how long a call waits for a free connection (seconds); a
+        connection that sat in the pool for ``check_after_idle_s`` seconds or more is
+        checked (one empty query) before a call gets it.
         """
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise ValueError(
@@ -210,6 +216,11 @@ class PostgresSignalStore:
         self.url = redact_url(url)
         self.schema = schema
         self._pool: ConnectionPool[psycopg.Connection[TupleRow]] | None = None
+        self._check_after_idle_s = check_after_idle_s
+        self._idle_since: weakref.WeakKeyDictionary[psycopg.Connection[TupleRow], float] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._idle_lock = threading.Lock()
         secret: str | None = None
         try:
             params = conninfo_to_dict(url)
@@ -232,6 +243,8 @@ class PostgresSignalStore:
                 max_size=max_connections,
                 kwargs={"autocommit": True},
                 configure=_configure,
+                check=self._check,
+                reset=self._returned,
                 open=False,
                 timeout=pool_timeout,
                 name="spikewatch-store",
@@ -284,6 +297,22 @@ class PostgresSignalStore:
                 conn.execute(MIGRATIONS[step])
                 conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (step + 1,))
         return key
+
+    def _returned(self, conn: psycopg.Connection[TupleRow]) -> None:
+        """Pool callback: ``conn`` is back in the pool, idle from now."""
+        with self._idle_lock:
+            self._idle_since[conn] = time.monotonic()
+
+    def _check(self, conn: psycopg.Connection[TupleRow]) -> None:
+        """Pool callback, before a call gets ``conn``: one that sat idle for a while is
+        asked an empty query first, so a connection the server dropped meanwhile (a
+        restart, a failover, an idle timeout) costs the pool a reconnect instead of
+        failing the call. One in steady use is handed out unchecked: the check is a
+        round trip, and a busy connection's failure shows in the call it serves."""
+        with self._idle_lock:
+            since = self._idle_since.get(conn)
+        if since is None or time.monotonic() - since >= self._check_after_idle_s:
+            ConnectionPool.check_connection(conn)
 
     def _conn(self) -> AbstractContextManager[psycopg.Connection[TupleRow]]:
         """A pooled connection for one call (a context manager)."""
