@@ -139,18 +139,44 @@ def test_the_exchanges_count_counts_weight_other_processes_on_the_ip_used() -> N
     assert sent_now(budget, 60.0) == tickets[4:]
 
 
-def test_a_newer_lower_count_cannot_let_our_own_minute_overflow() -> None:
+def test_without_a_count_from_the_exchange_our_own_sends_count() -> None:
     budget = WeightBudget(100, margin=0.0)
     tickets = [budget.submit(20, GAP, None, 0.0) for _ in range(5)]
     sent = sent_now(budget, 0.0, answer=False)
     assert sent == tickets[:1]  # the first request goes alone: the count is unknown
-    budget.settle(sent[0], 20)
-    rest = sent_now(budget, 0.0, answer=False)
-    assert rest == tickets[1:]
-    for ticket in rest:
-        budget.settle(ticket, 0)  # e.g. the exchange's minute turned over
+    budget.settle(sent[0], None)
+    assert sent_now(budget, 0.0) == tickets[1:]
     late = budget.submit(20, GAP, None, 1.0)
-    assert sent_now(budget, 1.0) == []  # our own 100 of the last minute still count
+    assert sent_now(budget, 1.0) == []  # our own 100 of the last minute count
+    assert sent_now(budget, 60.0) == [late]
+
+
+def test_a_lower_count_from_the_exchange_frees_weight_at_once() -> None:
+    budget = WeightBudget(100, margin=0.0)
+    tickets = [budget.submit(20, GAP, None, 0.0) for _ in range(5)]
+    assert sent_now(budget, 0.0, answer=False) == tickets[:1]
+    budget.settle(tickets[0], None)
+    late = budget.submit(20, GAP, None, 0.0)
+    assert sent_now(budget, 0.0, answer=False) == tickets[1:]
+    assert sent_now(budget, 0.0) == []  # 100 sent
+    for ticket in tickets[1:4]:
+        budget.settle(ticket, None)
+    # the exchange's minute turned over before the last request: it counts only that one
+    budget.settle(tickets[4], 20)
+    assert sent_now(budget, 0.0) == [late]
+    assert budget.usage(0.0) == 40
+
+
+def test_our_own_weight_leaves_the_exchanges_count_as_it_leaves_the_window() -> None:
+    budget = WeightBudget(100, margin=0.0)
+    spend(budget, 20, 0.0)
+    tickets = [budget.submit(20, GAP, None, 10.0) for _ in range(4)]
+    assert sent_now(budget, 10.0, answer=False) == tickets
+    for ticket in tickets:
+        budget.settle(ticket, 100)  # the exchange counts what we sent, no more
+    late = budget.submit(20, GAP, None, 11.0)
+    polled = budget.poll(11.0)
+    assert polled.wake == 60.0  # when the send of t=0 leaves, not when the count is old
     assert sent_now(budget, 60.0) == [late]
 
 
@@ -230,7 +256,7 @@ class Arrival:
     lane: Lane
     rate: float
     patience: float | None  # deadline = arrival + patience
-    reported: int | None  # the exchange's count in its reply
+    foreign: int | None  # weight of others in the exchange's count (None: no count)
     retry_after: float | None  # the reply is a 429 asking for this
 
 
@@ -242,7 +268,7 @@ arrivals = st.lists(
         lane=st.sampled_from(list(Lane)),
         rate=st.sampled_from([0.0, 0.5, 1.0, 3.0, 250.0, float("nan")]),
         patience=st.none() | st.sampled_from([0.0, 1.0, 20.0, 60.0, 300.0]),
-        reported=st.none() | st.integers(0, 150),
+        foreign=st.none() | st.integers(0, 150),
         retry_after=st.none() | st.none() | st.sampled_from([1.0, 30.0, 90.0]),
     ),
     max_size=60,
@@ -281,7 +307,9 @@ def test_no_minute_ever_sends_more_than_the_cap_and_no_request_waits_forever(
                 if spec.retry_after is not None:
                     budget.block(at + spec.retry_after, "HTTP 429")
                     run.blocks.append((at, at + spec.retry_after))
-                budget.settle(ticket, spec.reported)
+                # the exchange's count: our own weight of the last minute, and others'
+                own = sum(w for sent_at, w in run.sends if sent_at + 60.0 > at)
+                budget.settle(ticket, None if spec.foreign is None else own + spec.foreign)
             if not polled.sent:
                 return polled.wake
 

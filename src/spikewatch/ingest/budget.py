@@ -6,10 +6,12 @@ exchangeInfo) and answers 429, then 418 (a ban), to a client that goes over. Hun
 symbols warming up or filling gaps at once must share that limit, most urgent first:
 
 - a rolling one-minute window of the weight sent, kept under ``limit * (1 - margin)``;
-- after every reply, the exchange's own count (``X-MBX-USED-WEIGHT-1M``) is a floor for
-  the minute, so weight other processes on the same IP used is respected; when nothing
-  was heard from the exchange for a window (at start), one request goes first alone, so
-  a burst does not go out before its count is known;
+- after every reply, the budget re-syncs to the exchange's own count
+  (``X-MBX-USED-WEIGHT-1M``, plus what was sent since), the one it enforces: weight other
+  processes on the same IP used is respected, and a minute the exchange has turned over
+  is free again. Without a count less than a window old, the budget's own sends count;
+  and when nothing was heard from the exchange for a window (at start), one request goes
+  first alone, so a burst does not go out before the count is known;
 - requests that do not fit wait in a priority queue: open gaps first (busier symbols
   before quieter ones), then catch-ups after a reconnect, then warm starts, then
   background look-ups; first come, first served within a class;
@@ -110,6 +112,7 @@ class Ticket:
         "priority",
         "reason",
         "sent_at",
+        "sent_own",
         "sent_total",
         "seq",
         "state",
@@ -129,6 +132,7 @@ class Ticket:
         self.reason = ""  # why it was dropped
         self.sent_at = 0.0
         self.sent_total = 0  # the budget's weight sent so far, this request's included
+        self.sent_own = 0  # the budget's own weight in the window when it was sent, same
 
     def __repr__(self) -> str:
         return f"Ticket(#{self.seq} {self.priority.lane.name} w={self.weight} {self.state.value})"
@@ -150,7 +154,7 @@ class BudgetStats:
 
     limit: int  # weight per window the exchange allows
     cap: int  # the part of it the budget uses (limit minus the margin)
-    used: int  # weight counted in the current window (ours, or the exchange's if higher)
+    used: int  # weight counted in the current window (the exchange's count, else ours)
     queued: int  # requests waiting now
     in_flight: int  # requests sent, reply not yet in
     sent: int  # requests sent
@@ -164,11 +168,13 @@ class BudgetStats:
 @dataclass(slots=True)
 class _Sync:
     """The exchange's count of the window at a reply: ``used`` when the request with
-    ``sent_total`` was sent at ``at``."""
+    ``sent_total`` was sent at ``at``; ``others``: how much more than our own weight of
+    that window it is (other processes; negative: the exchange's minute turned over)."""
 
     at: float
     used: int
     sent_total: int
+    others: int
 
 
 class WeightBudget:
@@ -222,7 +228,7 @@ class WeightBudget:
     def settle(self, ticket: Ticket, used: int | None) -> None:
         """The reply to a sent ``ticket`` is in (or the request failed); ``used`` is the
         exchange's weight count it reported (``X-MBX-USED-WEIGHT-1M``), None if none.
-        The newest count is a floor for the window: weight other processes used counts."""
+        The count of the latest request sent replaces the budget's own for a window."""
         if ticket.state is State.SENT:
             self._in_flight -= 1
             ticket.state = State.DONE
@@ -231,7 +237,9 @@ class WeightBudget:
         if used is None or ticket.sent_total == 0:
             return
         if self._sync is None or ticket.sent_total >= self._sync.sent_total:
-            self._sync = _Sync(ticket.sent_at, max(0, used), ticket.sent_total)
+            used = max(0, used)
+            others = used - ticket.sent_own
+            self._sync = _Sync(ticket.sent_at, used, ticket.sent_total, others)
 
     def block(self, until: float, reason: str) -> None:
         """Send nothing before ``until`` (a 429 or 418 with Retry-After)."""
@@ -299,8 +307,8 @@ class WeightBudget:
         return Polled(sent, dropped, wake)
 
     def usage(self, now: float) -> int:
-        """Weight counted in the window ending ``now``: ours, or the exchange's latest
-        count plus what we sent since, whichever is higher."""
+        """Weight counted in the window ending ``now``: the exchange's latest count plus
+        what we sent since (while that count is less than a window old), else ours."""
         self._expire(now)
         return self._usage(now)
 
@@ -339,6 +347,7 @@ class WeightBudget:
         self._own += ticket.weight
         self._weight_sent += ticket.weight
         ticket.sent_total = self._weight_sent
+        ticket.sent_own = self._own
         self._queued -= 1
         self._in_flight += 1
         self._sent += 1
@@ -366,23 +375,41 @@ class WeightBudget:
 
     def _usage(self, now: float) -> int:
         del now  # _expire has run
-        return max(self._own, self._floor())
+        # the exchange's count is the one it enforces: other processes' weight is in it
+        # (kept until the count is a window old), and a minute it has turned over is
+        # free again; our own sends leave it as they leave our window
+        sync = self._sync
+        if sync is None:
+            return self._own
+        return min(self._own + max(0, sync.others), self._floor())
 
     def _fit_time(self, weight: int, now: float) -> float:
         """The earliest time from ``now`` on when ``weight`` more fits under the cap,
-        as sends leave the window (nothing else changing)."""
+        as sends leave the window and the exchange's count grows old (nothing else
+        changing)."""
         need = self.cap - weight
-        at = now
-        if self._floor() > need:
-            assert self._sync is not None
-            at = self._sync.at + self.window  # the exchange's count is over by then
+        sync = self._sync
+        others, stale = 0, now  # others' weight in the count, until it is stale
+        if sync is not None:
+            if self._floor() <= need:
+                return now
+            others, stale = max(0, sync.others), sync.at + self.window
         own = self._own
-        for sent_at, sent_weight in self._log:
-            if own <= need:
-                break
-            own -= sent_weight
-            at = max(at, sent_at + self.window)
-        return at
+        at = now
+        sends = iter(self._log)
+        following = next(sends, None)
+        while True:
+            while following is not None and following[0] + self.window <= at:
+                own -= following[1]
+                following = next(sends, None)
+            if own + (others if at < stale else 0) <= need:
+                return at
+            changes = [following[0] + self.window] if following is not None else []
+            if at < stale:
+                changes.append(stale)
+            if not changes:  # nothing left to wait for (cannot happen: weight <= cap)
+                return at
+            at = min(changes)
 
 
 class NotSent(Exception):
@@ -434,8 +461,9 @@ class RestBudget:
             self._waiters.clear()
             self._loop, self._changed, self._driver = loop, asyncio.Event(), None
         with self._lock:
-            ticket = self.core.submit(weight, priority, deadline, self.clock())
-            self._wake(self.core.poll(self.clock()))
+            now = self.clock()
+            ticket = self.core.submit(weight, priority, deadline, now)
+            self._wake(self.core.poll(now))
         if ticket.state is State.WAITING:
             future = loop.create_future()
             self._waiters[ticket] = future

@@ -75,8 +75,8 @@ class RestStats(msgspec.Struct, frozen=True):
     failures: int  # look-ups given up (after their retries, or a 4xx)
     retries: int  # attempts made again after a failed one
     rate_limited: int  # 429 and 418 replies
-    # request weight used in the current minute: ours, or the exchange's count
-    # (X-MBX-USED-WEIGHT-1M, other processes on the IP included) if higher
+    # request weight used in the current minute: the exchange's count (X-MBX-USED-
+    # WEIGHT-1M, other processes on the IP included) plus ours since, else ours
     used_weight: int
     successes: int = 0  # requests answered with a usable reply
     bad_replies: int = 0  # 200 replies that could not be used (garbage, wrong trades...)
