@@ -39,10 +39,16 @@ from spikewatch.exchanges.base import Exchange
 from spikewatch.hub import Event, Hub
 from spikewatch.ingest.backfill import fetch_after, fetch_range, fetch_recent
 from spikewatch.ingest.backoff import Backoff
+from spikewatch.ingest.budget import (
+    CATCH_UP_DEADLINE_S,
+    GAP_DEADLINE_S,
+    WARM_START_DEADLINE_S,
+    Priority,
+)
 from spikewatch.ingest.client import ClientStatus, StreamClient
 from spikewatch.ingest.ratelog import RateLimitedLog
 from spikewatch.ingest.recorder import FrameRecorder, RecorderSink
-from spikewatch.ingest.rest import RestClient, RestError
+from spikewatch.ingest.rest import Dropped, RestClient, RestError
 from spikewatch.sinks import Overflow, SinkWorker
 from spikewatch.status import (
     WRITE_BUCKETS_MS,
@@ -492,11 +498,19 @@ class Engine:
         if not self.exchange.capabilities.recent_trades:
             log.info("%s has no recent-trades look-up: warming up from the stream", name)
             return
+        # what the REST weight budget cannot send by then warms up from the stream
+        deadline = self.rest.deadline_in(WARM_START_DEADLINE_S)
+        late: list[str] = []
         for symbol in self.settings.symbols:
             if symbol in self._restored or need == 0:
                 continue
             try:
-                trades = await fetch_recent(self.rest, self.exchange, symbol, need)
+                trades = await fetch_recent(
+                    self.rest, self.exchange, symbol, need, deadline=deadline
+                )
+            except Dropped:
+                late.append(symbol)
+                continue
             except RestError as exc:
                 if exc.unreachable:  # no answer at all: the others would wait for none too
                     log.info(
@@ -517,6 +531,14 @@ class Engine:
                 continue
             self._step(partial(self.kernel.warm, name, symbol, trades))
             log.info("%s warmed up from %d recent trades", symbol, len(trades))
+        if late:
+            log.warning(
+                "warm start of %d symbols not fetched within %.0fs (REST weight budget); "
+                "they warm up from the stream: %s",
+                len(late),
+                WARM_START_DEADLINE_S,
+                " ".join(late[:20]) + (" ..." if len(late) > 20 else ""),
+            )
 
     def _on_connect(self, reconnect: bool) -> None:
         """After a lost connection, look for trades missed at its end: without this, a
@@ -543,6 +565,7 @@ class Engine:
         budget = max(self.kernel.max_backfill, page_size)
         if not self.exchange.capabilities.fetch_by_id:
             return
+        deadline = self.rest.deadline_in(CATCH_UP_DEADLINE_S)
         while budget > 0:
             # on the loop's thread, as every kernel step: nothing moves between the
             # checks and the step below (no await in between)
@@ -589,7 +612,16 @@ class Engine:
 
         try:
             await fetch_range(
-                self.rest, self.exchange, gap.symbol, gap.first_id, gap.last_id, on_page
+                self.rest,
+                self.exchange,
+                gap.symbol,
+                gap.first_id,
+                gap.last_id,
+                on_page,
+                # busy symbols first (their held live trades pile up fastest); what
+                # cannot be sent in time is recorded as lost, with the reason
+                priority=Priority.gap(self._interval.get(gap.symbol)),
+                deadline=self.rest.deadline_in(GAP_DEADLINE_S),
             )
         except Exception as exc:  # whatever failed, the gap must not stay open unattended
             log.warning(
