@@ -162,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=9443, help="port (default 9443)")
     sim.add_argument("--speed", default="1", help="N times the recorded pace, or 'max'")
     sim.add_argument("--loop", action="store_true", help="play the recording again and again")
+    sim.add_argument(
+        "--market",
+        type=int,
+        metavar="N",
+        help="serve a whole market: N symbols re-labelled from the recordings' trades",
+    )
+    sim.add_argument(
+        "--quotes", default="USDT,BTC,FDUSD", help="quote assets of --market's symbols"
+    )
+    sim.add_argument("--seed", type=int, default=0, help="--market's seed (default 0)")
     sim.add_argument("--log-level", dest="log_level", default="INFO")
     _fault_flags(sim)
 
@@ -303,6 +313,40 @@ def _sigterm_as_interrupt(before: Callable[[], None] | None = None) -> Iterator[
 # -- run -------------------------------------------------------------------------------
 
 
+def unlisted_symbols(settings: Settings) -> str | None:
+    """The named symbols the exchange does not list, as one line (Binance answers a
+    subscription to a symbol it does not have with silence, so a typo would wait for
+    trades for ever); None when all are listed or the listing cannot be read now (then
+    the engine reads it again later)."""
+    import asyncio
+
+    from spikewatch.ingest.backoff import Backoff
+    from spikewatch.ingest.listing import Listing, UnknownSymbols
+    from spikewatch.ingest.rest import RestClient
+    from spikewatch.wiring import build_exchange
+
+    symbol_set = settings.symbol_set()
+    exchange = build_exchange(settings)
+    if symbol_set.is_all or exchange.listing() is None:
+        return None
+    rest = RestClient(
+        settings.rest_url,
+        timeout=5.0,
+        attempts=2,
+        max_wait=2.0,
+        backoff=lambda: Backoff(first=0.1, cap=0.5),
+    )
+    listing = Listing(exchange, rest, symbol_set, quiet=True)
+    pairs = asyncio.run(listing.read())
+    if pairs is None:
+        return None
+    try:
+        listing.resolve(pairs)
+    except UnknownSymbols as exc:
+        return str(exc)
+    return None
+
+
 def cmd_run(settings: Settings, banner: str = "") -> int:
     """Run the live engine and serve the web app until SIGINT/SIGTERM."""
     from spikewatch.engine import Engine
@@ -310,6 +354,10 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
     from spikewatch.web.app import create_app
     from spikewatch.web.server import ServeError, create_server, server_url
 
+    unknown = unlisted_symbols(settings)
+    if unknown is not None:
+        print(f"spikewatch: configuration error: {unknown}", file=sys.stderr)
+        return 2
     # The ingest thread is busy Python; by default another thread waits up to 5 ms for the
     # GIL at each hand-over, which web requests and live pushes pay several times over.
     sys.setswitchinterval(0.0005)
@@ -335,7 +383,7 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
         log.info(
             "spikewatch %s: %s from %s, window %d, threshold %s",
             __version__,
-            ",".join(settings.symbols),
+            settings.symbol_set().describe(),
             engine.url,
             settings.window,
             settings.threshold,
@@ -374,6 +422,13 @@ def cmd_record(ns: argparse.Namespace, settings: Settings) -> int:
     from spikewatch.ingest.recorder import FrameRecorder
     from spikewatch.wiring import build_exchange
 
+    if settings.symbol_set().is_all:
+        print(
+            "spikewatch: record takes named symbols (e.g. --symbols BTCUSDT,ETHUSDT), "
+            f"not {settings.symbol_set().describe()}",
+            file=sys.stderr,
+        )
+        return 2
     exchange = build_exchange(settings)
     url = exchange.stream_url(settings.ws_url, settings.symbols)
     recorder = FrameRecorder(
@@ -459,26 +514,39 @@ def cmd_simulate(ns: argparse.Namespace) -> int:
     exchange = EXCHANGES[ns.exchange]()
     codec = exchange.simulator_codec()
     speed = _speed(ns.speed)
-    tape = load_tape(ns.files, ns.format, ns.symbol, codec.trade_frame)
+    if ns.market:
+        from spikewatch.replay.market import market_tape, sources_of_tape
+
+        sources = [
+            source
+            for path in ns.files
+            for source in sources_of_tape(load_tape([path], ns.format, ns.symbol))
+        ]
+        tape: Any = market_tape(sources, ns.market, ns.quotes.split(","), seed=ns.seed)
+        symbols = tape.symbols
+    else:
+        tape = load_tape(ns.files, ns.format, ns.symbol, codec.trade_frame)
+        symbols = sorted({e.symbol for e in tape})
     faults = Faults(
         drop_every=ns.drop_every,
         malformed_every=ns.malformed_every,
         shutdown_after=ns.shutdown_after,
     )
-    simulator = Simulator(tape, codec=codec, speed=speed, faults=faults, loop=ns.loop)
+    simulator = Simulator(tape, codec=codec, speed=speed, faults=faults, loop=ns.loop, seed=ns.seed)
     sim = SimulatorThread(simulator, ns.host, ns.port)
     sim.start()
-    symbols = sorted({e.symbol for e in tape})
     ws_base, rest_base = f"ws://{ns.host}:{sim.port}", f"http://{ns.host}:{sim.port}"
     recent = exchange.recent_trades(symbols[0], 5)
     venue = "" if ns.exchange == "binance" else f"--exchange {ns.exchange} "
+    names = ",".join(symbols) if ns.market is None else f"a market of {len(symbols):,} symbols"
+    shown = symbols if ns.market is None else symbols[:3]
     print(
-        f"simulating {len(tape):,} trades of {','.join(symbols)} ({ns.exchange}) at "
+        f"simulating {len(tape):,} trades of {names} ({ns.exchange}) at "
         f"{'max' if speed is None else f'{speed:g}x'} speed\n"
-        f"  streams: {exchange.stream_url(ws_base, symbols)}\n"
+        f"  streams: {exchange.stream_url(ws_base, shown)}\n"
         + (f"  REST:    {rest_base}{recent.path}\n" if recent else "")
         + f"  use:     spikewatch run {venue}--ws-url {ws_base} "
-        f"--rest-url {rest_base} --symbols {','.join(symbols)}",
+        f"--rest-url {rest_base} --symbols {','.join(symbols) if ns.market is None else 'ALL'}",
         file=sys.stderr,
         flush=True,
     )

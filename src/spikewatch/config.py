@@ -22,10 +22,10 @@ from spikewatch.alerting.destinations import Destination
 from spikewatch.core.alerts import AlertRule
 from spikewatch.core.detectors import DETECTORS, DetectorParams
 from spikewatch.core.profile import PROFILE_DETECTORS
+from spikewatch.core.symbolsets import SymbolSet, parse_symbol_set
 from spikewatch.exchanges import EXCHANGES
 
 ENV_PREFIX = "SPIKEWATCH_"
-_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -75,7 +75,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """Every setting of spikewatch with its default."""
 
     exchange: str = "binance"  # "binance" (spot) or "binance-usdm" (USD-M futures)
+    # symbols to watch, or ALL (every trading pair) or ALL:USDT,BTC (of these quotes)
     symbols: tuple[str, ...] = ("BTCUSDT",)
+    # seconds between reads of the exchange's listing (new pairs watched, delisted let go)
+    symbols_refresh_s: float = 300.0
+    # streams (symbols) per WebSocket connection; more symbols open more connections
+    streams_per_connection: int = 200
     window: int = 200  # trades in the rolling window
     threshold: Decimal = Decimal(10)  # spike when qty > threshold * window mean
     host: str = "127.0.0.1"
@@ -120,6 +125,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             if shown[secret]:
                 shown[secret] = "***"
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+    def symbol_set(self) -> SymbolSet:
+        """What ``symbols`` names (checked at start: this cannot fail then)."""
+        return parse_symbol_set(self.symbols)
+
+    @property
+    def named_symbols(self) -> tuple[str, ...]:
+        """The symbols named, or () for ALL (resolved from the exchange's listing)."""
+        return () if self.symbol_set().is_all else self.symbols
 
     def __post_init__(self) -> None:
         _check(
@@ -202,17 +216,17 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             msgspec.structs.force_setattr(self, "ws_url", venue.default_ws_url)
         if not self.rest_url:
             msgspec.structs.force_setattr(self, "rest_url", venue.default_rest_url)
-        _check(bool(self.symbols), "symbols", "at least one symbol is needed")
-        for symbol in self.symbols:
-            if symbol.isascii() and symbol.isalnum():  # the right characters: the length?
-                _check(
-                    bool(_SYMBOL.match(symbol)),
-                    "symbols",
-                    f"{symbol!r} is {len(symbol)} character{_s(len(symbol))} long; "
-                    "a symbol has 2 to 30",
-                )
-            _check(bool(_SYMBOL.match(symbol)), "symbols", f"{symbol!r} is not a symbol")
-        _check(len(set(self.symbols)) == len(self.symbols), "symbols", "a symbol is repeated")
+        try:
+            parse_symbol_set(self.symbols)
+        except ValueError as exc:
+            raise ValueError(f"symbols: {exc}") from None
+        _check(self.symbols_refresh_s >= 10, "symbols_refresh_s", "must be >= 10 seconds")
+        most = venue(api_key=self.api_key).capabilities.max_streams_per_connection
+        _check(
+            1 <= self.streams_per_connection <= most,
+            "streams_per_connection",
+            f"must be between 1 and {most} ({self.exchange}'s limit)",
+        )
         _check(2 <= self.window <= 1_000_000, "window", "must be between 2 and 1000000")
         _check(
             self.threshold.is_finite() and self.threshold > 0, "threshold", "must be a number > 0"
@@ -273,6 +287,8 @@ FIELDS: tuple[str, ...] = Settings.__struct_fields__
 
 def _normalise(key: str, value: Any) -> Any:
     if key == "symbols":
+        if isinstance(value, str) and value.strip().upper().startswith("ALL"):
+            return [value.strip().upper().replace(" ", "")]  # ALL:USDT,BTC is one set
         items = value.split(",") if isinstance(value, str) else value
         if isinstance(items, list | tuple):
             return [str(s).strip().upper() for s in items if str(s).strip()]

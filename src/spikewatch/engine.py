@@ -45,7 +45,9 @@ from spikewatch.ingest.budget import (
     WARM_START_DEADLINE_S,
     Priority,
 )
-from spikewatch.ingest.client import ClientStatus, StreamClient
+from spikewatch.ingest.client import ClientStatus
+from spikewatch.ingest.listing import Listing, unknown_message
+from spikewatch.ingest.pool import ConnectionPool
 from spikewatch.ingest.ratelog import RateLimitedLog
 from spikewatch.ingest.recorder import FrameRecorder, RecorderSink
 from spikewatch.ingest.rest import Dropped, RestClient, RestError
@@ -92,6 +94,10 @@ RECENT_SIGNALS = 5000
 #: Frames waiting for the recorder's gzip writes, at most (then frames are not recorded,
 #: and counted as dropped: recording must never hold up detection).
 RECORDER_QUEUE = 100_000
+#: Symbols warmed up (recent trades over REST) before connecting, at most; more are
+#: warmed while they stream, busiest first by nature (their windows fill from the stream
+#: before their look-up's turn comes, and it is skipped), quiet ones over REST
+WARM_BEFORE_CONNECT = 50
 
 SignalListener = Callable[[Signal], None]
 
@@ -112,13 +118,25 @@ class Engine:
         self.settings = settings
         self.store = store
         self.exchange: Exchange = exchange or build_exchange(settings)
-        self.url = self.exchange.stream_url(settings.ws_url, settings.symbols)
+        #: what --symbols names (named symbols, or ALL resolved from the listing)
+        self.symbol_set = settings.symbol_set()
+        # the symbols watched now, in order (ALL: none until the listing is read); changed
+        # on the loop's thread only, replaced whole (readers take the reference)
+        self._symbols: tuple[str, ...] = settings.named_symbols
+        # the first connection's URL (named symbols), or the base URL (ALL)
+        self.url = (
+            self.exchange.stream_url(
+                settings.ws_url, self._symbols[: settings.streams_per_connection]
+            )
+            if self._symbols
+            else settings.ws_url
+        )
         # Until the ingest loop runs (frames fed by hand, as tests do), a gap cannot be
         # fetched: it is recorded at once; the loop switches the policy to FETCH.
         self.kernel: Kernel = build_kernel(
             settings,
             venues=(self.exchange,),
-            watch={self.exchange.name: settings.symbols},
+            watch={self.exchange.name: self._symbols},
             gap_policy=GapPolicy.RESET,
         )
         self.kernel.reset_reason = "no REST access in this mode"
@@ -153,13 +171,21 @@ class Engine:
             settings.rest_url, weight_limit=self.exchange.capabilities.rest_weight_limit
         )
         self._recent_gaps: list[GapRecord] = []
-        self._watchdog = dict.fromkeys(settings.symbols, 0)
+        self._watchdog: dict[str, int] = {}
         self._last_recv: dict[str, float] = {}  # monotonic seconds of the last live trade
         self._interval: dict[str, float] = {}  # smoothed seconds between live trades
         self._tasks: set[asyncio.Task[None]] = set()
         self._restored = self._restore_checkpoints()
         self._checkpointed = set(self._restored)  # symbols with a checkpoint to go on from
-        self._client: StreamClient | None = None
+        self._pool: ConnectionPool | None = None
+        #: the exchange's listing: makes ALL definite, and follows listings and delistings
+        self.listing = Listing(
+            self.exchange,
+            self.rest,
+            self.symbol_set,
+            interval=settings.symbols_refresh_s,
+            on_change=self._on_listing,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started = False
@@ -172,7 +198,7 @@ class Engine:
         # must not stay the latest for good: only plausible times are looked at.
         name = self.exchange.name
         plausible = time.time_ns() // 1000 + MAX_AHEAD_US
-        for symbol in [*settings.symbols, None]:
+        for symbol in [*self._symbols, None]:
             spike = latest_spike(store, exchange=name, symbol=symbol, until_us=plausible)
             if spike is not None:
                 self._remember(spike)
@@ -201,7 +227,7 @@ class Engine:
         if self._alerts is not None:
             self._alerts.start()
         if self.settings.record_dir:
-            symbols = "-".join(self.settings.symbols).lower()
+            symbols = "-".join(self._symbols).lower() if self._symbols else "all"
             recorder = FrameRecorder(
                 self.settings.record_dir, prefix=f"{self.exchange.name}-{symbols}"
             )
@@ -222,10 +248,10 @@ class Engine:
         """Stop ingest, flush pending signals to the store; returns within ``timeout``."""
         deadline = time.monotonic() + timeout
         self.hub.close()
-        loop, client = self._loop, self._client
-        if loop is not None and client is not None and not loop.is_closed():
+        loop, pool = self._loop, self._pool
+        if loop is not None and pool is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed in between
-                loop.call_soon_threadsafe(client.stop)
+                loop.call_soon_threadsafe(pool.stop)
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
         self.save_checkpoints()
@@ -239,13 +265,31 @@ class Engine:
         self._stopped.set()
 
     def request_reconnect(self) -> bool:
-        """Ask for a fresh connection (any thread); False when the engine is not running."""
-        loop, client = self._loop, self._client
-        if loop is None or client is None or loop.is_closed() or self._stopped.is_set():
+        """Ask for fresh connections, without a gap (any thread); False when the engine is
+        not running."""
+        loop, pool = self._loop, self._pool
+        if loop is None or pool is None or loop.is_closed() or self._stopped.is_set():
             return False
         try:
-            loop.call_soon_threadsafe(client.request_rotation)
+            loop.call_soon_threadsafe(pool.rotate)
         except RuntimeError:  # the loop closed in between: the engine has just stopped
+            return False
+        return True
+
+    def refresh_listing(self, timeout: float = 30.0) -> bool:
+        """Read the exchange's listing now and follow it (any thread; it is also read
+        every ``symbols_refresh_s``); False when the engine is not running or the read
+        did not finish within ``timeout``."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._stopped.is_set():
+            return False
+        try:
+            done = asyncio.run_coroutine_threadsafe(self.listing.refresh(), loop)
+        except RuntimeError:
+            return False
+        try:
+            done.result(timeout)
+        except Exception:
             return False
         return True
 
@@ -263,28 +307,101 @@ class Engine:
         self._loop = asyncio.get_running_loop()
         with self._lock:  # from now on gaps can be fetched, on this loop
             self.kernel.gap_policy = GapPolicy.FETCH
-        self._client = StreamClient(
-            self.url,
+        given = [self._backoff]  # the first connection takes the engine's own backoff
+
+        def backoff() -> Backoff:
+            return given.pop() if given else Backoff(self._backoff.first, self._backoff.cap)
+
+        pool = self._pool = ConnectionPool(
+            self.exchange,
+            self.settings.ws_url,
             self.handle_frames,
-            rotate_after=min(
-                self.settings.rotate_after, self.exchange.capabilities.max_connection_age_s
-            ),
-            backoff=self._backoff,
-            stable_after=self._stable_after,
+            per_connection=self.settings.streams_per_connection,
             on_connect=self._on_connect,
-            greeting=self.exchange.greeting(self.settings.symbols),
-            heartbeat=self.exchange.heartbeat(),
-            heartbeat_interval=self.exchange.capabilities.heartbeat_interval_s,
+            backoff=backoff,
+            rotate_after=self.settings.rotate_after,
+            stable_after=self._stable_after,
         )
         ready.set()
         ticker = asyncio.create_task(self._publish_status())
+        refresher: asyncio.Task[None] | None = None
         try:
-            await self._warm_start()
-            await self._client.run()
+            await self._first_listing()
+            symbols = self._symbols
+            pool.add(symbols)
+            if len(symbols) <= WARM_BEFORE_CONNECT:
+                await self._warm_start(symbols)
+            else:  # the windows of many symbols fill while they stream (busy ones warm
+                # themselves from the stream before their look-up's turn comes)
+                self._spawn(self._warm_start(symbols))
+            if self.exchange.listing() is not None:
+                refresher = asyncio.create_task(self.listing.run())
+            await pool.run()
         finally:
             ticker.cancel()
+            if refresher is not None:
+                refresher.cancel()
             for task in list(self._tasks):
                 task.cancel()
+
+    async def _first_listing(self) -> None:
+        """Read the listing before connecting: ALL becomes the symbols it names (read
+        again until it can be: nothing is watched meanwhile); named symbols are checked
+        (the command line already refused unknown ones when it could read the listing)."""
+        listing = self.listing
+        if self.exchange.listing() is None or not self.symbol_set.is_all:
+            return  # named symbols: checked by the command line; the refresh follows them
+        delay = 1.0
+        while True:
+            pairs = await listing.read()
+            if pairs is not None:
+                resolved = self.symbol_set.resolve(pairs)
+                if resolved.unknown:
+                    log.error("%s", unknown_message(self.exchange.name, resolved.unknown, pairs))
+                added, _ = listing.apply(resolved)
+                if self.symbol_set.is_all:
+                    self._watch(added)
+                    log.info(
+                        "%s: %d symbols watched on %s",
+                        self.symbol_set.describe(),
+                        len(self._symbols),
+                        self.exchange.name,
+                    )
+                return
+            if not self.symbol_set.is_all:
+                return  # named symbols: stream them; the listing is read again later
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+    def _watch(self, symbols: Sequence[str]) -> None:
+        """Detect on ``symbols`` too (on the loop's thread)."""
+        if not symbols:
+            return
+        with self._lock:
+            self.kernel.watch(self.exchange.name, symbols)
+        self._symbols = (*self._symbols, *symbols)
+
+    def _on_listing(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        """A new listing (on the loop's thread): new pairs are watched and subscribed (on
+        connections with room), delisted ones checkpointed, unsubscribed and let go; no
+        other symbol's connection is touched."""
+        pool = self._pool
+        if removed:
+            self.save_checkpoints()
+            gone = set(removed)
+            self._symbols = tuple(s for s in self._symbols if s not in gone)
+            if pool is not None:
+                pool.remove(removed)
+            with self._lock:
+                self.kernel.unwatch(self.exchange.name, removed)
+            for symbol in removed:
+                self._last_recv.pop(symbol, None)
+                self._interval.pop(symbol, None)
+        if added:
+            self._watch(added)
+            if pool is not None:
+                pool.add(added)
+            self._spawn(self._warm_start(added))
 
     async def _publish_status(self) -> None:
         """Every ``status_interval``: a ``status`` event for live-stream clients, the
@@ -420,7 +537,7 @@ class Engine:
         name = self.exchange.name
         checkpoints = self.store.checkpoints(name)
         for symbol, cp in checkpoints.items():
-            if symbol not in self.settings.symbols:
+            if symbol not in self._symbols:
                 continue
             if self.kernel.restore(name, symbol, cp.last_id, cp.detectors, cp.last_time_us):
                 restored.append(symbol)
@@ -431,7 +548,7 @@ class Engine:
         for (symbol, _), last_id in self._delivered_upto.items():
             stored[symbol] = max(last_id, stored.get(symbol, -1))
         window = self.kernel.warm_window
-        for symbol in self.settings.symbols:
+        for symbol in self._symbols:
             last_signal = stored.get(symbol)
             if symbol in checkpoints or last_signal is None or last_signal <= window:
                 continue  # (a checkpoint of other parameters: those warm up afresh)
@@ -450,13 +567,13 @@ class Engine:
     def _first_checkpoint_due(self) -> bool:
         """A symbol has seen trades but has no checkpoint yet: a crash now would leave the
         next run without one, so it is taken at once, not after checkpoint_interval."""
-        if len(self._checkpointed) == len(self.settings.symbols):
+        if len(self._checkpointed) == len(self._symbols):
             return False
         name = self.exchange.name
         with self._lock:
             return any(
                 (state := self.kernel.find(name, symbol)) is not None and state.last_id >= 0
-                for symbol in self.settings.symbols
+                for symbol in self._symbols
                 if symbol not in self._checkpointed
             )
 
@@ -472,7 +589,7 @@ class Engine:
         rules = self.kernel.rules
         with self._lock:
             points = []
-            for symbol in self.settings.symbols:
+            for symbol in self._symbols:
                 state = self.kernel.checkpoint(name, symbol)
                 if state is not None:
                     self._checkpointed.add(symbol)
@@ -490,20 +607,24 @@ class Engine:
         if points:
             self._writer.put_job(lambda store: store.save_checkpoints(points))
 
-    async def _warm_start(self) -> None:
+    async def _warm_start(self, symbols: Sequence[str]) -> None:
         """Fill each fresh symbol's window from recent trades, so detection works from the
-        first live trade; without REST the window fills from the stream instead."""
+        first live trade; without REST the window fills from the stream instead. A symbol
+        whose live trades have begun by its turn warms up from the stream (no look-up)."""
         need = self.settings.window
         name = self.exchange.name
         if not self.exchange.capabilities.recent_trades:
             log.info("%s has no recent-trades look-up: warming up from the stream", name)
             return
-        # what the REST weight budget cannot send by then warms up from the stream
-        deadline = self.rest.deadline_in(WARM_START_DEADLINE_S)
         late: list[str] = []
-        for symbol in self.settings.symbols:
+        for symbol in symbols:
             if symbol in self._restored or need == 0:
                 continue
+            state = self.kernel.find(name, symbol)
+            if state is None or state.last_id >= 0:
+                continue  # let go meanwhile, or streaming already
+            # what the REST weight budget cannot send by then warms up from the stream
+            deadline = self.rest.deadline_in(WARM_START_DEADLINE_S)
             try:
                 trades = await fetch_recent(
                     self.rest, self.exchange, symbol, need, deadline=deadline
@@ -529,8 +650,11 @@ class Engine:
                     "warm start of %s skipped (%s); warming up from the stream", symbol, exc
                 )
                 continue
+            if state.last_id >= 0 or self.kernel.find(name, symbol) is not state:
+                continue  # live trades came while it was fetched: they warm it up
             self._step(partial(self.kernel.warm, name, symbol, trades))
-            log.info("%s warmed up from %d recent trades", symbol, len(trades))
+            say = log.info if len(symbols) <= WARM_BEFORE_CONNECT else log.debug
+            say("%s warmed up from %d recent trades", symbol, len(trades))
         if late:
             log.warning(
                 "warm start of %d symbols not fetched within %.0fs (REST weight budget); "
@@ -540,16 +664,19 @@ class Engine:
                 " ".join(late[:20]) + (" ..." if len(late) > 20 else ""),
             )
 
-    def _on_connect(self, reconnect: bool) -> None:
-        """After a lost connection, look for trades missed at its end: without this, a
-        quiet symbol's gap would only show with its next trade."""
+    def _on_connect(self, symbols: Sequence[str], reconnect: bool) -> None:
+        """After a lost connection, look for trades missed at its end on the symbols it
+        carries: without this, a quiet symbol's gap would only show with its next trade."""
         if not reconnect:
             return
+        name = self.exchange.name
         with self._lock:
             due = [
-                s.symbol
-                for s in self.kernel.states()
-                if s.sequencer.last_id >= 0 and s.sequencer.gap is None
+                symbol
+                for symbol in symbols
+                if (s := self.kernel.find(name, symbol)) is not None
+                and s.sequencer.last_id >= 0
+                and s.sequencer.gap is None
             ]
         for symbol in due:
             self._spawn(self._catch_up(symbol))
@@ -573,7 +700,11 @@ class Engine:
                 return  # live trades showed a gap: backfill fetches it
             try:
                 trades = await fetch_after(
-                    self.rest, self.exchange, symbol, state.sequencer.last_id + 1
+                    self.rest,
+                    self.exchange,
+                    symbol,
+                    state.sequencer.last_id + 1,
+                    deadline=deadline,
                 )
             except Exception as exc:  # only an optimisation: the next live trade shows any gap
                 log.info("catch-up of %s after a reconnect stopped: %s", symbol, exc)
@@ -657,12 +788,15 @@ class Engine:
         )
 
     def _check_silence(self) -> None:
-        """Resubscribe when a symbol has been silent far longer than its usual interval."""
-        client = self._client
-        if client is None or client.status.state != "connected":
+        """Resubscribe when a symbol has been silent far longer than its usual interval
+        (a fresh connection for the connection that carries it)."""
+        pool = self._pool
+        if pool is None:
             return
         now = time.monotonic()
         for symbol, last in list(self._last_recv.items()):
+            if pool.state_of(symbol) != "connected":
+                continue
             usual = self._interval.get(symbol, self.settings.watchdog_silence)
             limit = min(max(self.settings.watchdog_silence, 50 * usual), 3600.0)
             if now - last > limit:
@@ -672,10 +806,12 @@ class Engine:
                     now - last,
                     usual,
                 )
-                self._watchdog[symbol] += 1
+                self._watchdog[symbol] = self._watchdog.get(symbol, 0) + 1
+                at = pool.connection_of(symbol)
                 for other in self._last_recv:
-                    self._last_recv[other] = now
-                client.request_rotation()
+                    if pool.connection_of(other) == at:
+                        self._last_recv[other] = now
+                pool.rotate(symbol)
                 return
 
     # -- fan-out ---------------------------------------------------------------------
@@ -763,8 +899,8 @@ class Engine:
 
     def status(self) -> EngineStatus:
         """An immutable snapshot of every counter (rebuilt only after a kernel step)."""
-        client = self._client
-        connection = client.status if client is not None else ClientStatus(url=self.url)
+        pool = self._pool
+        connection = pool.summary() if pool is not None else ClientStatus(url=self.url)
         running = self._running()
         name = self.exchange.name
         with self._lock:
@@ -775,12 +911,13 @@ class Engine:
             malformed["frame_too_large"] = connection.oversized_frames
         malformed_total = sum(malformed.values())
         symbols = {}
-        for symbol in self.settings.symbols:
+        for symbol in self._symbols:
             s = stats.get(symbol)
+            own = (pool.client_status(symbol) if pool is not None else None) or connection
             symbols[symbol] = SymbolStatus(
                 exchange=name,
                 symbol=symbol,
-                connection=connection.state if running else "stopped",
+                connection=own.state if running else "stopped",
                 trades=s.trades if s else 0,
                 signals=s.signals if s else 0,
                 warmed_up=s.warmed_up if s else False,
@@ -792,7 +929,7 @@ class Engine:
                 duplicates_dropped=s.duplicates if s else 0,
                 gaps=s.gaps if s else 0,
                 missing_trades=s.missing_trades if s else 0,
-                reconnects=connection.reconnects,
+                reconnects=own.reconnects,
                 malformed_frames=malformed_total,
                 backfilling=s.backfilling if s else False,
                 backfills=s.backfills if s else 0,
@@ -809,6 +946,8 @@ class Engine:
             exchange=name,
             url=self.url,
             connection=connection,
+            connections=pool.statuses() if pool is not None else [],
+            listing=self.listing.status,
             frames=kernel_counters.frames,
             malformed_frames=malformed,
             ignored_frames=kernel_counters.ignored,
@@ -822,6 +961,10 @@ class Engine:
             sinks=sinks,
             alerts=self._alerts.status() if self._alerts is not None else None,
         )
+
+    def symbols(self) -> tuple[str, ...]:
+        """The symbols watched now, in order (ALL: as the exchange's listing has them)."""
+        return self._symbols  # one reference read: an immutable tuple
 
     def ready(self) -> bool:
         """Connected, every symbol's window is full (detection is live), and the store

@@ -19,6 +19,8 @@ from spikewatch.core.kernel import LAG_BUCKETS_MS, LagHistogram
 from spikewatch.core.model import GapRecord, Signal
 from spikewatch.hub import Hub, HubStats
 from spikewatch.ingest.client import ClientStatus
+from spikewatch.ingest.listing import ListingStatus
+from spikewatch.ingest.pool import ConnectionStatus
 from spikewatch.ingest.rest import RestStats
 from spikewatch.sinks import SinkStats
 from spikewatch.store.base import SignalStore
@@ -81,6 +83,10 @@ class EngineStatus(msgspec.Struct, frozen=True):
     restored_from_checkpoint: list[str]
     sinks: list[SinkStats] = []
     alerts: AlertStatus | None = None  # None: no alert rules configured
+    #: every connection (``connection`` sums them up), with the symbols each carries
+    connections: list[ConnectionStatus] = []
+    #: the exchange's listing: the symbol set, reads, listings and delistings followed
+    listing: ListingStatus | None = None
 
 
 class AlertStatus(msgspec.Struct, frozen=True):
@@ -139,6 +145,10 @@ class EngineView(Protocol):
 
     def status(self) -> EngineStatus:
         """An immutable snapshot of every counter."""
+        ...
+
+    def symbols(self) -> tuple[str, ...]:
+        """The symbols watched now (``--symbols ALL``: as the listing has them)."""
         ...
 
     def ready(self) -> bool:

@@ -34,6 +34,7 @@ from spikewatch.core.frames import (
 )
 from spikewatch.core.kernel import GapPolicy
 from spikewatch.core.model import Side, Signal, Trade, decode_signal, iso_utc
+from spikewatch.core.symbolsets import SymbolInfo
 from spikewatch.engine import Engine
 from spikewatch.exchanges import EXCHANGES
 from spikewatch.exchanges.base import RestRequest, SimulatorCodec
@@ -139,6 +140,12 @@ class ToyCoinbase:
         return None
 
     def parse_rest_trades(self, body: bytes, symbol: str) -> list[Trade]:
+        raise MalformedFrame("bad_rest_reply", "no REST here")
+
+    def listing(self) -> RestRequest | None:
+        return None  # no listing: named products are streamed as given, ALL cannot be
+
+    def parse_listing(self, body: bytes) -> list[SymbolInfo]:
         raise MalformedFrame("bad_rest_reply", "no REST here")
 
     def simulator_codec(self) -> SimulatorCodec:

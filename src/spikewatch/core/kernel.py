@@ -157,7 +157,7 @@ class Kernel:
         #: alert rules the signals go through (None: signals only)
         self.rules = rules
         self._venues: dict[str, Venue] = {v.name: v for v in venues}
-        self._watch = (
+        self._watch: dict[str, frozenset[str]] | None = (
             {ex: frozenset(symbols) for ex, symbols in watch.items()} if watch is not None else None
         )
         self.gap_policy = gap_policy
@@ -229,6 +229,27 @@ class Kernel:
             return True
         symbols = watch.get(exchange)
         return symbols is not None and symbol in symbols
+
+    def watch(self, exchange: str, symbols: Iterable[str]) -> None:
+        """Detect on ``symbols`` of ``exchange`` too, from their next trade (a listing)."""
+        if self._watch is None:
+            return  # everything is watched
+        added = frozenset(symbols)
+        self._watch[exchange] = self._watch.get(exchange, frozenset()) | added
+        for symbol in sorted(added):
+            self.state(exchange, symbol).watched = True
+
+    def unwatch(self, exchange: str, symbols: Iterable[str]) -> None:
+        """Stop detecting on ``symbols`` of ``exchange`` (a delisting) and forget their
+        state: their trades are ignored from now on (take a checkpoint first)."""
+        gone = frozenset(symbols)
+        if self._watch is not None:
+            self._watch[exchange] = self._watch.get(exchange, frozenset()) - gone
+        for symbol in gone:
+            state = self._states.pop((exchange, symbol), None)
+            if state is not None:
+                state.watched = False
+                self._ran.discard(state)
 
     def counters(self) -> KernelCounters:
         """A copy of the kernel-wide counters."""
@@ -389,12 +410,26 @@ class Kernel:
                     except Exception as exc:  # a bug costs these trades, never the rest
                         step.failures.append((n, exc))
                     continue
-            for trade in item.trades():  # out of order or after a gap: one by one
+            for trade in item.trades():  # few, out of order or after a gap: one by one
                 if trusted:
                     guard.see(trade.trade_id, trade.time_us)
                     self._offer(state, trade, step)
-                else:
+                    continue
+                tid = trade.trade_id
+                if (  # as a lone Trade above: only what is not the usual is judged
+                    guard.suspects
+                    or not guard.high_id < tid <= guard.high_id + guard.reach
+                    or trade.time_us > limit_us + guard.lead_us
+                ):
                     self._judge(state, trade, step, limit_us)
+                    continue
+                guard.high_id = tid
+                guard.high_time_us = trade.time_us
+                released, gap = state.sequencer.offer(trade)
+                if released:
+                    self._run(state, released, step)
+                if gap is not None:
+                    self._on_gap(state, gap, step)
 
     def _judge(self, state: SymbolState, trade: Trade, step: Step, limit_us: int) -> None:
         """A live trade through the symbol's guard, then what it lets through onwards."""

@@ -24,6 +24,7 @@ from spikewatch.core.frames import (
     ParsedFrames,
 )
 from spikewatch.core.model import Trade
+from spikewatch.core.symbolsets import SymbolInfo
 
 __all__ = [
     "Capabilities",
@@ -131,6 +132,16 @@ class Exchange(Protocol):
 
     def parse_rest_trades(self, body: bytes, symbol: str) -> list[Trade]:
         """Trades of a REST reply, oldest first; raises :class:`MalformedFrame`."""
+        ...
+
+    def listing(self) -> RestRequest | None:
+        """The REST call for the venue's listing of pairs, or None when it has none (then
+        ``--symbols ALL`` cannot be resolved and named symbols are not checked)."""
+        ...
+
+    def parse_listing(self, body: bytes) -> list[SymbolInfo]:
+        """The pairs of a listing reply with their status and assets; raises
+        :class:`MalformedFrame`."""
         ...
 
     def simulator_codec(self) -> SimulatorCodec:

@@ -13,6 +13,7 @@ Dropped`).
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable
 from itertools import pairwise
@@ -21,6 +22,8 @@ from spikewatch.core.model import Trade
 from spikewatch.exchanges.base import Exchange, MalformedFrame, RestRequest
 from spikewatch.ingest.budget import CATCH_UP, GAP, WARM_START, Priority
 from spikewatch.ingest.rest import BadReply, RestClient, RestError
+
+log = logging.getLogger(__name__)
 
 
 def _checked(
@@ -172,7 +175,11 @@ async def fetch_recent(
             need=consecutive,
             reach=first - 1 if consecutive else None,
         )
-        older_page = await _trades(rest, older_request, parse, priority, deadline)
+        try:
+            older_page = await _trades(rest, older_request, parse, priority, deadline)
+        except RestError as exc:  # the older trades cannot be had: warm with what came
+            log.info("%s: %d recent trades only (%s)", symbol, len(trades), exc)
+            break
         older = [t for t in older_page if t.trade_id < first]
         if not older:
             break

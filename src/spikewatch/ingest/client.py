@@ -19,7 +19,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -103,8 +104,19 @@ class StreamClient:
         greeting: Sequence[bytes] = (),
         heartbeat: bytes | None = None,
         heartbeat_interval: float = 0.0,
+        before_attempt: Callable[[], Awaitable[None]] | None = None,
+        messages_per_second: float = 3.0,
     ) -> None:
         self.url = url
+        # awaited before every connection attempt (a budget shared by many clients: the
+        # exchange limits connection attempts per IP)
+        self._before_attempt = before_attempt
+        # requests sent on open connections (subscribe, unsubscribe), paced: the exchange
+        # cuts a client that sends more than a few messages a second (pongs included)
+        self._outbox: deque[bytes] = deque()
+        self._send_gap = 1.0 / messages_per_second
+        self._sender: asyncio.Task[None] | None = None
+        self._live: dict[int, WSTransport] = {}  # open connections (current, successor)
         # sent on every new connection (subscribe requests, for venues whose URL cannot
         # name the streams), and every heartbeat_interval seconds while it is open
         self._greeting = tuple(greeting)
@@ -146,6 +158,27 @@ class StreamClient:
         """Open a fresh connection and retire the current one without a gap."""
         self._rotate.set()
 
+    def set_url(self, url: str) -> None:
+        """Connect to ``url`` from the next connection on (the open ones go on)."""
+        self.url = url
+        self._set(url=url)
+
+    def send(self, message: bytes) -> None:
+        """Send ``message`` on every open connection of this client (the current one and
+        a successor being opened), paced; call on the loop's thread. With none open it is
+        dropped: the next connection's URL already says what it would have."""
+        self._outbox.append(message)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_paced())
+
+    async def _send_paced(self) -> None:
+        while self._outbox and not self._stopping:
+            message = self._outbox.popleft()
+            for transport in list(self._live.values()):
+                if not transport.is_disconnected:
+                    transport.send(WSMsgType.TEXT, message)
+            await asyncio.sleep(self._send_gap)
+
     async def run(self) -> None:
         """Connect, reconnect on any loss, rotate when due, until :meth:`stop`."""
         lost = False
@@ -157,6 +190,8 @@ class StreamClient:
         self._set(state="stopped", connected_since=None, next_attempt_in=None)
 
     async def _open(self) -> Conn:
+        if self._before_attempt is not None:
+            await self._before_attempt()
         conn = await open_feed(
             self.url,
             max_message=MAX_FRAME_BYTES,
@@ -268,6 +303,7 @@ class StreamClient:
         that came with the handshake go out now), and watch for its end."""
         transport, feed = conn
         feed.attach(self._sink(gen))
+        self._live[gen] = transport
         return asyncio.create_task(self._watch(transport, gen))
 
     async def _rotation_timer(self) -> None:
@@ -412,8 +448,10 @@ class StreamClient:
         self._set(connections=self.status.connections + 1)
         return ws
 
-    @staticmethod
-    async def _retire(conn: Conn, watcher: asyncio.Task[None]) -> None:
+    async def _retire(self, conn: Conn, watcher: asyncio.Task[None]) -> None:
+        for gen, transport in list(self._live.items()):
+            if transport is conn[0]:
+                del self._live[gen]
         watcher.cancel()
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await close(conn[0])

@@ -49,7 +49,7 @@ def get_signal() -> Response:
     if signal is None:
         # A symbol watched before a restart still has its stored signals; one neither
         # watched nor stored (a typo) would await its first signal for ever.
-        params.watched(symbol, engine.settings.symbols, exchange or engine.exchange.name)
+        params.watched(symbol, engine.symbols(), exchange or engine.exchange.name)
         return _json(AWAITING)
     return _json(signal)
 
@@ -116,9 +116,10 @@ def bars() -> Response:
     args = request.args
     params.reject_unknown(args, ("symbol", "exchange", "limit"))
     engine = _engine()
-    symbol = params.symbol(args) or engine.settings.symbols[0]
+    watched = engine.symbols()
+    symbol = params.symbol(args) or (watched[0] if watched else "")
     exchange = params.exchange(args, served(engine)) or engine.exchange.name
-    params.watched(symbol, engine.settings.symbols, exchange)
+    params.watched(symbol, watched, exchange)
     limit = params.integer(args, "limit", DEFAULT_BARS, 1, MAX_BARS)
     return _json(
         BarList(

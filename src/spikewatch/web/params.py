@@ -75,9 +75,10 @@ def watched(
 ) -> None:
     """Raise for a symbol the runtime does not watch: nothing will ever come of it."""
     if symbol is not None and symbol not in symbols:
-        raise BadRequest(
-            name, f"{symbol} is not watched on {exchange} (watched: {', '.join(symbols)})"
+        shown = ", ".join(symbols[:10]) + (
+            f" and {len(symbols) - 10} more" if len(symbols) > 10 else ""
         )
+        raise BadRequest(name, f"{symbol} is not watched on {exchange} (watched: {shown})")
 
 
 def exchange(args: Mapping[str, str], served: Sequence[str], name: str = "exchange") -> str | None:

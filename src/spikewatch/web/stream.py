@@ -52,7 +52,7 @@ def live() -> Response:
     engine: EngineView = current_app.extensions["spikewatch.engine"]
     symbol = params.symbol(request.args)
     exchange = params.exchange(request.args, served(engine))
-    params.watched(symbol, engine.settings.symbols, exchange or engine.exchange.name)
+    params.watched(symbol, engine.symbols(), exchange or engine.exchange.name)
     last_id = _last_event_id()
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     if request.method == "HEAD":  # no body is sent: no stream to open

@@ -21,7 +21,8 @@ from spikewatch.core.decimal import MAX_UNITS, BadNumber, UnitsCache
 from spikewatch.core.frames import SMALL_RUN, FrameMarks
 from spikewatch.core.model import Side, Trade, TradeBatch
 from spikewatch.core.npparse import parse_decimals
-from spikewatch.exchanges.base import Control, MalformedFrame, ParsedFrames
+from spikewatch.core.symbolsets import SymbolInfo
+from spikewatch.exchanges.base import Control, MalformedFrame, ParsedFrames, RestRequest
 
 #: Binance accepts at most 1024 streams on one connection (spot and USD-M futures alike).
 MAX_STREAMS_PER_CONNECTION = 1024
@@ -331,6 +332,24 @@ class BinanceTrades:
             # ValidationError is a DecodeError: a wrapper first, other spacing, a control
             return _slow_parse(frame, self.name, self._units)
 
+    def exchange_info(self) -> RestRequest:
+        """``GET .../exchangeInfo`` of the market (each subclass names its path)."""
+        raise NotImplementedError
+
+    def listing(self) -> RestRequest:
+        """The venue's listing of pairs: its ``exchangeInfo``."""
+        return self.exchange_info()
+
+    def parse_listing(self, body: bytes) -> list[SymbolInfo]:
+        """The pairs of an ``exchangeInfo`` reply (spot and USD-M alike:
+        ``symbols[].symbol/status/baseAsset/quoteAsset``); :class:`MalformedFrame` when
+        the reply is not one."""
+        try:
+            info = _decode_listing(body)
+        except msgspec.DecodeError as exc:
+            raise MalformedFrame("bad_rest_reply", str(exc)[:200]) from None
+        return [SymbolInfo(s.symbol, s.status, s.baseAsset, s.quoteAsset) for s in info.symbols]
+
     def parse_rest_trades(self, body: bytes, symbol: str) -> list[Trade]:
         """Trades of a REST ``trades`` or ``historicalTrades`` reply (oldest first).
 
@@ -352,6 +371,20 @@ class BinanceTrades:
             side = _SELL if row.buyer_is_maker else _BUY
             trades.append(Trade(self.name, symbol, row.id, price, qty, row.time * 1000, side))
         return trades
+
+
+class _ListedPair(msgspec.Struct):
+    symbol: str
+    status: str
+    baseAsset: str  # Binance's field names
+    quoteAsset: str
+
+
+class _Listing(msgspec.Struct):
+    symbols: list[_ListedPair]
+
+
+_decode_listing = msgspec.json.Decoder(_Listing).decode
 
 
 class _Request(msgspec.Struct):
