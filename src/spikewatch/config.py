@@ -81,6 +81,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     symbols_refresh_s: float = 300.0
     # streams (symbols) per WebSocket connection; more symbols open more connections
     streams_per_connection: int = 200
+    # -- the distributed mode (spikewatch ingest | detect | serve; docs/DISTRIBUTED.md) --
+    nats_url: str = "nats://127.0.0.1:4222"  # NATS with JetStream
+    # PostgreSQL URL for the signal history of the distributed roles, e.g.
+    # postgresql://postgres@127.0.0.1:5432/test ("": SQLite at db, the one-process mode)
+    postgres: str = ""
+    bus_partitions: int = 8  # partitions of the trade stream (fixed for the stream's life)
+    bus_prefix: str = "spikewatch"  # stream, subject and bucket names start with it
     window: int = 200  # trades in the rolling window
     threshold: Decimal = Decimal(10)  # spike when qty > threshold * window mean
     host: str = "127.0.0.1"
@@ -221,6 +228,23 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         except ValueError as exc:
             raise ValueError(f"symbols: {exc}") from None
         _check(self.symbols_refresh_s >= 10, "symbols_refresh_s", "must be >= 10 seconds")
+        _check(
+            self.nats_url.split("://", 1)[0] in ("nats", "tls", "ws", "wss")
+            and "://" in self.nats_url,
+            "nats_url",
+            f"{self.nats_url!r} is not a NATS URL (nats://host:4222)",
+        )
+        _check(
+            not self.postgres or self.postgres.split("://", 1)[0] in ("postgresql", "postgres"),
+            "postgres",
+            "must be a PostgreSQL URL (postgresql://user@host:5432/db)",
+        )
+        _check(1 <= self.bus_partitions <= 1024, "bus_partitions", "must be between 1 and 1024")
+        _check(
+            bool(re.fullmatch(r"[A-Za-z0-9_-]{1,32}", self.bus_prefix)),
+            "bus_prefix",
+            "letters, digits, - and _ only (1 to 32)",
+        )
         most = venue(api_key=self.api_key).capabilities.max_streams_per_connection
         _check(
             1 <= self.streams_per_connection <= most,
