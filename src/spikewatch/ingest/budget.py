@@ -6,12 +6,14 @@ exchangeInfo) and answers 429, then 418 (a ban), to a client that goes over. Hun
 symbols warming up or filling gaps at once must share that limit, most urgent first:
 
 - a rolling one-minute window of the weight sent, kept under ``limit * (1 - margin)``;
-- after every reply, the budget re-syncs to the exchange's own count
-  (``X-MBX-USED-WEIGHT-1M``, plus what was sent since), the one it enforces: weight other
-  processes on the same IP used is respected, and a minute the exchange has turned over
-  is free again. Without a count less than a window old, the budget's own sends count;
-  and when nothing was heard from the exchange for a window (at start), one request goes
-  first alone, so a burst does not go out before the count is known;
+- the exchange's own count (``X-MBX-USED-WEIGHT-1M``) is read from every reply to a
+  request that had the IP to itself (no other of ours in flight from its sending to its
+  reply): what it counts beyond our own weight of the minute is other processes' on the
+  same IP, and is kept free for them until the reading is a window old. A reply to one
+  of several concurrent requests cannot tell: the exchange may have counted the others
+  before or after it (a test caught a budget that trusted such counts sending twice its
+  cap). So when there has been no reading for a window (at start, and under constant
+  load once a minute), the next request goes alone first;
 - requests that do not fit wait in a priority queue: open gaps first (busier symbols
   before quieter ones), then catch-ups after a reconnect, then warm starts, then
   background look-ups; first come, first served within a class;
@@ -108,12 +110,12 @@ class Ticket:
     """One request's claim on the budget (the core changes its state)."""
 
     __slots__ = (
+        "alone",
         "deadline",
         "priority",
         "reason",
         "sent_at",
         "sent_own",
-        "sent_total",
         "seq",
         "state",
         "submitted",
@@ -131,8 +133,8 @@ class Ticket:
         self.state = State.WAITING
         self.reason = ""  # why it was dropped
         self.sent_at = 0.0
-        self.sent_total = 0  # the budget's weight sent so far, this request's included
-        self.sent_own = 0  # the budget's own weight in the window when it was sent, same
+        self.sent_own = 0  # the budget's own weight in the window when it was sent, its own
+        self.alone = False  # no other request in flight from its sending to its reply
 
     def __repr__(self) -> str:
         return f"Ticket(#{self.seq} {self.priority.lane.name} w={self.weight} {self.state.value})"
@@ -154,7 +156,7 @@ class BudgetStats:
 
     limit: int  # weight per window the exchange allows
     cap: int  # the part of it the budget uses (limit minus the margin)
-    used: int  # weight counted in the current window (the exchange's count, else ours)
+    used: int  # weight counted in the current window: ours, and others' as last read
     queued: int  # requests waiting now
     in_flight: int  # requests sent, reply not yet in
     sent: int  # requests sent
@@ -166,14 +168,11 @@ class BudgetStats:
 
 
 @dataclass(slots=True)
-class _Sync:
-    """The exchange's count of the window at a reply: ``used`` when the request with
-    ``sent_total`` was sent at ``at``; ``others``: how much more than our own weight of
-    that window it is (other processes; negative: the exchange's minute turned over)."""
+class _Reading:
+    """The exchange's count in the reply to a request sent alone at ``at``: ``others``
+    is how much of it was not ours (other processes on the IP)."""
 
     at: float
-    used: int
-    sent_total: int
     others: int
 
 
@@ -192,8 +191,9 @@ class WeightBudget:
         self._deadlines: list[tuple[float, int, Ticket]] = []
         self._log: deque[tuple[float, int]] = deque()  # (sent at, weight), oldest first
         self._own = 0  # weight in _log
-        self._sync: _Sync | None = None
-        self._heard_at: float | None = None  # when the latest reply came
+        self._reading: _Reading | None = None  # the latest, while less than a window old
+        self._read_at: float | None = None  # when the latest lone request was sent
+        self._alone: Ticket | None = None  # the request in flight by itself, if one is
         self._blocked_until = 0.0
         self.blocked_by = ""  # what blocked it last ("HTTP 429")
         self._seq = itertools.count()
@@ -222,24 +222,24 @@ class WeightBudget:
             self._queued -= 1
             ticket.state = State.CANCELLED
         elif ticket.state is State.SENT:  # no reply to learn from
-            self._in_flight -= 1
-            ticket.state = State.DONE
+            ticket.alone = False
+            self.settle(ticket, None)
 
     def settle(self, ticket: Ticket, used: int | None) -> None:
         """The reply to a sent ``ticket`` is in (or the request failed); ``used`` is the
         exchange's weight count it reported (``X-MBX-USED-WEIGHT-1M``), None if none.
-        The count of the latest request sent replaces the budget's own for a window."""
-        if ticket.state is State.SENT:
-            self._in_flight -= 1
-            ticket.state = State.DONE
-            heard = self._heard_at
-            self._heard_at = ticket.sent_at if heard is None else max(heard, ticket.sent_at)
-        if used is None or ticket.sent_total == 0:
+        Read only when the request had the IP to itself (see the module's docstring)."""
+        if ticket.state is not State.SENT:
             return
-        if self._sync is None or ticket.sent_total >= self._sync.sent_total:
-            used = max(0, used)
-            others = used - ticket.sent_own
-            self._sync = _Sync(ticket.sent_at, used, ticket.sent_total, others)
+        self._in_flight -= 1
+        ticket.state = State.DONE
+        if self._alone is ticket:
+            self._alone = None
+        if not ticket.alone:
+            return  # others of ours were in flight: the count cannot tell theirs from ours
+        self._read_at = ticket.sent_at
+        if used is not None:
+            self._reading = _Reading(ticket.sent_at, max(0, used - ticket.sent_own))
 
     def block(self, until: float, reason: str) -> None:
         """Send nothing before ``until`` (a 429 or 418 with Retry-After)."""
@@ -283,9 +283,9 @@ class WeightBudget:
             if ticket.state is not State.WAITING:
                 heapq.heappop(self._queue)
                 continue
-            # nothing heard for a window: the exchange's count is unknown, one goes alone
+            # no reading for a window: the exchange's count is unknown, one goes alone
             probing = self._in_flight > 0 and (
-                self._heard_at is None or self._heard_at + self.window <= now
+                self._read_at is None or self._read_at + self.window <= now
             )
             if blocked or probing or self._usage(now) + ticket.weight > self.cap:
                 head = ticket
@@ -307,8 +307,8 @@ class WeightBudget:
         return Polled(sent, dropped, wake)
 
     def usage(self, now: float) -> int:
-        """Weight counted in the window ending ``now``: the exchange's latest count plus
-        what we sent since (while that count is less than a window old), else ours."""
+        """Weight counted in the window ending ``now``: ours, and others' as the latest
+        reading of the exchange's count (less than a window old) showed it."""
         self._expire(now)
         return self._usage(now)
 
@@ -346,8 +346,13 @@ class WeightBudget:
         self._log.append((now, ticket.weight))
         self._own += ticket.weight
         self._weight_sent += ticket.weight
-        ticket.sent_total = self._weight_sent
         ticket.sent_own = self._own
+        if self._alone is not None:  # it has company now: its reply cannot be read
+            self._alone.alone = False
+            self._alone = None
+        if self._in_flight == 0:
+            ticket.alone = True
+            self._alone = ticket
         self._queued -= 1
         self._in_flight += 1
         self._sent += 1
@@ -365,35 +370,23 @@ class WeightBudget:
         log = self._log
         while log and log[0][0] + self.window <= now:
             self._own -= log.popleft()[1]
-        if self._sync is not None and self._sync.at + self.window <= now:
-            self._sync = None
-
-    def _floor(self) -> int:
-        """The exchange's latest count, plus our weight sent after that request."""
-        sync = self._sync
-        return 0 if sync is None else sync.used + self._weight_sent - sync.sent_total
+        if self._reading is not None and self._reading.at + self.window <= now:
+            self._reading = None
 
     def _usage(self, now: float) -> int:
         del now  # _expire has run
-        # the exchange's count is the one it enforces: other processes' weight is in it
-        # (kept until the count is a window old), and a minute it has turned over is
-        # free again; our own sends leave it as they leave our window
-        sync = self._sync
-        if sync is None:
-            return self._own
-        return min(self._own + max(0, sync.others), self._floor())
+        reading = self._reading
+        return self._own + (0 if reading is None else reading.others)
 
     def _fit_time(self, weight: int, now: float) -> float:
         """The earliest time from ``now`` on when ``weight`` more fits under the cap,
         as sends leave the window and the exchange's count grows old (nothing else
         changing)."""
         need = self.cap - weight
-        sync = self._sync
+        reading = self._reading
         others, stale = 0, now  # others' weight in the count, until it is stale
-        if sync is not None:
-            if self._floor() <= need:
-                return now
-            others, stale = max(0, sync.others), sync.at + self.window
+        if reading is not None:
+            others, stale = reading.others, reading.at + self.window
         own = self._own
         at = now
         sends = iter(self._log)
