@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--log-level", dest="log_level", default="INFO")
     _fault_flags(sim)
 
+    from spikewatch.serve_cli import add_parser as add_serve
+
+    add_serve(sub)  # spikewatch serve (distributed mode)
+
     demo = sub.add_parser("demo", help="the full app on a bundled real recording (no Binance)")
     demo.add_argument(
         "--speed", default="1", help="N times the recorded pace: a number > 0 (default 1)"
@@ -668,6 +672,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from spikewatch.report_cli import cmd_report
 
             return cmd_report(ns, settings)
+        if ns.command == "serve":
+            from spikewatch.serve_cli import SERVE_KEYS, cmd_serve
+
+            settings = load_settings(_flags(ns, *SERVE_KEYS), config_path=ns.config)
+            setup_logging(settings.log_level)
+            return cmd_serve(ns, settings)
         if ns.command == "record":
             settings = load_settings(
                 _flags(ns, "exchange", "symbols", "ws_url", "log_level"), config_path=ns.config

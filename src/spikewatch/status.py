@@ -35,6 +35,7 @@ __all__ = [
     "EngineView",
     "LagHistogram",
     "LiveSymbol",
+    "ServeStatus",
     "ServedExchange",
     "SymbolStatus",
 ]
@@ -87,6 +88,30 @@ class EngineStatus(msgspec.Struct, frozen=True):
     connections: list[ConnectionStatus] = []
     #: the exchange's listing: the symbol set, reads, listings and delistings followed
     listing: ListingStatus | None = None
+    #: ``spikewatch serve`` only (None elsewhere): its live push, fed from the store
+    serve: ServeStatus | None = None
+
+
+class ServeStatus(msgspec.Struct, frozen=True):
+    """What ``/api/status`` says of a ``spikewatch serve`` process: it detects nothing;
+    it serves the shared PostgreSQL store and pushes what the store gains, woken by the
+    bus (docs/DISTRIBUTED.md, "serve")."""
+
+    bus_url: str  # the NATS server (no password)
+    bus_subjects: str  # what it listens on, e.g. spikewatch-signals.binance.*
+    bus_connected: bool
+    bus_reconnects: int  # connections to NATS made again after one was lost
+    bus_messages: int  # signal messages heard on the bus since start
+    bus_malformed: int  # messages that were not a signal (skipped)
+    bus_repeats: int  # messages of a signal pushed already (a republish)
+    pushed: int  # signals pushed to live clients since start (read from the store)
+    pushed_seq: int  # the delivery number of the last signal pushed
+    store_seq: int  # the highest delivery number stored, at the last read
+    store_reads: int  # reads of new rows from the store
+    store_ok: bool  # the last read of the store succeeded
+    store_error: str | None  # why the last read failed, while it fails
+    waiting: int  # signals heard on the bus and not (yet) in the store
+    unmatched: int  # heard on the bus, never found in the store within the wait
 
 
 class AlertStatus(msgspec.Struct, frozen=True):

@@ -177,8 +177,11 @@ def reconnect() -> Response:
     denied = _require_token()
     if denied is not None:
         return denied
-    if not _engine().request_reconnect():
-        return _json({"error": "the engine is not running"}, 409)
+    engine = _engine()
+    if not engine.request_reconnect():
+        # a runtime without an exchange connection (spikewatch serve) says so
+        refusal = getattr(engine, "reconnect_refusal", None) or "the engine is not running"
+        return _json({"error": refusal}, 409)
     return _json({"status": "reconnecting"}, 202)
 
 

@@ -312,6 +312,9 @@ def _stream(status: EngineStatus) -> Iterator[Metric]:
 
 def not_ready_reasons(engine: EngineView) -> list[str]:
     """Why the engine is not ready, one reason per unmet condition (empty when ready)."""
+    own = getattr(engine, "not_ready_reasons", None)
+    if callable(own):  # a runtime with other conditions (spikewatch serve) names its own
+        return list(own())
     status = engine.status()
     reasons = []
     if not status.running:

@@ -471,7 +471,11 @@ def build_document() -> Json:
                     "No `api_token` is set and the server is not on loopback; or a "
                     "cross-site request (foreign `Host` or `Origin`).",
                 ),
-                "409": _json(error, "The engine is not running."),
+                "409": _json(
+                    error,
+                    "The engine is not running, or this process has no exchange connection "
+                    "(`spikewatch serve`).",
+                ),
             },
             tag="operations",
             operation_id="reconnect",
@@ -489,7 +493,8 @@ def build_document() -> Json:
         "/readyz": _get(
             "Readiness",
             "200 only when the engine is connected to the exchange and every symbol's "
-            "detector window is full (detection is live); otherwise 503 with the reasons.",
+            "detector window is full (detection is live); otherwise 503 with the reasons. "
+            "`spikewatch serve`: 200 when its NATS connection is up and PostgreSQL answers.",
             {
                 "200": _json(_ref("Readiness"), 'Ready: `{"status": "ready"}`.'),
                 "503": _json(

@@ -1,0 +1,730 @@
+"""The ``serve`` role of the distributed mode: the API, live stream and dashboard of one
+exchange, read from the shared PostgreSQL store, with the live push woken by the bus.
+
+``ServeView`` is an :class:`~spikewatch.status.EngineView` without a kernel: it detects
+nothing and connects to no exchange. Any number of serve processes may run behind a load
+balancer over one database; each keeps only caches (the latest spikes, recent signals,
+the symbols it has seen).
+
+**The live push.** PostgreSQL is the source of truth and of order; NATS is the wake-up.
+
+- A *tail* thread keeps a cursor: the delivery number (the store's ``seq``) of the last
+  signal it pushed. On every wake-up it reads ``store.after_seq(cursor)`` and publishes
+  each row to the hub as ``Event.signal(signal, seq)``, in ``seq`` order, then moves the
+  cursor to the last row read.
+- The PostgreSQL store numbers signals under a lock held until commit
+  (:meth:`~spikewatch.store.postgres.PostgresSignalStore.add`): a number becomes visible
+  only after every smaller one. So a read after the cursor never leaves a hole behind it
+  that fills later (no skip), and the cursor only moves forward (no double).
+- Every serve process pushes the database's numbers, not a count of its own: an SSE
+  client's ``Last-Event-ID`` means the same on every process, and a client moved to
+  another process by the load balancer resumes there with ``signals_after`` (the store)
+  exactly after what it saw.
+- A resuming client (``web/stream.py``) is attached to the hub before
+  ``last_seq()`` (``store.max_seq()``) is read; it is replayed from the store up to at
+  least that number, and then gets only hub events with a greater id. Any event with a
+  greater id was read from the store after that ``max_seq`` was, so after the client was
+  attached: it was held for the client, and goes out once. Nothing is lost or doubled
+  between the replay and the live events.
+- The wake-up: a core NATS subscription on ``<prefix>.<exchange>.*`` (the subjects detect
+  workers publish signals on; JetStream delivers what it stores to plain subscribers as
+  well). A message is decoded (a malformed one is counted and skipped) and wakes the tail
+  thread. A signal heard on the bus may not be committed yet (the worker publishes and
+  inserts, in either order): while one is awaited, the store is read again at growing
+  intervals (a quarter of the time waited, from 2 ms up to the poll interval), for up to
+  :data:`WAIT_S`. Without messages the store is read every :data:`POLL_S` all the same:
+  core NATS drops messages while the connection is down, and the store is complete. So
+  with NATS lost the live push goes on, later (at the poll interval), and the status
+  says the bus is down; nats-py reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from spikewatch.alerting.outbox import Outbox
+from spikewatch.config import Settings
+from spikewatch.core.alerts import AlertEvent
+from spikewatch.core.bars import Bar
+from spikewatch.core.model import Signal, decode_signal, iso_utc
+from spikewatch.core.sequencer import MAX_AHEAD_US
+from spikewatch.hub import Event, Hub
+from spikewatch.ingest.client import ClientStatus, State
+from spikewatch.ingest.ratelog import RateLimitedLog
+from spikewatch.ingest.rest import RestStats
+from spikewatch.status import (
+    WRITE_BUCKETS_MS,
+    EngineStatus,
+    LagHistogram,
+    LiveSymbol,
+    ServeStatus,
+    SymbolStatus,
+)
+from spikewatch.store.base import SignalStore
+from spikewatch.store.postgres import redact_url
+from spikewatch.store.recent import RecentSignals
+from spikewatch.store.spikes import latest_spike
+from spikewatch.store.writer import WriterStats
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+__all__ = [
+    "POLL_S",
+    "WAIT_S",
+    "ServeStartError",
+    "ServeView",
+    "signal_subject_prefix",
+]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between reads of the store when the bus says nothing (the bus may be down,
+#: or a message lost): the live push is never later than this behind the store.
+POLL_S: Final = 1.0
+#: Seconds a signal heard on the bus is waited for in the store; then it is counted as
+#: unmatched (a store writer far behind, or a republished signal stored long ago).
+WAIT_S: Final = 30.0
+#: The shortest pause between two reads while a signal heard on the bus is awaited.
+FIRST_RETRY_S: Final = 0.002
+#: Seconds between the ``status`` events of the live stream.
+STATUS_S: Final = 1.0
+#: Rows read from the store at once.
+PAGE: Final = 1000
+#: Signals heard on the bus and awaited in the store, at most (the oldest give way).
+MAX_WAITING: Final = 10_000
+#: Ids of signals pushed lately: a bus message for one of them is a republish.
+PUSHED_IDS: Final = 10_000
+#: Newest stored signals looked through at start for the symbols and latest spikes.
+SEED_SIGNALS: Final = 20_000
+#: Signals kept in memory for history pages (as the engine keeps).
+RECENT_SIGNALS: Final = 5000
+
+#: What /api/reconnect says: there is no exchange connection to renew here.
+NO_RECONNECT: Final = "this role (spikewatch serve) has no exchange connection to renew"
+
+_encode = msgspec.json.Encoder().encode
+
+
+def signal_subject_prefix(bus_prefix: str) -> str:
+    """The subject prefix signals are published under for ``bus_prefix``:
+    ``<bus_prefix>-signals`` (subjects ``<bus_prefix>-signals.<exchange>.<symbol>``), so
+    that deployments (and tests) with different prefixes share a server unseen."""
+    return f"{bus_prefix}-signals"
+
+
+class ServeStartError(Exception):
+    """The bus cannot be reached; the message names the URL, in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Exchange:
+    """The exchange served (all the web layer needs of it: its name)."""
+
+    name: str
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class ServeView:
+    """The runtime of ``spikewatch serve``: see the module docstring. Build, hand to
+    ``create_app``, :meth:`start` once, :meth:`stop` once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: SignalStore,
+        *,
+        subject_prefix: str | None = None,
+        poll_s: float = POLL_S,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.hub = Hub()
+        #: no alert rules run here (the detect workers raise alerts)
+        self.outbox: Outbox | None = None
+        self._exchange = _Exchange(settings.exchange)
+        self.prefix = subject_prefix or signal_subject_prefix(settings.bus_prefix)
+        self.subjects = f"{self.prefix}.{settings.exchange}.*"
+        self.nats_url = settings.nats_url
+        self.poll_s = poll_s
+        self.connect_timeout = connect_timeout
+        name = settings.exchange
+        self._lock = threading.Lock()  # counters, caches and the waiting list
+        # The cursor first, then the floor of the recent signals: every signal above the
+        # floor was stored after the cursor was read, so it will be pushed (and kept).
+        self._cursor = store.max_seq()
+        self._store_seq = self._cursor
+        newest = store.latest(exchange=name)
+        self.recent = RecentSignals(
+            RECENT_SIGNALS, floor=(newest.time_us, newest.id) if newest is not None else None
+        )
+        self._latest: dict[str, Signal | None] = {}  # by symbol; None: looked up, none
+        self._latest_any: Signal | None = None
+        self._latest_any_json: bytes | None = None
+        seen = self._seed()
+        symbols = sorted({*settings.named_symbols, *seen})
+        self._symbols: tuple[str, ...] = tuple(symbols)
+        # the web layer's board and symbol checks read settings.symbols: the symbols
+        # known here (configured, or with stored signals)
+        self.settings = (
+            msgspec.structs.replace(settings, symbols=self._symbols) if symbols else settings
+        )
+        self._listeners: tuple[Callable[[Signal], None], ...] = ()
+        self._waiting: OrderedDict[str, float] = OrderedDict()  # id -> monotonic heard
+        self._pushed_ids: OrderedDict[str, None] = OrderedDict()
+        self._pushed = 0
+        self._by_detector: dict[str, int] = {}
+        self._by_symbol: dict[str, int] = {}
+        self._reads = 0
+        self._store_ok = True
+        self._store_error: str | None = None
+        self._store_failing_since: str | None = None
+        self._messages = 0
+        self._malformed = 0
+        self._repeats = 0
+        self._unmatched = 0
+        # the bus connection, as the web layer's ClientStatus shows a connection
+        self._bus = ClientStatus(url=redact_url(self.nats_url), state="starting")
+        self._ratelog = RateLimitedLog(log)
+        self._wake = threading.Condition(threading.Lock())
+        self._woken = False
+        self._stopping = threading.Event()
+        self._started = False
+        self._stopped = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bus_stop: asyncio.Event | None = None
+        self._bus_thread: threading.Thread | None = None
+        self._tail_thread: threading.Thread | None = None
+
+    # -- start-up ----------------------------------------------------------------------
+
+    def _seed(self) -> set[str]:
+        """The symbols of the newest stored signals of the exchange served, and their
+        latest spikes (a signal stamped far in the future, an older version's junk, is
+        passed over, as the engine does)."""
+        name = self._exchange.name
+        plausible = time.time_ns() // 1000 + MAX_AHEAD_US
+        seen: set[str] = set()
+        after = None
+        read = 0
+        while read < SEED_SIGNALS:
+            page = self.store.page(exchange=name, until_us=plausible, limit=PAGE, after=after)
+            for signal in page.signals:
+                seen.add(signal.symbol)
+                if signal.spike and signal.symbol not in self._latest:
+                    self._latest[signal.symbol] = signal
+            read += len(page.signals)
+            after = page.next_cursor
+            if after is None:
+                break
+        best = latest_spike(self.store, exchange=name, until_us=plausible)
+        if best is not None:
+            self._remember(best)
+        return seen
+
+    def start(self) -> None:
+        """Connect to the bus, then start following the store; raises
+        :class:`ServeStartError` (naming the URL) when the bus does not answer."""
+        with self._lock:
+            if self._started:
+                raise RuntimeError("the serve view was already started")
+            self._started = True
+        connected: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._bus_thread = threading.Thread(
+            target=self._bus_main, args=(connected,), name="spikewatch-bus", daemon=True
+        )
+        self._bus_thread.start()
+        try:
+            connected.result(self.connect_timeout + 5)
+        except Exception as exc:
+            self._stopping.set()
+            self._bus_thread.join(5)
+            reason = str(exc) if isinstance(exc, ServeStartError) else _one_line(exc)
+            raise ServeStartError(
+                f"cannot connect to NATS at {redact_url(self.nats_url)}: {reason}"
+            ) from None
+        self._tail_thread = threading.Thread(
+            target=self._tail_main, name="spikewatch-tail", daemon=True
+        )
+        self._tail_thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """End live streams, the tail thread and the bus connection (idempotent)."""
+        deadline = time.monotonic() + timeout
+        self.hub.close()
+        self._stopping.set()
+        with self._wake:
+            self._woken = True
+            self._wake.notify()
+        loop, stop = self._loop, self._bus_stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has ended already
+                loop.call_soon_threadsafe(stop.set)
+        for thread in (self._tail_thread, self._bus_thread):
+            if thread is not None:
+                thread.join(max(0.1, deadline - time.monotonic()))
+        self._stopped = True
+
+    # -- the bus (its own thread and asyncio loop) ---------------------------------------
+
+    def _bus_main(self, connected: concurrent.futures.Future[None]) -> None:
+        try:
+            asyncio.run(self._bus_run(connected))
+        except Exception as exc:  # never leave start() waiting
+            if not connected.done():
+                connected.set_exception(exc)
+            else:
+                log.exception("the bus thread failed")
+
+    async def _bus_run(self, connected: concurrent.futures.Future[None]) -> None:
+        # the distributed extra: imported by those who run a role only
+        from nats.aio.client import Client
+
+        self._loop = asyncio.get_running_loop()
+        self._bus_stop = asyncio.Event()
+        if self._stopping.is_set():
+            return
+        last_error: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            last_error[:] = [_one_line(exc)]
+            self._set_bus(last_error=last_error[0], failed=True)
+            if connected.done():  # (a failed first connection is told once, by start)
+                self._ratelog.warning("bus", f"NATS at {self._bus.url}: {last_error[0]}")
+
+        async def on_disconnected() -> None:
+            if connected.done() and not self._stopping.is_set():
+                self._set_bus(state="connecting")
+                log.warning(
+                    "lost NATS at %s: reconnecting (history is still served)", self._bus.url
+                )
+
+        async def on_reconnected() -> None:
+            self._set_bus(state="connected", reconnected=True)
+            log.info("NATS at %s is back: live push woken by the bus again", self._bus.url)
+            self._poke()  # what was published meanwhile was not heard: read the store
+
+        async def on_closed() -> None:
+            self._set_bus(state="stopped")
+
+        nc = Client()
+        try:
+            # Reconnect for ever once connected; the first connection must succeed within
+            # connect_timeout (nats-py's own loop would try for ever too, so it is cut).
+            await asyncio.wait_for(
+                nc.connect(
+                    servers=[self.nats_url],
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnected,
+                    reconnected_cb=on_reconnected,
+                    closed_cb=on_closed,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    connect_timeout=max(1, round(self.connect_timeout / 2)),
+                    name="spikewatch-serve",
+                ),
+                self.connect_timeout,
+            )
+            await nc.subscribe(self.subjects, cb=self._on_message)
+            await nc.flush(max(1, round(self.connect_timeout)))
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            reason = last_error[0] if last_error else _one_line(exc)
+            if isinstance(exc, TimeoutError) and not last_error:
+                reason = f"no answer within {self.connect_timeout:g} s"
+            connected.set_exception(ServeStartError(reason))
+            return
+        self._set_bus(state="connected", connected=True)
+        connected.set_result(None)
+        try:
+            await self._bus_stop.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 2.0)
+
+    def _set_bus(
+        self,
+        *,
+        state: State | None = None,
+        last_error: str | None = None,
+        failed: bool = False,
+        connected: bool = False,
+        reconnected: bool = False,
+    ) -> None:
+        with self._lock:
+            bus = self._bus
+            changes: dict[str, Any] = {}
+            if state is not None:
+                changes["state"] = state
+                if state == "connected":
+                    changes["connected_since"] = iso_utc(time.time_ns() // 1000)
+                    changes["ever_connected"] = True
+                    changes["last_error"] = None
+            if connected or reconnected:
+                changes["connections"] = bus.connections + 1
+            if reconnected:
+                changes["reconnects"] = bus.reconnects + 1
+            if failed:
+                changes["failed_attempts"] = bus.failed_attempts + 1
+                changes["last_error"] = last_error
+            self._bus = msgspec.structs.replace(bus, **changes)
+
+    async def _on_message(self, msg: Msg) -> None:
+        """A signal published on the bus: wake the tail thread to read the store."""
+        try:
+            signal = decode_signal(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            with self._lock:
+                self._malformed += 1
+            self._ratelog.warning(
+                "malformed", f"not a signal on {msg.subject} (skipped): {_one_line(exc)}"
+            )
+            return
+        with self._lock:
+            self._messages += 1
+            if signal.id in self._pushed_ids:
+                self._repeats += 1  # published again; pushed already
+                return
+            if signal.id not in self._waiting:
+                self._waiting[signal.id] = time.monotonic()
+                if len(self._waiting) > MAX_WAITING:
+                    self._waiting.popitem(last=False)
+                    self._unmatched += 1
+        self._poke()
+
+    # -- the tail thread: the store, read after the cursor -----------------------------
+
+    def _poke(self) -> None:
+        with self._wake:
+            self._woken = True
+            self._wake.notify()
+
+    def _pause(self, now: float) -> float:
+        """Seconds to wait before the next read: the poll interval, or less while a
+        signal heard on the bus is awaited (a quarter of the time it has waited)."""
+        with self._lock:
+            oldest = next(iter(self._waiting.values()), None)
+        if oldest is None:
+            return self.poll_s
+        return min(self.poll_s, max(FIRST_RETRY_S, (now - oldest) / 4))
+
+    def _tail_main(self) -> None:
+        next_status = time.monotonic() + STATUS_S
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            pause = min(self._pause(now), max(0.0, next_status - now))
+            with self._wake:
+                if not self._woken:
+                    self._wake.wait(pause)
+                self._woken = False
+            if self._stopping.is_set():
+                return
+            self._read()
+            now = time.monotonic()
+            if now >= next_status:
+                next_status = now + STATUS_S
+                try:
+                    self.hub.publish(Event("status", _encode(self.live_status())))
+                except Exception:
+                    log.exception("the live status event failed")
+
+    def _read(self) -> None:
+        """Push every signal stored after the cursor, in delivery order."""
+        name = self._exchange.name
+        try:
+            while True:
+                rows = self.store.after_seq(self._cursor, PAGE, exchange=name)
+                with self._lock:
+                    self._reads += 1
+                for seq, signal in rows:
+                    self._push(seq, signal)
+                if len(rows) < PAGE:
+                    break
+        except Exception as exc:
+            reason = _one_line(exc)
+            with self._lock:
+                was_ok, self._store_ok, self._store_error = self._store_ok, False, reason
+                if was_ok:
+                    self._store_failing_since = iso_utc(time.time_ns() // 1000)
+            if was_ok:
+                log.warning(
+                    "reading the store failed (retried every %g s): %s", self.poll_s, reason
+                )
+            return
+        with self._lock:
+            if not self._store_ok:
+                log.info("the store answers again")
+            self._store_ok, self._store_error, self._store_failing_since = True, None, None
+            self._store_seq = max(self._store_seq, self._cursor)
+            self._expire(time.monotonic())
+
+    def _expire(self, now: float) -> None:
+        """Let go of signals heard on the bus and awaited for longer than WAIT_S (under
+        the lock)."""
+        while self._waiting:
+            signal_id, heard = next(iter(self._waiting.items()))
+            if now - heard < WAIT_S:
+                return
+            del self._waiting[signal_id]
+            self._unmatched += 1
+            self._ratelog.warning(
+                "unmatched",
+                f"signal {signal_id} was published on the bus but is not in the store "
+                f"after {WAIT_S:g} s",
+            )
+
+    def _push(self, seq: int, signal: Signal) -> None:
+        payload = _encode(signal)
+        self.hub.publish(Event.signal(signal, seq, payload))
+        self.recent.add(signal, payload)
+        with self._lock:
+            self._cursor = seq
+            self._pushed += 1
+            self._by_detector[signal.detector] = self._by_detector.get(signal.detector, 0) + 1
+            self._by_symbol[signal.symbol] = self._by_symbol.get(signal.symbol, 0) + 1
+            self._waiting.pop(signal.id, None)
+            self._pushed_ids[signal.id] = None
+            if len(self._pushed_ids) > PUSHED_IDS:
+                self._pushed_ids.popitem(last=False)
+            if signal.symbol not in self._symbols:
+                self._symbols = tuple(sorted({*self._symbols, signal.symbol}))
+            self._remember(signal)
+        for listener in self._listeners:
+            try:
+                listener(signal)
+            except Exception:
+                log.exception("a signal listener failed")
+
+    def _remember(self, signal: Signal) -> None:
+        """Keep ``signal`` if it is the latest spike of its symbol or of all (under the
+        lock, or before the threads start)."""
+        if not signal.spike:
+            return  # /api/get_signal serves spikes only
+        key = (signal.time_us, signal.id)
+        current = self._latest.get(signal.symbol)
+        if current is None or key >= (current.time_us, current.id):
+            self._latest[signal.symbol] = signal
+        best = self._latest_any
+        if best is None or key >= (best.time_us, best.id):
+            self._latest_any = signal
+            self._latest_any_json = _encode(signal)
+
+    # -- EngineView ----------------------------------------------------------------------
+
+    @property
+    def exchange(self) -> _Exchange:
+        """The exchange served (``exchange`` in the settings)."""
+        return self._exchange
+
+    def add_listener(self, listener: Callable[[Signal], None]) -> None:
+        """Call ``listener(signal)`` on the tail thread for every signal pushed."""
+        self._listeners = (*self._listeners, listener)
+
+    def add_alert_sink(self, sink: Callable[[Sequence[AlertEvent]], None]) -> None:
+        """Accepted and never called: no alert rules run in this role."""
+
+    def request_reconnect(self) -> bool:
+        """False: there is no exchange connection here (see :data:`NO_RECONNECT`)."""
+        return False
+
+    #: why /api/reconnect is refused (the web layer reads it where present)
+    reconnect_refusal = NO_RECONNECT
+
+    def symbols(self) -> tuple[str, ...]:
+        """The configured symbols, those of the newest stored signals at start, and
+        every symbol pushed since."""
+        return self._symbols
+
+    def latest_signal(
+        self, symbol: str | None = None, exchange: str | None = None
+    ) -> Signal | None:
+        """The latest stored spike of ``symbol`` (or of all symbols) on the exchange
+        served: from memory, else (once per known symbol) from the store."""
+        name = self._exchange.name
+        if exchange is not None and exchange != name:
+            return None
+        if symbol is None:
+            return self._latest_any
+        with self._lock:
+            if symbol in self._latest:
+                return self._latest[symbol]
+            known = symbol in self._symbols
+        if not known:
+            return None  # the API looks in the store itself; nothing is cached for it
+        plausible = time.time_ns() // 1000 + MAX_AHEAD_US
+        spike = latest_spike(self.store, exchange=name, symbol=symbol, until_us=plausible)
+        with self._lock:
+            # a spike pushed meanwhile is newer than what the store had
+            if spike is not None:
+                self._remember(spike)
+            else:
+                self._latest.setdefault(symbol, None)
+            return self._latest[symbol]
+
+    def latest_signal_json(self) -> bytes | None:
+        """The latest spike over all symbols, encoded as the API sends it."""
+        return self._latest_any_json
+
+    def bars(self, symbol: str, limit: int | None = None, exchange: str | None = None) -> list[Bar]:
+        """Empty: bars are built from trades, and no trades come here."""
+        return []
+
+    def lag_histograms(self) -> dict[str, LagHistogram]:
+        """Empty: no trades are received here."""
+        return {}
+
+    def write_latency(self) -> LagHistogram:
+        """Empty: this role writes nothing."""
+        return LagHistogram([0] * (len(WRITE_BUCKETS_MS) + 1), 0.0)
+
+    def last_seq(self) -> int:
+        """The highest delivery number stored (the database's, shared by every serve)."""
+        return self.store.max_seq()
+
+    def signals_after(self, seq: int, limit: int = 1000) -> list[tuple[int, Signal]]:
+        """The exchange's signals stored after delivery number ``seq``, in order."""
+        return self.store.after_seq(seq, limit, exchange=self._exchange.name)
+
+    def _running(self) -> bool:
+        thread = self._tail_thread
+        return (
+            self._started
+            and not self._stopped
+            and not self._stopping.is_set()
+            and thread is not None
+            and thread.is_alive()
+        )
+
+    def ready(self) -> bool:
+        """Running, connected to NATS, and the last read of PostgreSQL succeeded (the
+        store is read at least every ``poll_s``)."""
+        return not self.not_ready_reasons()
+
+    def not_ready_reasons(self) -> list[str]:
+        """Why this process is not ready, one reason per unmet condition."""
+        reasons = []
+        with self._lock:
+            bus, store_ok, error = self._bus, self._store_ok, self._store_error
+        if not self._running():
+            reasons.append("serve not running")
+        if bus.state != "connected":
+            reasons.append(f"NATS at {bus.url} not connected (state: {bus.state})")
+        if not store_ok:
+            reasons.append(f"PostgreSQL not answering: {error}")
+        return reasons
+
+    def status(self) -> EngineStatus:
+        """An honest snapshot for a role without ingest: ``connection`` is the NATS
+        connection (the live feed of this role), per symbol only what is pushed."""
+        running = self._running()
+        with self._lock:
+            bus = self._bus if running else msgspec.structs.replace(self._bus, state="stopped")
+            serve = ServeStatus(
+                bus_url=bus.url,
+                bus_subjects=self.subjects,
+                bus_connected=bus.state == "connected",
+                bus_reconnects=bus.reconnects,
+                bus_messages=self._messages,
+                bus_malformed=self._malformed,
+                bus_repeats=self._repeats,
+                pushed=self._pushed,
+                pushed_seq=self._cursor,
+                store_seq=self._store_seq,
+                store_reads=self._reads,
+                store_ok=self._store_ok,
+                store_error=self._store_error,
+                waiting=len(self._waiting),
+                unmatched=self._unmatched,
+            )
+            by_symbol = dict(self._by_symbol)
+            by_detector = dict(self._by_detector)
+            store_ok, store_error = self._store_ok, self._store_error
+            failing_since = self._store_failing_since
+        name = self._exchange.name
+        symbols = {
+            symbol: SymbolStatus(
+                exchange=name,
+                symbol=symbol,
+                connection=bus.state,
+                trades=0,
+                signals=by_symbol.get(symbol, 0),
+                warmed_up=True,  # no window here: nothing to warm up
+                last_trade_id=None,
+                last_trade_time=None,
+                last_price=None,
+                duplicates_dropped=0,
+                gaps=0,
+                missing_trades=0,
+                reconnects=bus.reconnects,
+                malformed_frames=serve.bus_malformed,
+                backfilling=False,
+                backfills=0,
+                backfilled_trades=0,
+                gap_records=0,
+                watchdog_resubscribes=0,
+            )
+            for symbol in self._symbols
+        }
+        return EngineStatus(
+            running=running,
+            exchange=name,
+            url=bus.url,
+            connection=bus,
+            connections=[],
+            frames=serve.bus_messages,
+            malformed_frames={"not_a_signal": serve.bus_malformed} if serve.bus_malformed else {},
+            ignored_frames=0,
+            symbols=symbols,
+            store=WriterStats(
+                0,
+                0,
+                0,
+                0,
+                0,
+                None,
+                healthy=store_ok,
+                failing_since=failing_since,
+                last_error=store_error,
+            ),
+            signals_by_detector=by_detector,
+            stream=self.hub.stats(),
+            rest=RestStats(0, 0, 0, 0, 0),
+            recent_gaps=[],
+            restored_from_checkpoint=[],
+            serve=serve,
+        )
+
+    def live_status(self) -> list[LiveSymbol]:
+        """Per symbol, for the live stream's ``status`` event: the bus state and the
+        signals pushed (no prices, trades or bars here)."""
+        status = self.status()
+        return [
+            LiveSymbol(
+                symbol=s.symbol,
+                connection=s.connection,
+                last_price=None,
+                trades=0,
+                trades_per_s=0.0,
+                signals=s.signals,
+                bar=None,
+                exchange=s.exchange,
+            )
+            for s in status.symbols.values()
+        ]
