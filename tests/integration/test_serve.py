@@ -461,6 +461,95 @@ def test_serve_answers_as_its_openapi_document_says(
     validator(spec, response_schema(spec, "/api/reconnect", "post", code)).validate(body)
 
 
+class Proxy:
+    """A TCP relay to the NATS server that can be cut (every connection closed, new ones
+    refused) and restored on the same port: NATS lost and back, as serve sees it."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            socks, self._socks = self._socks, []
+        for sock in [*socks, *([listener] if listener is not None else [])]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            server = socket.create_connection(self.upstream, timeout=5)
+            server.settimeout(None)
+            with self._lock:
+                self._socks += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)
+
+
+def test_with_nats_lost_history_is_served_the_push_goes_on_and_status_says_so(
+    deployment: Deployment, recorded_signals: list[Signal]
+) -> None:
+    proxy = Proxy((NATS_HOST, NATS_PORT))
+    try:
+        port = deployment.serve(nats_url=proxy.url)
+        first, during, after = recorded_signals[:40], recorded_signals[40:80], recorded_signals[80:]
+        with sse(port) as client:
+            deployment.feed(first)
+            client.wait_for(len(first))
+            proxy.cut()
+            wait_until(lambda: get(port, "/api/status")["serve"]["bus_connected"] is False)
+            code, body = request(port, "/readyz")
+            assert code == 503
+            assert any("NATS" in reason for reason in body["reasons"])
+            status = get(port, "/api/status")
+            assert status["connection"]["state"] != "connected"
+            assert len(all_signals(port)) == len(first)  # history still served
+            # published while serve cannot hear it: the store has it, and the poll finds it
+            deployment.feed(during)
+            client.wait_for(len(first) + len(during))
+            proxy.restore()
+            wait_until(lambda: get(port, "/readyz")["status"] == "ready")
+            status = get(port, "/api/status")
+            assert status["serve"]["bus_connected"] is True
+            assert status["serve"]["bus_reconnects"] >= 1
+            deployment.feed(after)
+            got = client.wait_for(len(recorded_signals))
+        assert [body["id"] for _, body in got] == [s.id for s in recorded_signals]
+        assert [seq for seq, _ in got] == [seq for seq, _ in stored(deployment.store)]
+    finally:
+        proxy.cut()
+
+
 def test_serve_refuses_to_start_without_its_servers_in_one_line(tmp_path: Path) -> None:
     def serve(*args: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPIKEWATCH_")}
