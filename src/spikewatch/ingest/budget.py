@@ -50,8 +50,7 @@ MARGIN = 0.1
 GAP_DEADLINE_S = 60.0
 #: A catch-up after a reconnect is an optimisation (the next live trade shows any gap).
 CATCH_UP_DEADLINE_S = 30.0
-#: The whole warm start (symbols one after the other, before the stream starts): what
-#: cannot be fetched by then warms up from the stream instead.
+#: A warm-start look-up: a symbol not fetched by then warms up from the stream instead.
 WARM_START_DEADLINE_S = 120.0
 
 
