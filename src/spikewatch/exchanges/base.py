@@ -40,7 +40,9 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class RestRequest:
-    """One REST call: the path after the base URL, its rate-limit weight, extra headers."""
+    """One REST call: the path after the base URL, its rate-limit weight (the venue's
+    documented request weight: what the REST client's weight budget spends on it), extra
+    headers."""
 
     path: str
     weight: int = 1

@@ -6,11 +6,12 @@ seconds spent waiting between them (backoff delays and ``Retry-After`` together)
 that cannot be used (garbage, HTML, empty where trades must be, the wrong trades) is
 retried like a 5xx: ``fetch(path, parse)`` takes a ``parse`` that raises :class:`BadReply`.
 
-Every request first acquires its weight from the client's :class:`~spikewatch.ingest.budget.
-RestBudget` (shared with other clients of the same IP if given one): a rolling minute kept
-under the limit minus a margin, re-synced to the exchange's count after every reply, a
-priority queue (gaps, catch-ups, warm starts, background) and optional deadlines; a 429
-or 418 blocks every look-up until its ``Retry-After`` is over.
+Every request first acquires its weight from the client's
+:class:`~spikewatch.ingest.budget.RestBudget` (pass one to share it between clients of the
+same IP): a rolling minute kept under the limit minus a margin, other processes' weight
+read from the exchange's count (``X-MBX-USED-WEIGHT-1M``), a priority queue (gaps,
+catch-ups, warm starts, background) and optional deadlines; a 429 or 418 blocks every
+look-up until its ``Retry-After`` is over.
 
 Requests run in a worker thread (``urllib``), so the event loop never blocks on them.
 """
@@ -75,8 +76,8 @@ class RestStats(msgspec.Struct, frozen=True):
     failures: int  # look-ups given up (after their retries, or a 4xx)
     retries: int  # attempts made again after a failed one
     rate_limited: int  # 429 and 418 replies
-    # request weight used in the current minute: the exchange's count (X-MBX-USED-
-    # WEIGHT-1M, other processes on the IP included) plus ours since, else ours
+    # request weight used in the current minute: ours, and other processes' on the IP
+    # as the exchange's count (X-MBX-USED-WEIGHT-1M) last showed it
     used_weight: int
     successes: int = 0  # requests answered with a usable reply
     bad_replies: int = 0  # 200 replies that could not be used (garbage, wrong trades...)
