@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
         db_help="SQLite file to keep the demo's signals in (default: a temporary file, "
         "deleted when the demo stops; never ./spikewatch.db)",
     )
+    from spikewatch.roles_cli import add_role_parsers  # distributed mode: ingest, detect
+
+    add_role_parsers(sub)
     return parser
 
 
@@ -672,6 +675,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from spikewatch.report_cli import cmd_report
 
             return cmd_report(ns, settings)
+        if ns.command in ("ingest", "detect"):
+            from spikewatch.roles_cli import load_role_settings, role_command
+
+            settings = load_role_settings(ns)
+            setup_logging(settings.log_level)
+            return role_command(ns)[1](ns, settings)
         if ns.command == "serve":
             from spikewatch.serve_cli import SERVE_KEYS, cmd_serve
 

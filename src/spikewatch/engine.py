@@ -114,6 +114,7 @@ class Engine:
         backoff: Backoff | None = None,
         stable_after: float = 10.0,
         rest: RestClient | None = None,
+        kernel: Kernel | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -133,7 +134,9 @@ class Engine:
         )
         # Until the ingest loop runs (frames fed by hand, as tests do), a gap cannot be
         # fetched: it is recorded at once; the loop switches the policy to FETCH.
-        self.kernel: Kernel = build_kernel(
+        # (``kernel``: one built by the caller on the same terms, e.g. the ingest role's,
+        # without detectors)
+        self.kernel: Kernel = kernel or build_kernel(
             settings,
             venues=(self.exchange,),
             watch={self.exchange.name: self._symbols},

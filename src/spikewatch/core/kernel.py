@@ -59,6 +59,10 @@ __all__ = [
 DetectorFactory = Callable[[str, str], Sequence[Detector]]
 """Builds the detectors for one ``(exchange, symbol)``."""
 
+Released = Callable[[Sequence[Trade] | TradeBatch], None]
+"""Called with each run of trades the sequencers release, in order, just before the
+detectors see it (the ingest role publishes exactly these: ``Kernel(on_released=...)``)."""
+
 Key = tuple[str, str]
 """``(exchange, symbol)``: BTCUSDT spot and BTCUSDT futures are two keys, never merged."""
 
@@ -152,8 +156,11 @@ class Kernel:
         bars: bool = True,
         max_held: int = 200_000,
         rules: AlertRules | None = None,
+        on_released: Released | None = None,
     ) -> None:
         self._factory = detector_factory
+        #: called with every run of released trades (None: nothing to call, no cost)
+        self.on_released = on_released
         #: alert rules the signals go through (None: signals only)
         self.rules = rules
         self._venues: dict[str, Venue] = {v.name: v for v in venues}
@@ -405,6 +412,8 @@ class Kernel:
                 if increasing(ids) and state.sequencer.accept_run(ids[0], ids[-1], n):
                     guard.see(ids[-1], item.times_us[-1])
                     self._ran.add(state)
+                    if self.on_released is not None:
+                        self.on_released(item)
                     try:
                         step.signals.extend(state.run_batch(item))
                     except Exception as exc:  # a bug costs these trades, never the rest
@@ -507,6 +516,8 @@ class Kernel:
         if not trades:
             return
         self._ran.add(state)
+        if self.on_released is not None:
+            self.on_released(trades)
         try:
             step.signals.extend(state.run(trades))
         except Exception as exc:

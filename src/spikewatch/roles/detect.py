@@ -1,0 +1,445 @@
+"""``spikewatch detect``: partitions of the trade stream through the same kernel as the
+embedded mode; signals to PostgreSQL and the signal stream.
+
+For each partition it may serve, a worker takes the partition's **lease**
+(:class:`~spikewatch.bus.lease.PartitionLease`), restores the partition's last
+**snapshot** (kernel checkpoint and the stream sequence it covers), consumes from the
+next sequence (:class:`~spikewatch.bus.consumer.PartitionConsumer`), and for each fetch:
+feeds the kernel, flushes completed orders (the engine's order clock), writes the signals
+and gap records to PostgreSQL (idempotent by the signals' deterministic ids), publishes
+the signals (``Nats-Msg-Id`` = signal id), and only then returns, so the fetch is
+acknowledged after its effects. Every ``snapshot_every`` seconds (and at a clean stop) it
+saves a snapshot, after the signals before it were written.
+
+**Sharing.** Workers announce themselves in the lease bucket (key ``w-<worker>``,
+renewed like a lease) and each holds at most its fair share,
+``ceil(partitions / workers)``: a worker that joins gets partitions handed over (the
+holder of too many stops one a round, with a snapshot, and releases its lease); a worker
+that dies has its leases and its ``w-`` key expire within the lease TTL (10 s), and the
+others take its partitions on their next round (every second).
+
+**Takeover, and what is muted.** A worker taking a partition replays from the snapshot's
+sequence, which may be a little behind what the previous holder handled. Nothing is
+muted in this design: the signals found again are the same signals (same ids), which the
+store's insert keeps once and JetStream's duplicate window (600 s) drops. Replays are
+bounded by the snapshot interval (seconds), far inside that window. (Muting by stream
+sequence would not be safe: a completed order is flushed by the clock, so a replay may
+find in an early fetch an order its predecessor only flushed later, or not yet.)
+
+A partition whose lease is lost (:class:`~spikewatch.bus.lease.LeaseLost`) stops at
+once, without a snapshot; a partition whose work fails (PostgreSQL down) releases its
+lease and is tried again after a pause; the other partitions go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.errors import NoKeysError
+from nats.js.kv import KeyValue
+
+from spikewatch.bus.connect import connect_bus, jetstream
+from spikewatch.bus.consumer import PartitionConsumer
+from spikewatch.bus.lease import LEASE_TTL_S, LeaseLost, PartitionLease, ensure_lease_bucket
+from spikewatch.bus.names import BusNames, bus_names
+from spikewatch.bus.signals import SignalPublisher, ensure_signal_stream
+from spikewatch.bus.snapshot import (
+    SnapshotStore,
+    ensure_snapshot_bucket,
+    kernel_snapshot,
+    restore_kernel,
+)
+from spikewatch.bus.stream import ensure_trade_stream
+from spikewatch.config import Settings
+from spikewatch.core.kernel import GapPolicy, Kernel
+from spikewatch.core.model import GapRecord, Signal, TradeBatch
+from spikewatch.core.state import LAG_COUNTED_US
+from spikewatch.exchanges import EXCHANGES
+from spikewatch.store import open_store
+from spikewatch.store.base import SignalStore
+from spikewatch.wiring import build_exchange, build_kernel
+
+log = logging.getLogger(__name__)
+
+#: As the engine: an order whose first fill is this old (by the order clock) is complete.
+ORDER_COMPLETE_US = 2_000_000
+#: Seconds between snapshots of a partition.
+SNAPSHOT_EVERY_S = 2.0
+#: Seconds between a worker's rounds (leases to take, shares to hand over).
+ROUND_S = 1.0
+#: Seconds before a partition whose work failed is tried again.
+RETRY_S = 2.0
+REPORT_EVERY_S = 10.0
+
+
+class PartitionCounters(msgspec.Struct, frozen=True):
+    """One partition's work in this worker."""
+
+    partition: int
+    trades: int
+    signals: int  # signals emitted (written and published)
+    stored: int  # of them new to the store (the rest were there: a replay)
+    last_seq: int
+    takeovers: int  # times this worker took the partition
+
+
+@dataclass
+class _Held:
+    partition: int
+    lease: PartitionLease
+    stop: asyncio.Event
+    task: asyncio.Task[None] | None = None
+    trades: int = 0
+    signals: int = 0
+    stored: int = 0
+    last_seq: int = 0
+
+
+@dataclass
+class _Totals:
+    takeovers: dict[int, int] = field(default_factory=dict)
+    done: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+
+
+def order_clock(kernel: Kernel) -> int:
+    """Now, for judging whether an order is complete (µs), as the engine judges it: the
+    wall clock on a live feed, the feed's own latest time on history."""
+    now_us = time.time_ns() // 1000
+    latest = kernel.latest_time_us()
+    if latest is not None and now_us - latest > LAG_COUNTED_US:
+        return latest
+    return now_us
+
+
+def detect_kernel(settings: Settings) -> Kernel:
+    """The embedded mode's kernel (:func:`~spikewatch.wiring.build_kernel`, same detectors
+    and alert rules) for trades from the stream: every venue known (their id guarantees),
+    every symbol watched; a jump in ids (a gap the ingest could not fill) is recorded and
+    the windows warm up again, as the embedded mode does with a gap given up."""
+    venues = [build_exchange(settings, name) for name in sorted(EXCHANGES)]
+    kernel = build_kernel(settings, venues=venues, gap_policy=GapPolicy.RESET, bars=False)
+    kernel.reset_reason = "not in the trade stream (the ingest could not fetch them)"
+    return kernel
+
+
+class DetectWorker:
+    """One detect process's partitions: build with the settings, :meth:`run` until stop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        partitions: Sequence[int],
+        *,
+        owner: str | None = None,
+        snapshot_every: float = SNAPSHOT_EVERY_S,
+        round_s: float = ROUND_S,
+        lease_ttl: float = LEASE_TTL_S,
+    ) -> None:
+        self.settings = settings
+        self.names: BusNames = bus_names(settings)
+        self.partitions = list(partitions)
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.snapshot_every = snapshot_every
+        self.round_s = round_s
+        self.lease_ttl = lease_ttl
+        self._held: dict[int, _Held] = {}
+        self._totals = _Totals()
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._leases: KeyValue | None = None
+        self._snapshots: SnapshotStore | None = None
+        self._signals: SignalPublisher | None = None
+        self._store: SignalStore | None = None
+        self._paused: dict[int, float] = {}  # partition -> monotonic time to try again
+
+    # -- reading -------------------------------------------------------------------------
+
+    def held(self) -> list[int]:
+        """The partitions this worker holds now."""
+        return sorted(p for p, h in self._held.items() if h.task is not None and not h.task.done())
+
+    def counters(self) -> list[PartitionCounters]:
+        """Per partition this worker has held: what it did."""
+        out = []
+        for p in sorted(set(self._held) | set(self._totals.done)):
+            trades, signals, stored = self._totals.done.get(p, (0, 0, 0))
+            h = self._held.get(p)
+            if h is not None:
+                trades, signals, stored = trades + h.trades, signals + h.signals, stored + h.stored
+            out.append(
+                PartitionCounters(
+                    partition=p,
+                    trades=trades,
+                    signals=signals,
+                    stored=stored,
+                    last_seq=h.last_seq if h is not None else 0,
+                    takeovers=self._totals.takeovers.get(p, 0),
+                )
+            )
+        return out
+
+    # -- running -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect to NATS and PostgreSQL and make what is missing (streams, buckets);
+        BusUnavailable, StoreOpenError or PartitionMismatch when something is wrong."""
+        settings, names = self.settings, self.names
+        self._store = await asyncio.to_thread(open_store, settings.postgres)
+        self._nc = await connect_bus(settings.nats_url, name=f"spikewatch-detect-{self.owner}")
+        js = self._js = jetstream(self._nc)
+        await ensure_trade_stream(js, names.trade_stream, names.trade_subjects)
+        await ensure_signal_stream(js, names.signal_stream, prefix=names.signal_prefix)
+        self._leases = await ensure_lease_bucket(js, names.lease_bucket, ttl=self.lease_ttl)
+        self._snapshots = SnapshotStore(await ensure_snapshot_bucket(js, names.snapshot_bucket))
+        self._signals = SignalPublisher(js, prefix=names.signal_prefix, stream=names.signal_stream)
+
+    async def close(self) -> None:
+        """Close the connections (after :meth:`run`)."""
+        if self._store is not None:
+            await asyncio.to_thread(self._store.close)
+            self._store = None
+        if self._nc is not None:
+            await self._nc.close()
+            self._nc = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Take, serve and share partitions until ``stop``; then stop each partition with a
+        snapshot and release its lease."""
+        assert self._leases is not None, "open() first"
+        log.info(
+            "detect %s: partitions %s of stream %s, signals to %s and %s.<exchange>.<symbol>",
+            self.owner,
+            _ranges(self.partitions),
+            self.names.trade_stream,
+            _safe_url(self.settings.postgres),
+            self.names.signal_prefix,
+        )
+        next_report = time.monotonic() + REPORT_EVERY_S
+        try:
+            while not stop.is_set():
+                try:
+                    await self._round()
+                except Exception as exc:  # the server away for a moment: next round
+                    log.warning("detect round failed: %s: %s", type(exc).__name__, exc)
+                if time.monotonic() >= next_report:
+                    next_report = time.monotonic() + REPORT_EVERY_S
+                    self._report()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.round_s)
+        finally:
+            for h in list(self._held.values()):
+                h.stop.set()
+            tasks = [h.task for h in self._held.values() if h.task is not None]
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._leases.delete(self._presence_key)
+            self._report()
+
+    @property
+    def _presence_key(self) -> str:
+        return f"w-{self.owner}"
+
+    async def _round(self) -> None:
+        """Announce this worker, count the workers, take free partitions up to a fair
+        share, or hand one over when holding more."""
+        kv = self._leases
+        assert kv is not None
+        await kv.put(self._presence_key, b"1")
+        try:
+            keys = await kv.keys()
+        except NoKeysError:
+            keys = []
+        workers = max(1, sum(1 for k in keys if k.startswith("w-")))
+        fair = math.ceil(len(self.partitions) / workers)
+        for p, h in list(self._held.items()):
+            if h.task is not None and h.task.done():
+                self._retire(p)
+        held = self.held()
+        if len(held) > fair:
+            give = held[-1]
+            log.info("partition %d handed over (%d workers, a share is %d)", give, workers, fair)
+            self._held[give].stop.set()
+            return
+        free = [p for p in self._order() if p not in self._held]
+        now = time.monotonic()
+        for p in free:
+            if len(self.held()) >= fair:
+                break
+            if self._paused.get(p, 0.0) > now:
+                continue
+            lease = PartitionLease(kv, p, self.owner, ttl=self.lease_ttl)
+            if await lease.acquire():
+                self._start(p, lease)
+
+    def _order(self) -> list[int]:
+        """This worker's partitions, starting at a place of its own (workers starting
+        together try different ones first)."""
+        ps = self.partitions
+        start = int(self.owner.encode().hex(), 16) % len(ps) if ps else 0
+        return ps[start:] + ps[:start]
+
+    def _retire(self, partition: int) -> None:
+        h = self._held.pop(partition)
+        t = self._totals.done.get(partition, (0, 0, 0))
+        self._totals.done[partition] = (t[0] + h.trades, t[1] + h.signals, t[2] + h.stored)
+        if h.task is not None and not h.task.cancelled() and h.task.exception() is not None:
+            self._paused[partition] = time.monotonic() + RETRY_S
+
+    def _start(self, partition: int, lease: PartitionLease) -> None:
+        stop = asyncio.Event()
+        self._totals.takeovers[partition] = self._totals.takeovers.get(partition, 0) + 1
+        held = _Held(partition, lease, stop)
+        held.task = asyncio.create_task(self._serve(held), name=f"detect-p{partition}")
+        self._held[partition] = held
+
+    async def _serve(self, held: _Held) -> None:
+        """Hold the partition: keep the lease beside the consumer; stop at once when the
+        lease is lost."""
+        p = held.partition
+        release = asyncio.Event()  # set once the consumer has ended (after its snapshot)
+        keeper = asyncio.create_task(held.lease.keep(release), name=f"lease-p{p}")
+        worker = asyncio.create_task(self._consume(held), name=f"consume-p{p}")
+        try:
+            done, _ = await asyncio.wait({keeper, worker}, return_when=asyncio.FIRST_COMPLETED)
+            if keeper in done:  # the lease is gone (taken, or not renewed in time)
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await worker
+                exc = keeper.exception()
+                log.warning("partition %d stopped at once: %s", p, exc or "lease ended")
+                return
+            release.set()  # the consumer ended (a stop, or a failure): release
+            with contextlib.suppress(LeaseLost, Exception):
+                await keeper
+            exc = worker.exception()
+            if exc is not None:
+                log.error(
+                    "partition %d failed (%s: %s); it is tried again",
+                    p,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=exc,
+                )
+                raise exc
+        finally:
+            for task in (keeper, worker):
+                task.cancel()
+
+    async def _consume(self, held: _Held) -> None:
+        """Restore, consume and emit until ``held.stop``; a last snapshot at a clean end."""
+        js, snapshots, names = self._js, self._snapshots, self.names
+        assert js is not None
+        assert snapshots is not None
+        p = held.partition
+        kernel = detect_kernel(self.settings)
+        snap = await snapshots.load(p)
+        start_seq = 1
+        if snap is not None:
+            restored = restore_kernel(kernel, snap.data)
+            start_seq = snap.stream_seq + 1
+            log.info(
+                "partition %d: from its snapshot at stream seq %d (%d symbols)",
+                p,
+                snap.stream_seq,
+                len(restored),
+            )
+        else:
+            log.info("partition %d: no snapshot, from the oldest trade the stream keeps", p)
+        consumer = PartitionConsumer(
+            js, names.trade_stream, names.trade_subjects, p, start_seq=start_seq
+        )
+        await consumer.open()
+        saved_seq = start_seq - 1
+        next_snapshot = time.monotonic() + self.snapshot_every
+
+        async def handle(batches: Sequence[TradeBatch], last_seq: int) -> None:
+            nonlocal next_snapshot, saved_seq
+            step = kernel.feed(batches)
+            flushed = kernel.flush(order_clock(kernel) - ORDER_COMPLETE_US)
+            signals = [*step.signals, *flushed.signals]
+            for count, exc in step.failures:
+                log.error("partition %d: %d trades failed; skipped", p, count, exc_info=exc)
+            held.trades += sum(len(b) for b in batches)
+            await self._emit(held, signals, step.lost)
+            held.last_seq = last_seq
+            if time.monotonic() >= next_snapshot:
+                await snapshots.save(p, last_seq, kernel_snapshot(kernel))
+                saved_seq = last_seq
+                next_snapshot = time.monotonic() + self.snapshot_every
+
+        try:
+            while not held.stop.is_set():
+                if not await consumer.poll(handle):  # idle: orders completed by the clock
+                    flushed = kernel.flush(order_clock(kernel) - ORDER_COMPLETE_US)
+                    if flushed.signals:
+                        await self._emit(held, flushed.signals, [])
+            if consumer.last_seq > saved_seq:  # a clean stop: the next holder goes on here
+                await snapshots.save(p, consumer.last_seq, kernel_snapshot(kernel))
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.close()
+
+    async def _emit(self, held: _Held, signals: list[Signal], lost: list[GapRecord]) -> None:
+        """Signals and gap records to the store, then the signals to the stream."""
+        store, publisher = self._store, self._signals
+        assert store is not None
+        assert publisher is not None
+        if not signals and not lost:
+            return
+
+        def write() -> int:
+            for record in lost:
+                store.add_gap(record)
+            return store.add(signals, None) if signals else 0
+
+        held.stored += await asyncio.to_thread(write)
+        if signals:
+            await publisher.publish(signals)
+            held.signals += len(signals)
+
+    def _report(self) -> None:
+        counters = self.counters()
+        if counters:
+            log.info(
+                "detect %s: holds %s; %s",
+                self.owner,
+                _ranges(self.held()) or "nothing",
+                ", ".join(
+                    f"p{c.partition}: {c.trades:,} trades, {c.signals} signals ({c.stored} new)"
+                    for c in counters
+                ),
+            )
+
+
+def _ranges(partitions: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2,5``."""
+    out: list[str] = []
+    for p in sorted(partitions):
+        if out and "-" in out[-1] and int(out[-1].split("-")[1]) == p - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{p}"
+        elif out and "-" not in out[-1] and int(out[-1]) == p - 1:
+            out[-1] = f"{out[-1]}-{p}"
+        else:
+            out.append(str(p))
+    return ",".join(out)
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for the log."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
