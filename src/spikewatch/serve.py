@@ -196,7 +196,7 @@ class ServeView:
         self._store_failing_since: str | None = None
         self._messages = 0
         self._malformed = 0
-        self._repeats = 0
+        self._already_pushed = 0
         self._unmatched = 0
         # the bus connection, as the web layer's ClientStatus shows a connection
         self._bus = ClientStatus(url=redact_url(self.nats_url), state="starting")
@@ -400,7 +400,8 @@ class ServeView:
         with self._lock:
             self._messages += 1
             if signal.id in self._pushed_ids:
-                self._repeats += 1  # published again; pushed already
+                # read from the store before its message came, or published again
+                self._already_pushed += 1
                 return
             if signal.id not in self._waiting:
                 self._waiting[signal.id] = time.monotonic()
@@ -643,7 +644,7 @@ class ServeView:
                 bus_reconnects=bus.reconnects,
                 bus_messages=self._messages,
                 bus_malformed=self._malformed,
-                bus_repeats=self._repeats,
+                bus_already_pushed=self._already_pushed,
                 pushed=self._pushed,
                 pushed_seq=self._cursor,
                 store_seq=self._store_seq,

@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def cmd_serve(ns: argparse.Namespace, settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM; 2 (after one line on stderr) when PostgreSQL, NATS or
     the listening address cannot be used."""
-    from spikewatch.cli import _sigterm_as_interrupt
+    from spikewatch.cli import SignalSummary, _sigterm_as_interrupt
     from spikewatch.serve import ServeStartError, ServeView
     from spikewatch.store.sqlite import StoreOpenError
     from spikewatch.web.app import create_app
@@ -56,6 +56,8 @@ def cmd_serve(ns: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    import psycopg
+
     from spikewatch.store.postgres import PostgresSignalStore
 
     try:
@@ -63,8 +65,14 @@ def cmd_serve(ns: argparse.Namespace, settings: Settings) -> int:
     except StoreOpenError as exc:
         print(f"spikewatch: {exc}", file=sys.stderr)
         return 2
+    summary = SignalSummary()  # one line every 10 s on the terminal, not one per signal
     try:
-        view = ServeView(settings, store)
+        try:
+            view = ServeView(settings, store)
+        except psycopg.Error as exc:  # it reads the store's newest signals first
+            reason = " ".join(str(exc).split())
+            raise ServeStartError(f"cannot read the database {store.url}: {reason}") from None
+        view.add_listener(summary.note)
         # before start: the market board follows the pushed signals from the first one
         app = create_app(view.settings, view)
         # live-stream clients each hold a (sleeping) request thread: leave some for the rest
@@ -87,6 +95,7 @@ def cmd_serve(ns: argparse.Namespace, settings: Settings) -> int:
     url = server_url(server)
     # waitress waits for busy workers at an interrupt: live streams end first
     with _sigterm_as_interrupt(before=view.hub.close):
+        summary.start()
         log.info(
             "spikewatch %s serve: %s signals from %s, live push woken by %s (%s)",
             __version__,
@@ -106,5 +115,6 @@ def cmd_serve(ns: argparse.Namespace, settings: Settings) -> int:
             view.hub.wait_closed(0.5)
             server.close()
             view.stop(timeout=1.5)
+            summary.stop()
             store.close()
     return 0

@@ -103,7 +103,9 @@ class ServeStatus(msgspec.Struct, frozen=True):
     bus_reconnects: int  # connections to NATS made again after one was lost
     bus_messages: int  # signal messages heard on the bus since start
     bus_malformed: int  # messages that were not a signal (skipped)
-    bus_repeats: int  # messages of a signal pushed already (a republish)
+    #: messages of a signal pushed already (read from the store before its message
+    #: came, or published again)
+    bus_already_pushed: int
     pushed: int  # signals pushed to live clients since start (read from the store)
     pushed_seq: int  # the delivery number of the last signal pushed
     store_seq: int  # the highest delivery number stored, at the last read
