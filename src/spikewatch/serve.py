@@ -26,11 +26,12 @@ the symbols it has seen).
   greater id was read from the store after that ``max_seq`` was, so after the client was
   attached: it was held for the client, and goes out once. Nothing is lost or doubled
   between the replay and the live events.
-- The wake-up: a core NATS subscription on ``<prefix>.<exchange>.*`` (the subjects detect
-  workers publish signals on; JetStream delivers what it stores to plain subscribers as
-  well). A message is decoded (a malformed one is counted and skipped) and wakes the tail
-  thread. A signal heard on the bus may not be committed yet (the worker publishes and
-  inserts, in either order): while one is awaited, the store is read again at growing
+- The wake-up: a core NATS subscription on ``<bus_prefix>-signals.<exchange>.*`` (the
+  subjects detect workers publish signals on, :mod:`spikewatch.bus.names`; JetStream
+  delivers what it stores to plain subscribers as well). A message is decoded (a
+  malformed one is counted and skipped) and wakes the tail thread. A signal heard on the
+  bus may not be committed yet (a worker that publishes before its insert commits, or a
+  reader's snapshot a moment old): while one is awaited, the store is read again at growing
   intervals (a quarter of the time waited, from 2 ms up to the poll interval), for up to
   :data:`WAIT_S`. Without messages the store is read every :data:`POLL_S` all the same:
   core NATS drops messages while the connection is down, and the store is complete. So
@@ -54,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from spikewatch.alerting.outbox import Outbox
+from spikewatch.bus.names import bus_names
 from spikewatch.config import Settings
 from spikewatch.core.alerts import AlertEvent
 from spikewatch.core.bars import Bar
@@ -85,7 +87,6 @@ __all__ = [
     "WAIT_S",
     "ServeStartError",
     "ServeView",
-    "signal_subject_prefix",
 ]
 
 log = logging.getLogger(__name__)
@@ -115,13 +116,6 @@ RECENT_SIGNALS: Final = 5000
 NO_RECONNECT: Final = "this role (spikewatch serve) has no exchange connection to renew"
 
 _encode = msgspec.json.Encoder().encode
-
-
-def signal_subject_prefix(bus_prefix: str) -> str:
-    """The subject prefix signals are published under for ``bus_prefix``:
-    ``<bus_prefix>-signals`` (subjects ``<bus_prefix>-signals.<exchange>.<symbol>``), so
-    that deployments (and tests) with different prefixes share a server unseen."""
-    return f"{bus_prefix}-signals"
 
 
 class ServeStartError(Exception):
@@ -158,7 +152,9 @@ class ServeView:
         #: no alert rules run here (the detect workers raise alerts)
         self.outbox: Outbox | None = None
         self._exchange = _Exchange(settings.exchange)
-        self.prefix = subject_prefix or signal_subject_prefix(settings.bus_prefix)
+        # the subjects detect workers publish signals on (bus/names.py: every role takes
+        # its names from there)
+        self.prefix = subject_prefix or bus_names(settings).signal_prefix
         self.subjects = f"{self.prefix}.{settings.exchange}.*"
         self.nats_url = settings.nats_url
         self.poll_s = poll_s

@@ -14,7 +14,16 @@ from spikewatch.config import Settings
 log = logging.getLogger("spikewatch")
 
 #: The settings ``serve``'s flags may set.
-SERVE_KEYS = ("postgres", "nats_url", "host", "port", "log_level", "web_threads")
+SERVE_KEYS = (
+    "postgres",
+    "nats_url",
+    "bus_prefix",
+    "exchange",
+    "host",
+    "port",
+    "log_level",
+    "web_threads",
+)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -31,6 +40,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--nats-url", dest="nats_url", help="NATS server (default nats://127.0.0.1:4222)"
+    )
+    serve.add_argument(
+        "--bus-prefix",
+        dest="bus_prefix",
+        help="the deployment's stream and subject names start with it (default spikewatch; "
+        "as given to ingest and detect)",
+    )
+    serve.add_argument(
+        "--exchange", help="the exchange served: binance (spot, default) or binance-usdm"
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", help="port to listen on (default 5000)")

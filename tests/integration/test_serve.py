@@ -33,11 +33,15 @@ import psycopg
 import pytest
 from jsonschema import Draft202012Validator
 
+from roles_kit import deployment as roles_deployment
+from roles_kit import embedded_ids
+from spikewatch.bus.names import BusNames
 from spikewatch.bus.signals import SignalPublisher, ensure_signal_stream
 from spikewatch.config import load_settings
 from spikewatch.core.kernel import GapPolicy
 from spikewatch.core.model import Signal
-from spikewatch.serve import signal_subject_prefix
+from spikewatch.replay.simulator import Simulator, SimulatorThread
+from spikewatch.replay.tape import tape_from_frames
 from spikewatch.store.postgres import PostgresSignalStore, redact_url
 from spikewatch.wiring import build_exchange, build_kernel
 
@@ -99,39 +103,8 @@ class Deployment:
 
     def serve(self, *args: str, nats_url: str = NATS_URL) -> int:
         """Start ``spikewatch serve`` on a free port; its port once it is ready."""
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SPIKEWATCH_")}
-        env["SPIKEWATCH_BUS_PREFIX"] = self.prefix
-        with self.log.open("ab") as sink:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "spikewatch",
-                    "serve",
-                    "--postgres",
-                    self.url,
-                    "--nats-url",
-                    nats_url,
-                    "--port",
-                    str(port),
-                    "--web-threads",
-                    "32",
-                    *args,
-                ],
-                env=env,
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=sink,
-            )
+        proc, port = start_serve(self.url, self.prefix, self.log, *args, nats_url=nats_url)
         self.procs.append(proc)
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                pytest.fail(f"serve exited with {proc.returncode}: {self.log.read_text()}")
-            return bool(get(port, "/readyz")["status"] == "ready")
-
-        wait_until(ready, PATIENCE_S)
         return port
 
     def feed(self, signals: Sequence[Signal], *, publish_first: bool = False) -> None:
@@ -145,15 +118,40 @@ class Deployment:
             asyncio.run(publish(self.prefix, signals))
 
 
+def start_serve(
+    url: str, prefix: str, log: Path, *args: str, nats_url: str = NATS_URL
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``spikewatch serve`` on a free port, once it is ready: the process and its port."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPIKEWATCH_")}
+    command = [sys.executable, "-m", "spikewatch", "serve", "--postgres", url]
+    command += ["--nats-url", nats_url, "--bus-prefix", prefix]
+    command += ["--port", str(port), "--web-threads", "32", *args]
+    with log.open("ab") as sink:
+        proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"serve exited with {proc.returncode}: {log.read_text()}")
+        return bool(get(port, "/readyz")["status"] == "ready")
+
+    try:
+        wait_until(ready, PATIENCE_S)
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
+    return proc, port
+
+
 async def publish(prefix: str, signals: Sequence[Signal]) -> None:
     nc = await nats.connect(NATS_URL, connect_timeout=5, allow_reconnect=False)
     try:
         js = nc.jetstream()
-        stream = f"{prefix}-signals"
-        await ensure_signal_stream(js, stream, prefix=signal_subject_prefix(prefix))
-        await SignalPublisher(js, prefix=signal_subject_prefix(prefix), stream=stream).publish(
-            signals
-        )
+        names = BusNames(prefix, 1)  # as a detect worker names them
+        await ensure_signal_stream(js, names.signal_stream, prefix=names.signal_prefix)
+        publisher = SignalPublisher(js, prefix=names.signal_prefix, stream=names.signal_stream)
+        await publisher.publish(signals)
     finally:
         await nc.close()
 
@@ -187,7 +185,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
                 proc.kill()
                 proc.wait(5)
         store.close()
-        asyncio.run(_drop_stream(f"{made.prefix}-signals"))
+        asyncio.run(_drop_stream(BusNames(made.prefix, 1).signal_stream))
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
@@ -553,6 +551,70 @@ def test_with_nats_lost_history_is_served_the_push_goes_on_and_status_says_so(
         assert [seq for seq, _ in got] == [seq for seq, _ in stored(deployment.store)]
     finally:
         proxy.cut()
+
+
+def test_with_postgresql_lost_the_push_waits_and_goes_on_from_where_it_was(
+    deployment: Deployment, recorded_signals: list[Signal]
+) -> None:
+    parts = urlsplit(deployment.url)
+    proxy = Proxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    try:
+        relayed = urlunsplit(parts._replace(netloc=f"postgres@127.0.0.1:{proxy.port}"))
+        port = deployment.serve("--postgres", relayed)
+        first, during, after = recorded_signals[:40], recorded_signals[40:80], recorded_signals[80:]
+        with sse(port) as client:
+            deployment.feed(first)
+            client.wait_for(len(first))
+            proxy.cut()
+            deployment.feed(during)  # the detect worker still reaches the database
+
+            def not_ready() -> bool:
+                code, body = request(port, "/readyz")
+                return code == 503 and any("PostgreSQL" in r for r in body["reasons"])
+
+            wait_until(not_ready, PATIENCE_S)
+            status = get(port, "/api/status")
+            assert status["serve"]["store_ok"] is False
+            assert status["store"]["healthy"] is False
+            proxy.restore()
+            wait_until(lambda: get(port, "/readyz")["status"] == "ready", PATIENCE_S)
+            deployment.feed(after)
+            got = client.wait_for(len(recorded_signals))
+        assert [body["id"] for _, body in got] == [s.id for s in recorded_signals]
+        assert [seq for seq, _ in got] == [seq for seq, _ in stored(deployment.store)]
+    finally:
+        proxy.cut()
+
+
+def test_serve_pushes_what_ingest_and_detect_find_in_real_trades(
+    btc_frames: list[bytes], tmp_path: Path
+) -> None:
+    """The whole distributed mode as processes: the simulator playing the recorded
+    trades, ingest, detect and serve on one bus prefix and schema. Each signal detect
+    stores reaches the live client once, in the store's order."""
+    frames = btc_frames[:4000]
+    expected = embedded_ids(frames)
+    sim = SimulatorThread(Simulator(tape_from_frames(frames), speed=None))
+    sim.start()
+    try:
+        with roles_deployment(tmp_path, partitions=2) as dep:
+            proc, port = start_serve(dep.postgres, dep.prefix, tmp_path / "serve.log")
+            dep.procs.append(proc)
+            with sse(port) as client:
+                dep.start("detect")
+                feed = ["--symbols", "BTCUSDT", "--ws-url", sim.ws_url]
+                dep.start("ingest", *feed, "--rest-url", sim.rest_url)
+                wait_until(lambda: set(dep.stored()) >= expected, PATIENCE_S)
+                got = client.wait_for(len(expected))
+            store = PostgresSignalStore(dep.postgres)
+            try:
+                order = stored(store)
+            finally:
+                store.close()
+    finally:
+        sim.stop()
+    assert {body["id"] for _, body in got} == expected
+    assert [(seq, body["id"]) for seq, body in got] == order
 
 
 def test_serve_refuses_to_start_without_its_servers_in_one_line(tmp_path: Path) -> None:
