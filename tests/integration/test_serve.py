@@ -28,10 +28,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+import hypothesis
 import nats
 import psycopg
 import pytest
+import schemathesis
 from jsonschema import Draft202012Validator
+from schemathesis.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+    unsupported_method,
+)
 
 from roles_kit import deployment as roles_deployment
 from roles_kit import embedded_ids
@@ -43,6 +53,7 @@ from spikewatch.core.model import Signal
 from spikewatch.replay.simulator import Simulator, SimulatorThread
 from spikewatch.replay.tape import tape_from_frames
 from spikewatch.store.postgres import PostgresSignalStore, redact_url
+from spikewatch.web.openapi import build_document
 from spikewatch.wiring import build_exchange, build_kernel
 
 from helpers import ROOT, free_port, wait_until
@@ -54,6 +65,8 @@ NATS_HOST, NATS_PORT = "127.0.0.1", 4222
 NATS_URL = f"nats://{NATS_HOST}:{NATS_PORT}"
 #: "eventually": far longer than anything should take
 PATIENCE_S = 60.0
+
+pytestmark = pytest.mark.slow  # processes and real servers: seconds of real time
 
 
 # -- the servers -------------------------------------------------------------------------
@@ -664,3 +677,58 @@ def response_schema(spec: dict[str, Any], path: str, method: str, status: int) -
         response = spec["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
     schema: dict[str, Any] = response["content"]["application/json"]["schema"]
     return schema
+
+
+# -- schemathesis against a serve process ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def serve_url(
+    tmp_path_factory: pytest.TempPathFactory, recorded_signals: list[Signal]
+) -> Iterator[str]:
+    """One serve process over a schema holding the recorded signals; its base URL."""
+    schema = f"sw_serve_{secrets.token_hex(5)}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    url = with_search_path(POSTGRES_URL, schema)
+    store = PostgresSignalStore(url)
+    proc = None
+    try:
+        store.add(recorded_signals)
+        log = tmp_path_factory.mktemp("serve") / "serve.log"
+        proc, port = start_serve(url, f"t{secrets.token_hex(5)}", log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(15)
+        store.close()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+# the document as the app builds it (see test_openapi.py: why not from the live URL)
+fuzzed = schemathesis.openapi.from_dict(json.loads(json.dumps(build_document()))).exclude(
+    path=["/api/stream"]  # the live stream never ends
+)
+
+
+@fuzzed.parametrize()
+@hypothesis.settings(
+    max_examples=15,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
+def test_schemathesis_finds_no_server_error_in_serve(
+    case: schemathesis.Case[Any], serve_url: str
+) -> None:
+    checks = [
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+        negative_data_rejection,
+        unsupported_method,
+        not_a_server_error,  # serve is ready here: not even /readyz may be a 5xx
+    ]
+    case.call_and_validate(base_url=serve_url, timeout=10, checks=checks)
