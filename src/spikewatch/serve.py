@@ -489,7 +489,8 @@ class ServeView:
 
     def _push(self, seq: int, signal: Signal) -> None:
         payload = _encode(signal)
-        self.hub.publish(Event.signal(signal, seq, payload))
+        # kept and counted before it goes out: a client that got the event and asks this
+        # process at once (history, latest spike, status) finds it there
         self.recent.add(signal, payload)
         with self._lock:
             self._cursor = seq
@@ -503,6 +504,7 @@ class ServeView:
             if signal.symbol not in self._symbols:
                 self._symbols = tuple(sorted({*self._symbols, signal.symbol}))
             self._remember(signal)
+        self.hub.publish(Event.signal(signal, seq, payload))
         for listener in self._listeners:
             try:
                 listener(signal)
