@@ -81,6 +81,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     symbols_refresh_s: float = 300.0
     # streams (symbols) per WebSocket connection; more symbols open more connections
     streams_per_connection: int = 200
+    # one-second bars (the chart's history) kept per symbol; 0: an hour, or 5 minutes for
+    # ALL (2,000 symbols with an hour of bars each would take about 400 MB)
+    bar_seconds: int = 0
     # -- the distributed mode (spikewatch ingest | detect | serve; docs/DISTRIBUTED.md) --
     nats_url: str = "nats://127.0.0.1:4222"  # NATS with JetStream
     # PostgreSQL URL for the signal history of the distributed roles, e.g.
@@ -228,6 +231,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         except ValueError as exc:
             raise ValueError(f"symbols: {exc}") from None
         _check(self.symbols_refresh_s >= 10, "symbols_refresh_s", "must be >= 10 seconds")
+        _check(0 <= self.bar_seconds <= 86_400, "bar_seconds", "must be between 0 and 86400")
         _check(
             self.nats_url.split("://", 1)[0] in ("nats", "tls", "ws", "wss")
             and "://" in self.nats_url,

@@ -178,6 +178,9 @@ class Engine:
         self._last_recv: dict[str, float] = {}  # monotonic seconds of the last live trade
         self._interval: dict[str, float] = {}  # smoothed seconds between live trades
         self._tasks: set[asyncio.Task[None]] = set()
+        # symbols whose connection came back while a gap of theirs was being fetched: the
+        # trades missed at that drop are looked for once the gap is closed
+        self._catch_up_later: set[str] = set()
         self._restored = self._restore_checkpoints()
         self._checkpointed = set(self._restored)  # symbols with a checkpoint to go on from
         self._pool: ConnectionPool | None = None
@@ -674,13 +677,15 @@ class Engine:
             return
         name = self.exchange.name
         with self._lock:
-            due = [
-                symbol
-                for symbol in symbols
-                if (s := self.kernel.find(name, symbol)) is not None
-                and s.sequencer.last_id >= 0
-                and s.sequencer.gap is None
-            ]
+            states = [(symbol, self.kernel.find(name, symbol)) for symbol in symbols]
+        due = []
+        for symbol, state in states:
+            if state is None or state.sequencer.last_id < 0:
+                continue
+            if state.sequencer.gap is not None:  # after its backfill (see _backfill)
+                self._catch_up_later.add(symbol)
+            else:
+                due.append(symbol)
         for symbol in due:
             self._spawn(self._catch_up(symbol))
 
@@ -732,7 +737,22 @@ class Engine:
         self._spawn(self._backfill(gap))
 
     async def _backfill(self, gap: Gap) -> None:
-        """Fetch a gap over REST; the kernel releases the held live trades after it."""
+        """Fetch a gap over REST; the kernel releases the held live trades after it. If
+        the symbol's connection came back meanwhile, catch up after it (trades missed at
+        the end of that drop show no gap until a later live trade, maybe never)."""
+        try:
+            await self._fill(gap)
+        finally:
+            state = self.kernel.find(gap.exchange, gap.symbol)
+            if (
+                gap.symbol in self._catch_up_later
+                and state is not None
+                and state.sequencer.gap is None
+            ):
+                self._catch_up_later.discard(gap.symbol)
+                self._spawn(self._catch_up(gap.symbol))
+
+    async def _fill(self, gap: Gap) -> None:
         log.info(
             "fetching %d missed %s trades (%d..%d)",
             gap.size,

@@ -72,6 +72,7 @@ def build_kernel(
         max_backfill=settings.max_backfill,
         warm_window=settings.window,
         bars=bars,
+        bar_keep=settings.bar_seconds or (300 if settings.symbol_set().is_all else 3600),
         rules=rules,
     )
     usd.last_price = kernel.last_price  # other quotes in USD: <asset>USDT from the same feed

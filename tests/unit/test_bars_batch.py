@@ -91,3 +91,25 @@ def test_accept_run_refuses_ids_that_are_not_consecutive() -> None:
     assert seq.last_id == 10
     assert seq.accept_run(11, 15, 5)
     assert seq.last_id == 15
+
+
+@given(
+    runs=st.lists(trade_runs(), min_size=1, max_size=4),
+    keep=st.integers(1, 40),
+    limit=st.one_of(st.none(), st.integers(1, 60)),
+)
+def test_bars_keep_the_last_ones_exactly(
+    runs: list[list[Trade]], keep: int, limit: int | None
+) -> None:
+    """The compact columns give the bars an unbounded series would give, cut to the last
+    ``keep`` closed ones (and the forming one), the last ``limit`` of them when asked."""
+    kept, whole = BarSeries(1, keep=keep), BarSeries(1, keep=10**6)
+    for trade in (t for run in runs for t in run):
+        kept.update(trade)
+        whole.update(trade)
+    everything = whole.bars()
+    closed, forming = everything[:-1], everything[-1:]
+    expected = closed[-keep:] + forming
+    assert kept.bars() == expected
+    assert kept.bars(limit) == (expected[-limit:] if limit else expected)
+    assert kept.last() == whole.last()

@@ -219,6 +219,8 @@ def test_an_alert_counts_each_trade_once_in_its_usd_total(btc: list[Trade]) -> N
         if isinstance(b, NotionalSignal) and b.unit == "order" and b.trade_id <= a.trade_id
     )
     assert inside > 3  # big trades inside big orders: the case this is about
+    # what an alert remembers stays small: the pieces of the last two exchange times
+    assert all(len({p.time_us for p in kept}) <= 2 for kept in rules._pieces.values())
     for alert_id, ids in covered.items():
         expected = float(sum(usd(by_id[i]) for i in ids))
         assert totals[alert_id] == pytest.approx(expected, rel=1e-9), alert_id

@@ -32,11 +32,13 @@ MAX_PIECES = 256
 
 
 class Piece(NamedTuple):
-    """Trade ids ``first..last`` whose value (USD) an alert has counted."""
+    """Trade ids ``first..last`` at exchange time ``time_us`` whose value (USD) an alert
+    has counted."""
 
     first: int
     last: int
     usd: float
+    time_us: int = 0
 
 
 class AlertRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -106,16 +108,23 @@ def covered(signal: Signal) -> tuple[int, int] | None:
     return signal.trade_id, int(getattr(signal, "last_trade_id", signal.trade_id))
 
 
-def count_new(pieces: list[Piece], span: tuple[int, int], usd: float) -> float:
-    """What ``usd``, the value of trades ``span``, adds to the ``pieces`` counted so far
-    (and record it there): a range already counted adds nothing; an order containing
-    trades counted one by one adds its value less theirs."""
+def count_new(pieces: list[Piece], span: tuple[int, int], usd: float, time_us: int = 0) -> float:
+    """What ``usd``, the value of trades ``span`` at ``time_us``, adds to the ``pieces``
+    counted so far (and record it there): a range already counted adds nothing; an order
+    containing trades counted one by one adds its value less theirs.
+
+    Only the pieces of the last two exchange times are kept: an order's fills share one
+    time, and its signal comes with the symbol's next trade (a later time) at the latest,
+    so a piece older than the two newest times can never be inside a signal to come."""
     first, last = span
     if any(p.first <= first and last <= p.last for p in pieces):
         return 0.0
     inside = [p for p in pieces if first <= p.first and p.last <= last]
     pieces[:] = [p for p in pieces if not (first <= p.first and p.last <= last)]
-    pieces.append(Piece(first, last, usd))
+    pieces.append(Piece(first, last, usd, time_us))
+    times = sorted({p.time_us for p in pieces}, reverse=True)
+    if len(times) > 2:
+        pieces[:] = [p for p in pieces if p.time_us >= times[1]]
     del pieces[:-MAX_PIECES]
     return max(usd - sum(p.usd for p in inside), 0.0)
 
@@ -159,7 +168,8 @@ class AlertRules:
             total = None
             if current.usd_total is not None and usd is not None:
                 pieces = self._pieces.setdefault(key, [])
-                total = current.usd_total + (usd if span is None else count_new(pieces, span, usd))
+                added = usd if span is None else count_new(pieces, span, usd, signal.time_us)
+                total = current.usd_total + added
             detectors = current.detectors
             if signal.detector not in detectors:
                 detectors = [*detectors, signal.detector]
@@ -193,7 +203,9 @@ class AlertRules:
             summary=_summary(rule, signal, usd, 1),
         )
         self._open[key] = alert
-        self._pieces[key] = [Piece(*span, usd)] if span is not None and usd is not None else []
+        self._pieces[key] = (
+            [Piece(*span, usd, signal.time_us)] if span is not None and usd is not None else []
+        )
         return AlertEvent(alert, opened=True)
 
     def open_alerts(self, exchange: str, symbol: str) -> list[dict[str, Any]]:
@@ -231,7 +243,10 @@ class AlertRules:
         key = (alert.exchange, alert.symbol, alert.rule)
         self._open[key] = alert
         # checkpoints of older versions have no "counted": their folds go on uncounted
-        self._pieces[key] = [Piece(int(a), int(b), float(u)) for a, b, u in raw.get("counted", [])]
+        self._pieces[key] = [
+            Piece(int(row[0]), int(row[1]), float(row[2]), int(row[3]) if len(row) > 3 else 0)
+            for row in raw.get("counted", [])
+        ]
 
 
 def _money(usd: float | None) -> str:

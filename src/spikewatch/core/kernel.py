@@ -154,6 +154,7 @@ class Kernel:
         max_backfill: int = 100_000,
         warm_window: int = 0,
         bars: bool = True,
+        bar_keep: int = 3600,
         max_held: int = 200_000,
         rules: AlertRules | None = None,
         on_released: Released | None = None,
@@ -173,6 +174,7 @@ class Kernel:
         self.max_backfill = max_backfill
         self.warm_window = warm_window
         self._bars = bars
+        self._bar_keep = bar_keep  # one-second bars kept per symbol
         self._max_held = max_held
         self._states: dict[Key, SymbolState] = {}
         self._lags: list[
@@ -202,6 +204,7 @@ class Kernel:
                 self._factory(exchange, symbol),
                 consecutive=capabilities.consecutive_ids,
                 bars=self._bars,
+                bar_keep=self._bar_keep,
                 max_held=self._max_held,
                 holes=capabilities.id_holes,
             )

@@ -92,6 +92,7 @@ class SymbolState:
         *,
         consecutive: bool,
         bars: bool,
+        bar_keep: int = 3600,
         max_held: int,
         holes: int = 0,
     ) -> None:
@@ -105,7 +106,7 @@ class SymbolState:
         )
         self.sequencer = Sequencer(max_held=max_held, consecutive=consecutive, holes=holes)
         self.guard = TradeGuard(consecutive=consecutive)
-        self.bars = BarSeries() if bars else None
+        self.bars = BarSeries(keep=bar_keep) if bars else None
         # trades run since the last settle(), for the bars: the chart can wait until a
         # step's signals have gone out, a signal should not wait for the chart
         self.pending: list[Sequence[Trade] | TradeBatch] = []

@@ -275,10 +275,20 @@ class BinanceTrades:
             return ParsedFrames([batch], [], [])
         if not all(map(str.isupper, symbols)):
             return None
-        batches = []
+        batches: list[TradeBatch | Trade] = []
         start = 0
+        name = self.name
         for symbol, run in groupby(symbols):
             stop = start + sum(1 for _ in run)
+            if stop - start < SMALL_RUN:  # a few trades of one of many symbols (a market):
+                # as lone Trades, which the kernel takes one by one anyway
+                for i in range(start, stop):
+                    side = Side.SELL if makers[i] else Side.BUY
+                    batches.append(
+                        Trade(name, symbol, trade_ids[i], prices[i], qtys[i], times_us[i], side)
+                    )
+                start = stop
+                continue
             batches.append(
                 TradeBatch(
                     self.name,
