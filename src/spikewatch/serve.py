@@ -105,11 +105,13 @@ STATUS_S: Final = 1.0
 PAGE: Final = 1000
 #: Signals heard on the bus and awaited in the store, at most (the oldest give way).
 MAX_WAITING: Final = 10_000
-#: Ids of signals pushed lately: a bus message for one of them is a republish.
+#: Ids of signals pushed lately: a bus message for one of them is not awaited (it came
+#: after its signal was read from the store, or the signal was published again).
 PUSHED_IDS: Final = 10_000
 #: Newest stored signals looked through at start for the symbols and latest spikes.
 SEED_SIGNALS: Final = 20_000
-#: Signals kept in memory for history pages (as the engine keeps).
+#: Signals kept in memory for history pages (as the engine keeps); fed by the live push,
+#: so a page from memory is at most the push's delay behind the store.
 RECENT_SIGNALS: Final = 5000
 
 #: What /api/reconnect says: there is no exchange connection to renew here.
@@ -222,15 +224,11 @@ class ServeView:
             page = self.store.page(exchange=name, until_us=plausible, limit=PAGE, after=after)
             for signal in page.signals:
                 seen.add(signal.symbol)
-                if signal.spike and signal.symbol not in self._latest:
-                    self._latest[signal.symbol] = signal
+                self._remember(signal)  # (spikes only; the latest of each symbol and of all)
             read += len(page.signals)
             after = page.next_cursor
             if after is None:
                 break
-        best = latest_spike(self.store, exchange=name, until_us=plausible)
-        if best is not None:
-            self._remember(best)
         return seen
 
     def start(self) -> None:
