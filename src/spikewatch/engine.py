@@ -98,6 +98,8 @@ RECORDER_QUEUE = 100_000
 #: warmed while they stream, busiest first by nature (their windows fill from the stream
 #: before their look-up's turn comes, and it is skipped), quiet ones over REST
 WARM_BEFORE_CONNECT = 50
+#: Symbols every live ``status`` event describes, at most; beyond, those that traded
+LIVE_ALL = 50
 
 SignalListener = Callable[[Signal], None]
 
@@ -181,6 +183,8 @@ class Engine:
         # symbols whose connection came back while a gap of theirs was being fetched: the
         # trades missed at that drop are looked for once the gap is closed
         self._catch_up_later: set[str] = set()
+        # per symbol: (last trade id, trades) at its last checkpoint
+        self._saved_upto: dict[str, tuple[int, int]] = {}
         self._restored = self._restore_checkpoints()
         self._checkpointed = set(self._restored)  # symbols with a checkpoint to go on from
         self._pool: ConnectionPool | None = None
@@ -595,9 +599,14 @@ class Engine:
         rules = self.kernel.rules
         with self._lock:
             points = []
+            saved = self._saved_upto
             for symbol in self._symbols:
+                current = self.kernel.find(name, symbol)
+                if current is None or (current.last_id, current.trades) == saved.get(symbol):
+                    continue  # nothing new since its last checkpoint: a quiet symbol is free
                 state = self.kernel.checkpoint(name, symbol)
                 if state is not None:
+                    saved[symbol] = (current.last_id, current.trades)
                     self._checkpointed.add(symbol)
                     points.append(
                         Checkpoint(
@@ -985,6 +994,17 @@ class Engine:
             alerts=self._alerts.status() if self._alerts is not None else None,
         )
 
+    def last_trade(self, symbol: str) -> tuple[float, int] | None:
+        """The last trade's price (quote asset) and exchange time (µs) of ``symbol``."""
+        state = self.kernel.find(self.exchange.name, symbol)
+        last = state.last if state is not None else None  # one reference read
+        return (units_to_float(last.price), last.time_us) if last is not None else None
+
+    def latest_time_us(self) -> int | None:
+        """The latest exchange time of any trade processed (µs)."""
+        with self._lock:
+            return self.kernel.latest_time_us()
+
     def symbols(self) -> tuple[str, ...]:
         """The symbols watched now, in order (ALL: as the exchange's listing has them)."""
         return self._symbols  # one reference read: an immutable tuple
@@ -1035,25 +1055,40 @@ class Engine:
         return self.store.after_seq(seq, limit)
 
     def live_status(self) -> list[LiveSymbol]:
-        """Per symbol: price, trade rate since the last call, latest bar."""
-        status = self.status()
+        """Per symbol: price, trade rate since the last call, latest bar. With more than
+        :data:`LIVE_ALL` symbols, only those that traded since the last call (the rest did
+        not change: a quiet symbol costs the live stream nothing)."""
         now = time.monotonic()
         then, before = self._rate_mark
-        self._rate_mark = (now, {s: v.trades for s, v in status.symbols.items()})
         name = self.exchange.name
+        pool, running = self._pool, self._running()
+        symbols = self._symbols
+        every = len(symbols) <= LIVE_ALL
+        out = []
+        counts = {}
         with self._lock:
-            bars = {s: self.kernel.bars(name, s, 1) for s in status.symbols}
+            for symbol in symbols:
+                state = self.kernel.find(name, symbol)
+                trades = state.trades if state is not None else 0
+                counts[symbol] = trades
+                if state is None or not (every or trades != before.get(symbol)):
+                    continue
+                bars = self.kernel.bars(name, symbol, 1)
+                out.append((symbol, state, state.last, bars[-1] if bars else None))
+        self._rate_mark = (now, counts)
         elapsed = max(now - then, 1e-9)
         return [
             LiveSymbol(
-                symbol=s.symbol,
-                connection=s.connection,
-                last_price=s.last_price,
-                trades=s.trades,
-                trades_per_s=round((s.trades - before.get(s.symbol, 0)) / elapsed, 2),
-                signals=s.signals,
-                bar=bars[s.symbol][-1] if bars.get(s.symbol) else None,
-                exchange=s.exchange,
+                symbol=symbol,
+                connection=(pool.state_of(symbol) if pool is not None else "starting")
+                if running
+                else "stopped",
+                last_price=units_to_float(last.price) if last is not None else None,
+                trades=state.trades,
+                trades_per_s=round((state.trades - before.get(symbol, 0)) / elapsed, 2),
+                signals=state.signals,
+                bar=bar,
+                exchange=name,
             )
-            for s in status.symbols.values()
+            for symbol, state, last, bar in out
         ]

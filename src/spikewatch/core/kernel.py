@@ -181,6 +181,9 @@ class Kernel:
             tuple[int, Sequence[TradeBatch | Trade]]
         ] = []  # (recv µs, batches) to count
         self._ran: set[SymbolState] = set()  # states with trades run since the last settle
+        # states that may hold something for flush() (an open order): those that ran
+        # since a flush found them empty; a quiet symbol costs the clock tick nothing
+        self._unflushed: set[SymbolState] = set()
         self.frames = 0
         self.ignored = 0
         self.malformed: dict[str, int] = {}
@@ -260,6 +263,7 @@ class Kernel:
             if state is not None:
                 state.watched = False
                 self._ran.discard(state)
+                self._unflushed.discard(state)
 
     def counters(self) -> KernelCounters:
         """A copy of the kernel-wide counters."""
@@ -325,6 +329,7 @@ class Kernel:
                         state.lag_counts[bisect_left(LAG_BUCKETS_MS, lag_us / 1000)] += 1
                         state.lag_sum += lag_us / 1000
         self._lags.clear()
+        self._unflushed |= self._ran
         for state in self._ran:  # only those that ran: a quiet symbol costs nothing
             if state.pending:
                 state.settle()
@@ -671,7 +676,10 @@ class Kernel:
         return self._done(step)
 
     def _flush_into(self, step: Step, before_us: int) -> None:
-        for state in self._states.values():
+        self._unflushed |= self._ran
+        done = []
+        for state in self._unflushed:
+            waiting = False
             for detector in state.detectors:
                 flush = getattr(detector, "flush", None)
                 if flush is not None:
@@ -679,6 +687,10 @@ class Kernel:
                     if found:
                         state.signals += len(found)
                         step.signals.extend(found)
+                    waiting = waiting or bool(getattr(detector, "pending", True))
+            if not waiting:
+                done.append(state)
+        self._unflushed.difference_update(done)
 
     def end(self) -> Step:
         """The input is over (the end of a replay): trades the guards still hold have
@@ -745,4 +757,5 @@ class Kernel:
         state.sequencer.last_id = last_id
         state.guard.high_id = last_id
         state.guard.high_time_us = time_us if time_us is not None else UNKNOWN_TIME
+        self._unflushed.add(state)  # its snapshot may hold an open order
         return True

@@ -129,6 +129,11 @@ class NotionalDetector:
                 out.append((at, signal))
         return out
 
+    @property
+    def pending(self) -> bool:
+        """An order is open (a later flush may close it)."""
+        return self._orders is not None and self._orders.open
+
     def flush(self, before_us: int) -> list[Signal]:
         """The open order, judged, if it is older than ``before_us`` (exchange time)."""
         if self._orders is None:

@@ -226,6 +226,11 @@ class OrderAggregator:
             self._levels = 1 + changes
         return out
 
+    @property
+    def open(self) -> bool:
+        """An order is open (its fills so far are held)."""
+        return self._first is not None
+
     def flush(self, before_us: int) -> Order | None:
         """The open order, closed, if its exchange time is before ``before_us``."""
         first = self._first

@@ -30,7 +30,7 @@ from spikewatch.core.alerts import Alert, AlertEvent
 from spikewatch.core.leaderboard import BY, WINDOWS, Key, Leaderboard, Row, rank
 from spikewatch.core.model import Signal, iso_utc
 from spikewatch.core.orders import split_symbol
-from spikewatch.status import EngineStatus, EngineView
+from spikewatch.status import EngineView
 from spikewatch.store.base import SignalStore
 from spikewatch.web import params
 from spikewatch.web.api import served
@@ -128,21 +128,45 @@ class Feeds(Protocol):
     def add_alert_sink(self, sink: Callable[[Sequence[AlertEvent]], None]) -> None: ...
 
 
-class MarketBoard:
-    """The leaderboard of one runtime's watched symbols, safe from any thread."""
+@runtime_checkable
+class Quotes(Protocol):
+    """Cheap per-symbol reads (the engine has them): a leaderboard of 2,000 symbols must
+    not build the whole status for each request."""
 
-    def __init__(self, keys: Iterable[Key]) -> None:
+    def symbols(self) -> tuple[str, ...]: ...
+
+    def last_trade(self, symbol: str) -> tuple[float, int] | None: ...
+
+    def latest_time_us(self) -> int | None: ...
+
+
+class MarketBoard:
+    """The leaderboard of one runtime's watched symbols, safe from any thread. The
+    symbols watched may change while it runs (``--symbols ALL`` follows the listing):
+    ``watched`` is asked each time."""
+
+    def __init__(self, exchange: str, watched: Callable[[], Sequence[str]]) -> None:
         self._board = Leaderboard()
         self._lock = threading.Lock()
-        self.keys = sorted(set(keys), key=lambda k: (k[1], k[0]))
-        self._watched = frozenset(self.keys)
+        self._exchange = exchange
+        self._watched_now = watched
+        self._seen: tuple[Sequence[str], list[Key]] | None = None
         # the ids of the alerts counted, latest last: after a crash the trades since the
         # last checkpoint are processed again and may open an alert the log already has
         self._alert_ids: OrderedDict[str, None] = OrderedDict()
 
+    @property
+    def keys(self) -> list[Key]:
+        """The watched ``(exchange, symbol)`` keys, by symbol (sorted once per change)."""
+        watched = self._watched_now()
+        seen = self._seen
+        if seen is None or seen[0] is not watched:
+            seen = self._seen = (watched, sorted((self._exchange, s) for s in set(watched)))
+        return seen[1]
+
     def on_signal(self, signal: Signal) -> None:
         """A new signal (the engine's listener: on the ingest thread, O(1))."""
-        if (signal.exchange, signal.symbol) in self._watched:
+        if signal.exchange == self._exchange:
             with self._lock:
                 self._board.add_signal(signal)
 
@@ -154,7 +178,7 @@ class MarketBoard:
                 self._add_alert(event.alert)
 
     def _add_alert(self, alert: Alert) -> None:
-        if (alert.exchange, alert.symbol) not in self._watched:
+        if alert.exchange != self._exchange:
             return
         with self._lock:
             if alert.id in self._alert_ids:
@@ -178,8 +202,8 @@ class MarketBoard:
                     exchange=exchange, since_us=since, until_us=until, limit=1000, after=after
                 )
                 with self._lock:
-                    for signal in page.signals:
-                        if (signal.exchange, signal.symbol) in self._watched:
+                    for signal in page.signals:  # (ALL: the listing is not read yet)
+                        if signal.exchange == self._exchange:
                             self._board.add_signal(signal)
                 read += len(page.signals)
                 after = page.next_cursor
@@ -217,7 +241,8 @@ def install(app: Flask, engine: EngineView) -> MarketBoard:
     """Build the board of ``engine``'s watched symbols, seed it from the store and the
     alert log, then follow the engine's signals and alerts; register the routes."""
     exchange = engine.exchange.name
-    board = MarketBoard((exchange, symbol) for symbol in engine.settings.symbols)
+    watched = engine.symbols if isinstance(engine, Quotes) else lambda: engine.settings.symbols
+    board = MarketBoard(exchange, watched)
     latest = {name: s for name in served(engine) if (s := engine.latest_signal(None, name))}
     try:
         board.seed(engine.store, engine.outbox, latest)
@@ -280,14 +305,18 @@ def _matching(
     ]
 
 
-def _now_us(status: EngineStatus, board: MarketBoard) -> int | None:
+def _now_us(engine: EngineView, board: MarketBoard) -> int | None:
     """The board's read time: the latest trade of any watched symbol, or the latest
     event on the board if later (exchange time)."""
-    times = [s.last_trade_time for s in status.symbols.values() if s.last_trade_time]
     latest = None
-    if times:  # ISO 8601 of one format: the greatest string is the latest time
-        moment = datetime.fromisoformat(max(times))
-        latest = int(moment.timestamp()) * 1_000_000 + moment.microsecond
+    if isinstance(engine, Quotes):
+        latest = engine.latest_time_us()
+    else:
+        status = engine.status()
+        times = [s.last_trade_time for s in status.symbols.values() if s.last_trade_time]
+        if times:  # ISO 8601 of one format: the greatest string is the latest time
+            moment = datetime.fromisoformat(max(times))
+            latest = int(moment.timestamp()) * 1_000_000 + moment.microsecond
     clock = board.clock_us()
     if latest is None or (clock is not None and clock > latest):
         return clock
@@ -326,7 +355,7 @@ def symbols() -> Response:
             if (s := status.symbols.get(k[1])) is not None and s.connection == wanted
         ]
     page = keys[offset : offset + limit]
-    now = _now_us(status, board)
+    now = _now_us(engine, board)
     out = []
     for ex, symbol in page:
         s = status.symbols.get(symbol)
@@ -366,13 +395,19 @@ def top() -> Response:
     exchange = params.exchange(args, served(engine))
     search = _text(args, "q", _SEARCH, "a part of a symbol (letters and digits)")
     quote = _text(args, "quote", _QUOTE, "a quote asset (letters and digits, e.g. USDT)")
-    status = engine.status()
-    now = _now_us(status, board)
+    now = _now_us(engine, board)
     keys = _matching(board.keys, exchange, search, quote)
     ranked = rank(board.rows(window, keys, now), by)
+    shown = ranked[:limit]
+    if isinstance(engine, Quotes):  # a price per row shown, not a status of every symbol
+        prices = {r.symbol: (t[0] if (t := engine.last_trade(r.symbol)) else None) for r in shown}
+    else:
+        status = engine.status()
+        prices = {
+            r.symbol: (s.last_price if (s := status.symbols.get(r.symbol)) else None) for r in shown
+        }
     rows = []
-    for place, row in enumerate(ranked[:limit], start=1):
-        s = status.symbols.get(row.symbol)
+    for place, row in enumerate(shown, start=1):
         base, quote_asset = _assets(row.symbol)
         rows.append(
             TopRow(
@@ -386,7 +421,7 @@ def top() -> Response:
                 usd_max=row.usd_max,
                 ratio_max=row.ratio_max,
                 spark=row.spark,
-                last_price=s.last_price if s is not None else None,
+                last_price=prices.get(row.symbol),
                 last_signal=row.last_signal,
             )
         )
