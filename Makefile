@@ -51,8 +51,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
+# Every test, on every core (CI's 2 cores: about half the time of one; the suite's tests
+# use their own ports, databases, schemas and bus names, so they run side by side).
 unit: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n auto $(PYTEST_ARGS)
 
 test-deps:
 	@missing=""; \
