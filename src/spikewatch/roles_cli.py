@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from spikewatch.config import ConfigError, Settings
+from spikewatch.config import Settings
 
 log = logging.getLogger("spikewatch")
 
@@ -204,8 +204,4 @@ def load_role_settings(ns: argparse.Namespace) -> Settings:
     from spikewatch.config import load_settings
 
     keys, _ = role_command(ns)
-    flags = {k: getattr(ns, k, None) for k in keys}
-    try:
-        return load_settings(flags, config_path=ns.config)
-    except ConfigError:
-        raise
+    return load_settings({k: getattr(ns, k, None) for k in keys}, config_path=ns.config)
