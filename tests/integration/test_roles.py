@@ -7,6 +7,9 @@ Without the servers these tests skip on a developer's machine and FAIL under CI.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +18,7 @@ from roles_kit import deployment, embedded_ids, last_trade_id, stop
 from spikewatch.replay.simulator import Simulator, SimulatorThread
 from spikewatch.replay.tape import tape_from_frames
 
-from helpers import wait_until
+from helpers import free_port, wait_until
 
 FRAMES = 4000
 
@@ -119,3 +122,41 @@ def test_the_kernel_hands_on_exactly_the_trades_it_releases_in_order(
     kernel.feed_frames("binance", holed[1300:])
     first = venue.parse_batch(frames[:1]).trade_list()[0].trade_id
     assert released == list(range(first, first + 3000))
+
+
+def test_bad_input_or_a_missing_server_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """What a user mistypes, or a server that is not there, says what and where in one
+    line, exit status 2 (no traceback)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPIKEWATCH_")}
+    nowhere = f"nats://127.0.0.1:{free_port()}"
+    cases = [
+        (["detect"], "give --postgres"),
+        (["detect", "--postgres", "postgresql://u@h/db", "--partitions", "3-9"], "--partitions"),
+        (["ingest", "--bus-partitions", "0"], "bus_partitions"),
+        (["detect", "--postgres", "postgresql://postgres@127.0.0.1:1/x"], "127.0.0.1:1"),
+        (
+            [
+                "ingest",
+                "--symbols",
+                "BTCUSDT",
+                "--nats-url",
+                nowhere,
+                "--rest-url",
+                "http://127.0.0.1:1",
+            ],
+            nowhere,
+        ),
+    ]
+    for args, named in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "spikewatch", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, (args, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, (args, done.stderr)
+        assert lines[0].startswith("spikewatch: "), (args, lines)
+        assert named in lines[0], (args, lines)
