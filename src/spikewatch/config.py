@@ -91,6 +91,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     postgres: str = ""
     bus_partitions: int = 8  # partitions of the trade stream (fixed for the stream's life)
     bus_prefix: str = "spikewatch"  # stream, subject and bucket names start with it
+    # copies of each stream and bucket in a NATS cluster (3 on a 3-node cluster; a server
+    # alone: 1); set when they are made (an existing stream keeps its own)
+    bus_replicas: int = 1
     window: int = 200  # trades in the rolling window
     threshold: Decimal = Decimal(10)  # spike when qty > threshold * window mean
     host: str = "127.0.0.1"
@@ -233,10 +236,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _check(self.symbols_refresh_s >= 10, "symbols_refresh_s", "must be >= 10 seconds")
         _check(0 <= self.bar_seconds <= 86_400, "bar_seconds", "must be between 0 and 86400")
         _check(
-            self.nats_url.split("://", 1)[0] in ("nats", "tls", "ws", "wss")
-            and "://" in self.nats_url,
+            all(
+                "://" in url and url.split("://", 1)[0] in ("nats", "tls", "ws", "wss")
+                for url in self.nats_url.split(",")
+            ),
             "nats_url",
-            f"{self.nats_url!r} is not a NATS URL (nats://host:4222)",
+            f"{self.nats_url!r} is not a NATS URL (nats://host:4222), or a comma-separated "
+            "list of a cluster's",
         )
         _check(
             not self.postgres or self.postgres.split("://", 1)[0] in ("postgresql", "postgres"),
@@ -244,6 +250,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "must be a PostgreSQL URL (postgresql://user@host:5432/db)",
         )
         _check(1 <= self.bus_partitions <= 1024, "bus_partitions", "must be between 1 and 1024")
+        _check(1 <= self.bus_replicas <= 5, "bus_replicas", "must be between 1 and 5 (JetStream)")
         _check(
             bool(re.fullmatch(r"[A-Za-z0-9_-]{1,32}", self.bus_prefix)),
             "bus_prefix",

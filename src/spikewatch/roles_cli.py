@@ -25,6 +25,7 @@ INGEST_KEYS = (
     "rest_url",
     "bus_prefix",
     "bus_partitions",
+    "bus_replicas",
     "window",
     "log_level",
 )
@@ -34,6 +35,7 @@ DETECT_KEYS = (
     "exchange",
     "bus_prefix",
     "bus_partitions",
+    "bus_replicas",
     "window",
     "threshold",
     "alert_profile",
@@ -66,6 +68,11 @@ def _bus_flags(parser: argparse.ArgumentParser) -> None:
         "--bus-partitions",
         dest="bus_partitions",
         help="partitions of the trade stream (default 8; fixed for its life)",
+    )
+    parser.add_argument(
+        "--bus-replicas",
+        dest="bus_replicas",
+        help="copies of each stream and bucket in a NATS cluster (default 1; 3 on 3 nodes)",
     )
     parser.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING or ERROR")
 

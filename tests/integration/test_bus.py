@@ -641,3 +641,22 @@ def test_a_partition_taken_over_from_a_snapshot_gives_the_same_signals(
         )
 
     run(body)
+
+
+def test_a_cluster_is_given_as_a_list_of_its_nodes() -> None:
+    """``nats_url`` may list a cluster's nodes: a node that is down (here a closed port)
+    is passed over for the next one."""
+    from spikewatch.bus.connect import connect_bus
+
+    with socket.socket() as closed:
+        closed.bind((HOST, 0))
+        down = f"nats://{HOST}:{closed.getsockname()[1]}"
+
+    async def go() -> bool:
+        nc = await connect_bus(f"{down}, {URL}", wait_s=10)
+        try:
+            return bool(nc.is_connected)
+        finally:
+            await nc.close()
+
+    assert asyncio.run(go())

@@ -14,6 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from spikewatch.replay.readers import read_trades
+from spikewatch.replay.simulator import Simulator, SimulatorThread
+from spikewatch.replay.tape import TapeEntry, merge_by_time, tape_from_frames, tape_from_trades
+
+from helpers import wait_until
 from roles_kit import (
     deployment,
     embedded_ids,
@@ -21,11 +26,6 @@ from roles_kit import (
     stop,
     stream_trade_ids,
 )
-from spikewatch.replay.readers import read_trades
-from spikewatch.replay.simulator import Simulator, SimulatorThread
-from spikewatch.replay.tape import TapeEntry, merge_by_time, tape_from_frames, tape_from_trades
-
-from helpers import wait_until
 
 pytestmark = pytest.mark.slow
 

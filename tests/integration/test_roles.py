@@ -14,11 +14,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from roles_kit import deployment, embedded_ids, last_trade_id, stop
 from spikewatch.replay.simulator import Simulator, SimulatorThread
 from spikewatch.replay.tape import tape_from_frames
 
 from helpers import free_port, wait_until
+from roles_kit import deployment, embedded_ids, last_trade_id, stop
 
 FRAMES = 4000
 

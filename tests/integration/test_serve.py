@@ -43,8 +43,6 @@ from schemathesis.checks import (
     unsupported_method,
 )
 
-from roles_kit import deployment as roles_deployment
-from roles_kit import embedded_ids
 from spikewatch.bus.names import BusNames
 from spikewatch.bus.signals import SignalPublisher, ensure_signal_stream
 from spikewatch.config import load_settings
@@ -57,6 +55,8 @@ from spikewatch.web.openapi import build_document
 from spikewatch.wiring import build_exchange, build_kernel
 
 from helpers import ROOT, free_port, wait_until
+from roles_kit import deployment as roles_deployment
+from roles_kit import embedded_ids
 
 POSTGRES_URL = os.environ.get(
     "SPIKEWATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"

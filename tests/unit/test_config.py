@@ -439,3 +439,20 @@ def test_no_config_error_repeats_a_word(env: dict[str, str]) -> None:
     words = [w.strip(":;,.()'\"`").lower() for w in str(info.value).split()]
     doubled = [a for a, b in itertools.pairwise(words) if a and a == b]
     assert doubled == [], str(info.value)
+
+
+def test_the_distributed_settings_are_checked_naming_the_key() -> None:
+    settings = load_settings(
+        {"nats_url": "nats://n1:4222,nats://n2:4222", "bus_replicas": "3"}, env={}
+    )
+    assert (settings.nats_url, settings.bus_replicas) == ("nats://n1:4222,nats://n2:4222", 3)
+    for flags, key in (
+        ({"nats_url": "http://n1:4222"}, "nats_url"),
+        ({"nats_url": "nats://n1:4222,n2"}, "nats_url"),
+        ({"postgres": "mysql://db"}, "postgres"),
+        ({"bus_replicas": "7"}, "bus_replicas"),
+        ({"bus_partitions": "0"}, "bus_partitions"),
+        ({"bus_prefix": "a.b"}, "bus_prefix"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            load_settings(flags, env={})

@@ -30,7 +30,7 @@ async def connect_bus(url: str, *, wait_s: float = 5.0, name: str = "spikewatch"
     try:
         nc = await asyncio.wait_for(
             nats.connect(
-                url,
+                [u.strip() for u in url.split(",") if u.strip()],  # a cluster: all its nodes
                 name=name,
                 connect_timeout=min(wait_s, 2.0),
                 max_reconnect_attempts=-1,

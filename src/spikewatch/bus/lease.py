@@ -36,7 +36,7 @@ class LeaseLost(RuntimeError):
 
 
 async def ensure_lease_bucket(
-    js: JetStreamContext, bucket: str, ttl: float = LEASE_TTL_S
+    js: JetStreamContext, bucket: str, ttl: float = LEASE_TTL_S, replicas: int = 1
 ) -> KeyValue:
     """The lease bucket ``bucket`` with a TTL of ``ttl`` seconds, made if missing."""
     check_token("bucket name", bucket)
@@ -50,6 +50,7 @@ async def ensure_lease_bucket(
                 history=1,
                 ttl=ttl,
                 storage=StorageType.FILE,
+                replicas=replicas,
             )
         )
     have = (await kv.status()).ttl

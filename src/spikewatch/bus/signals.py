@@ -38,6 +38,7 @@ async def ensure_signal_stream(
     max_age: float = SIGNAL_MAX_AGE_S,
     max_bytes: int = 1 << 30,
     duplicate_window: float = SIGNAL_DUPLICATE_WINDOW_S,
+    replicas: int = 1,
 ) -> StreamInfo:
     """Create the signal stream ``name`` on ``<prefix>.*.*`` if missing (idempotent;
     other limits on an existing stream are updated)."""
@@ -52,6 +53,7 @@ async def ensure_signal_stream(
         max_bytes=max_bytes,
         duplicate_window=duplicate_window,
         storage=StorageType.FILE,
+        num_replicas=replicas,
     )
     try:
         info = await js.stream_info(name)

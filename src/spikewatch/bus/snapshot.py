@@ -50,7 +50,7 @@ class PartitionSnapshot(msgspec.Struct, frozen=True):
     revision: int = 0  # the key-value revision it was read at (0: not stored yet)
 
 
-async def ensure_snapshot_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
+async def ensure_snapshot_bucket(js: JetStreamContext, bucket: str, replicas: int = 1) -> KeyValue:
     """The snapshot bucket ``bucket``, made if missing (no TTL: a snapshot lasts until
     replaced; one revision kept per partition)."""
     check_token("bucket name", bucket)
@@ -63,6 +63,7 @@ async def ensure_snapshot_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
                 description="spikewatch kernel snapshots, one per partition",
                 history=1,
                 storage=StorageType.FILE,
+                replicas=replicas,
             )
         )
 

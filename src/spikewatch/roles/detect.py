@@ -199,10 +199,17 @@ class DetectWorker:
         self._store = await asyncio.to_thread(open_store, settings.postgres)
         self._nc = await connect_bus(settings.nats_url, name=f"spikewatch-detect-{self.owner}")
         js = self._js = jetstream(self._nc)
-        await ensure_trade_stream(js, names.trade_stream, names.trade_subjects)
-        await ensure_signal_stream(js, names.signal_stream, prefix=names.signal_prefix)
-        self._leases = await ensure_lease_bucket(js, names.lease_bucket, ttl=self.lease_ttl)
-        self._snapshots = SnapshotStore(await ensure_snapshot_bucket(js, names.snapshot_bucket))
+        copies = self.settings.bus_replicas
+        await ensure_trade_stream(js, names.trade_stream, names.trade_subjects, replicas=copies)
+        await ensure_signal_stream(
+            js, names.signal_stream, prefix=names.signal_prefix, replicas=copies
+        )
+        self._leases = await ensure_lease_bucket(
+            js, names.lease_bucket, ttl=self.lease_ttl, replicas=copies
+        )
+        self._snapshots = SnapshotStore(
+            await ensure_snapshot_bucket(js, names.snapshot_bucket, replicas=copies)
+        )
         self._signals = SignalPublisher(js, prefix=names.signal_prefix, stream=names.signal_stream)
 
     async def close(self) -> None:

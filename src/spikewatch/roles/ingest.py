@@ -159,7 +159,9 @@ class IngestRole:
         try:
             js = jetstream(nc)
             subjects = names.trade_subjects
-            await ensure_trade_stream(js, names.trade_stream, subjects)
+            await ensure_trade_stream(
+                js, names.trade_stream, subjects, replicas=self.settings.bus_replicas
+            )
             publisher = self.publisher = TradePublisher(js, subjects, stream=names.trade_stream)
             await publisher.start()
             handoff = self.handoff = Handoff(asyncio.get_running_loop())
