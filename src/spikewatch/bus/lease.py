@@ -27,8 +27,9 @@ from nats.js.kv import KeyValue
 
 from spikewatch.bus.subjects import check_token
 
-#: Seconds a lease lasts without renewal: a dead worker's partitions move within it.
-LEASE_TTL_S = 10.0
+#: Seconds a lease lasts without renewal: a dead worker's partitions move within it (and
+#: the next round of a live worker, 1 s): within 10 s of its death, as issue 13 asks.
+LEASE_TTL_S = 6.0
 
 
 class LeaseLost(RuntimeError):
