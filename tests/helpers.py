@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
+import gzip
 import json
 import os
 import socket
@@ -201,3 +203,53 @@ def spike_signal(exchange: str, trade_id: int, time_us: int, symbol: str = "BTCU
         window=200,
         threshold=10.0,
     )
+
+
+#: Debian's Chromium, as the browser tests launch it: as root in a sandbox with no network
+#: but loopback: no sandbox, no GPU, and none of the background connections Chromium
+#: makes to Google (refused here, and noisy).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+#: The real ETHUSDT trades of the BTCUSDT recording's minutes (data.binance.vision CSV).
+ETH_CSV = "binance-spot-ETHUSDT-trades-2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
+
+
+def eth_frames(fixtures_dir: Path) -> list[tuple[int, bytes]]:
+    """The ETHUSDT CSV's trades rebuilt as the combined-stream frames Binance streams,
+    with their trade times (ms)."""
+    timed: list[tuple[int, bytes]] = []
+    with gzip.open(fixtures_dir / ETH_CSV, "rt", newline="") as handle:
+        for trade_id, price, qty, _quote, time_ms, buyer_is_maker, _best in csv.reader(handle):
+            data = {
+                "e": "trade",
+                "E": int(time_ms),
+                "s": "ETHUSDT",
+                "t": int(trade_id),
+                "p": price,
+                "q": qty,
+                "T": int(time_ms),
+                "m": buyer_is_maker == "True",
+                "M": True,
+            }
+            frame = json.dumps({"stream": "ethusdt@trade", "data": data}, separators=(",", ":"))
+            timed.append((int(time_ms), frame.encode()))
+    return timed
+
+
+def two_symbols(fixtures_dir: Path, btc_frames: list[bytes]) -> list[bytes]:
+    """The BTCUSDT recording interleaved by trade time with the real ETHUSDT trades of the
+    same minutes (stable: each symbol keeps its own order)."""
+    timed = eth_frames(fixtures_dir)
+    timed += [(json.loads(frame)["data"]["T"], frame) for frame in btc_frames]
+    timed.sort(key=lambda item: item[0])
+    return [frame for _, frame in timed]

@@ -33,23 +33,18 @@ from spikewatch.store.sqlite import SQLiteSignalStore
 from spikewatch.web.app import create_app
 from spikewatch.web.dashboard import CHART_LIBRARY, STATIC_DIR
 
-from helpers import caught_up, free_port, served_engine, wait_until, waitress_server
+from helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    caught_up,
+    free_port,
+    served_engine,
+    wait_until,
+    waitress_server,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-#: As root in a sandbox with no network but loopback: no sandbox, no GPU, and none of the
-#: background connections Chromium makes to Google (refused here, and noisy).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: The issue: a signal pushed through the engine is in the table and on the chart within 1 s.
 LATENCY_LIMIT_S = 1.0
 SYMBOL = "BTCUSDT"

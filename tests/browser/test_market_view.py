@@ -9,8 +9,6 @@ symbol's chart, as before.
 from __future__ import annotations
 
 import contextlib
-import csv
-import gzip
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -31,23 +29,10 @@ from spikewatch.store.sqlite import SQLiteSignalStore
 from spikewatch.web.app import create_app
 from spikewatch.web.dashboard import CHART_LIBRARY, STATIC_DIR
 
-from helpers import caught_up, wait_until, waitress_server
+from helpers import CHROMIUM, CHROMIUM_ARGS, caught_up, two_symbols, wait_until, waitress_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-#: As the dashboard's browser tests launch it: no sandbox, no GPU, none of Chromium's
-#: background connections to Google.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PHONE = {"width": 400, "height": 800}
 ETH_CSV = "binance-spot-ETHUSDT-trades-2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -55,27 +40,8 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 @pytest.fixture(scope="module")
 def market_frames(fixtures_dir: Path, btc_frames: list[bytes]) -> list[bytes]:
-    """The BTCUSDT recording interleaved by trade time with the real ETHUSDT trades of the
-    same minutes (a data.binance.vision CSV, rebuilt as the frames Binance streams)."""
-    timed: list[tuple[int, bytes]] = []
-    with gzip.open(fixtures_dir / ETH_CSV, "rt", newline="") as handle:
-        for trade_id, price, qty, _quote, time_ms, buyer_is_maker, _best in csv.reader(handle):
-            data = {
-                "e": "trade",
-                "E": int(time_ms),
-                "s": "ETHUSDT",
-                "t": int(trade_id),
-                "p": price,
-                "q": qty,
-                "T": int(time_ms),
-                "m": buyer_is_maker == "True",
-                "M": True,
-            }
-            frame = json.dumps({"stream": "ethusdt@trade", "data": data}, separators=(",", ":"))
-            timed.append((int(time_ms), frame.encode()))
-    timed += [(json.loads(frame)["data"]["T"], frame) for frame in btc_frames]
-    timed.sort(key=lambda item: item[0])
-    return [frame for _, frame in timed]
+    """The BTCUSDT recording interleaved by trade time with the real ETHUSDT trades."""
+    return two_symbols(fixtures_dir, btc_frames)
 
 
 @dataclass

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
+from helpers import CHROMIUM, CHROMIUM_ARGS
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 DAY = "binance-usdm-BTCUSDT-trades-2020-02-22.csv.gz"
 
 
@@ -32,7 +32,7 @@ def test_the_report_draws_its_chart_offline(fixtures_dir: Path, tmp_path: Path) 
     alerts = len(json.loads((tmp_path / "day.json").read_text())["alerts"])
     assert alerts == 60
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             errors: list[str] = []

@@ -6,9 +6,6 @@ The engine is never started, so nothing touches the network.
 
 from __future__ import annotations
 
-import csv
-import gzip
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +23,7 @@ from spikewatch.engine import Engine
 from spikewatch.store import SQLiteSignalStore, StoreWriter
 from spikewatch.web import create_app
 
-from helpers import spike_signal
+from helpers import spike_signal, two_symbols
 
 ETH_CSV = "binance-spot-ETHUSDT-trades-2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
 ETH_TRADES = 14_515
@@ -37,28 +34,10 @@ LAST_TRADE_TIME = "2024-08-09T00:05:05.800Z"
 
 @pytest.fixture(scope="module")
 def market_frames(fixtures_dir: Path, btc_frames: list[bytes]) -> list[bytes]:
-    """The BTCUSDT recording interleaved by trade time with the real ETHUSDT trades of the
-    same minutes (a data.binance.vision CSV, rebuilt as the frames Binance streams)."""
-    timed: list[tuple[int, bytes]] = []
-    with gzip.open(fixtures_dir / ETH_CSV, "rt", newline="") as handle:
-        for trade_id, price, qty, _quote, time_ms, buyer_is_maker, _best in csv.reader(handle):
-            data = {
-                "e": "trade",
-                "E": int(time_ms),
-                "s": "ETHUSDT",
-                "t": int(trade_id),
-                "p": price,
-                "q": qty,
-                "T": int(time_ms),
-                "m": buyer_is_maker == "True",
-                "M": True,
-            }
-            frame = json.dumps({"stream": "ethusdt@trade", "data": data}, separators=(",", ":"))
-            timed.append((int(time_ms), frame.encode()))
-    assert len(timed) == ETH_TRADES
-    timed += [(json.loads(frame)["data"]["T"], frame) for frame in btc_frames]
-    timed.sort(key=lambda item: item[0])  # stable: each symbol keeps its own order
-    return [frame for _, frame in timed]
+    """The BTCUSDT recording interleaved by trade time with the real ETHUSDT trades."""
+    frames = two_symbols(fixtures_dir, btc_frames)
+    assert len(frames) == ETH_TRADES + BTC_TRADES
+    return frames
 
 
 @dataclass
