@@ -54,7 +54,9 @@ class AttemptBudget:
     def delay(self) -> float:
         """Seconds until an attempt may be made (0: now)."""
         now = self._clock()
-        while self._times and now - self._times[0] >= self.per_s:
+        # (aged out when ``time + per_s <= now``: the very sum the wait below is made of,
+        # so rounding cannot let an attempt through that the window still holds)
+        while self._times and self._times[0] + self.per_s <= now:
             self._times.popleft()
         wait = 0.0
         if self._times:
