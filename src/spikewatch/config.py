@@ -322,7 +322,7 @@ FIELDS: tuple[str, ...] = Settings.__struct_fields__
 
 def _normalise(key: str, value: Any) -> Any:
     if key == "symbols":
-        if isinstance(value, str) and value.strip().upper().startswith("ALL"):
+        if isinstance(value, str) and value.strip().upper().startswith("ALL:"):
             return [value.strip().upper().replace(" ", "")]  # ALL:USDT,BTC is one set
         items = value.split(",") if isinstance(value, str) else value
         if isinstance(items, list | tuple):
