@@ -80,6 +80,7 @@ class Listing:
         self.on_change = on_change
         self._priority = priority
         self._quiet = quiet  # a failed read is the caller's to tell (logged at debug)
+        self._failing = False  # the last read failed (its warning was logged)
         self.symbols: tuple[str, ...] = symbol_set.named
         self.status = ListingStatus(symbol_set.describe(), len(self.symbols))
 
@@ -112,9 +113,12 @@ class Listing:
             )
         except Exception as exc:  # REST down, a bad reply: the last good listing stays
             self._set(failures=self.status.failures + 1, last_error=f"{type(exc).__name__}: {exc}")
-            say = log.debug if self._quiet else log.warning
+            # one warning per run of failures (the status counts each), the rest at debug
+            say = log.debug if self._quiet or self._failing else log.warning
             say("could not read the %s listing: %s", self.exchange.name, exc)
+            self._failing = True
             return None
+        self._failing = False
         self._set(reads=self.status.reads + 1, last_read=iso_utc(time.time_ns() // 1000))
         return pairs
 
