@@ -8,8 +8,6 @@ The engine is never started, so nothing touches the network.
 
 from __future__ import annotations
 
-import csv
-import gzip
 import itertools
 import json
 import urllib.request
@@ -32,7 +30,7 @@ from spikewatch.replay.readers import read_trades
 from spikewatch.store import Cursor, SQLiteSignalStore, StoreWriter
 from spikewatch.web import create_app
 
-from helpers import waitress_server
+from helpers import two_symbols, waitress_server
 
 #: What the recorded BTCUSDT frames (conftest.py's ``btc_frames``, from
 #: tests/fixtures/binance-spot-BTCUSDT-trade-msgs-2024-08-08T2354Z_2024-08-09T0005Z.jsonl.gz)
@@ -65,29 +63,11 @@ def frames(btc_frames: list[bytes]) -> list[bytes]:
 @pytest.fixture(scope="module")
 def two_symbol_frames(fixtures_dir: Path, btc_frames: list[bytes]) -> list[bytes]:
     """The BTCUSDT recording interleaved by trade time with the real ETHUSDT trades of the
-    same ten minutes (kept as a data.binance.vision CSV, rebuilt here as the stream frames
+    same ten minutes (kept as a data.binance.vision CSV, rebuilt as the stream frames
     Binance sends for them)."""
-    path = fixtures_dir / "binance-spot-ETHUSDT-trades-2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
-    timed: list[tuple[int, bytes]] = []
-    with gzip.open(path, "rt", newline="") as handle:
-        for trade_id, price, qty, _quote, time_ms, buyer_is_maker, _best in csv.reader(handle):
-            data = {
-                "e": "trade",
-                "E": int(time_ms),
-                "s": "ETHUSDT",
-                "t": int(trade_id),
-                "p": price,
-                "q": qty,
-                "T": int(time_ms),
-                "m": buyer_is_maker == "True",
-                "M": True,
-            }
-            frame = json.dumps({"stream": "ethusdt@trade", "data": data}, separators=(",", ":"))
-            timed.append((int(time_ms), frame.encode()))
-    assert len(timed) == ETH_TRADES
-    timed += [(json.loads(frame)["data"]["T"], frame) for frame in btc_frames]
-    timed.sort(key=lambda item: item[0])  # stable: each symbol keeps its own order
-    return [frame for _, frame in timed]
+    frames = two_symbols(fixtures_dir, btc_frames)
+    assert len(frames) == ETH_TRADES + len(btc_frames)
+    return frames
 
 
 @pytest.fixture(scope="module")
