@@ -35,8 +35,8 @@ TAKEOVER_S = 10.0
 
 
 def two_symbols(btc_frames: list[bytes], fixtures_dir: Path) -> tuple[list[TapeEntry], set[str]]:
-    """BTCUSDT's recorded frames and ETHUSDT's recorded trades of the same minutes (on
-    partitions 0 and 1 of 2), as one tape; and the embedded mode's signal ids on them."""
+    """BTCUSDT's recorded frames and ETHUSDT's recorded trades of the same minutes, as one
+    tape; and the embedded mode's signal ids on them."""
     frames = btc_frames[:12000]
     btc = tape_from_frames(frames)
     until_ms = btc[-1].time_ms
@@ -68,7 +68,8 @@ def test_sigkill_of_a_detect_worker_moves_its_partitions_and_loses_nothing(
                 wait_until(lambda: len(dep.stored()) >= 10, timeout=60)
                 owners = dep.lease_owners()
                 pids = {w.pid: w for w in workers}
-                victim = pids[int(owners[0].split("-")[-2])]  # BTCUSDT's holder
+                btc = dep.names.trade_subjects.partition("binance", "BTCUSDT")
+                victim = pids[int(owners[btc].split("-")[-2])]  # BTCUSDT's holder
                 survivor = next(w for w in workers if w is not victim)
                 victim.send_signal(signal.SIGKILL)
                 victim.wait(10)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import struct
-import zlib
 from array import array
 from pathlib import Path
 
@@ -35,12 +35,14 @@ BTC_CSV = "binance-spot-BTCUSDT-trades-2024-08-08T2354Z_2024-08-09T0005Z.csv.gz"
 # -- partitions and subjects -------------------------------------------------------------
 
 
-def test_partition_is_crc32_of_exchange_and_symbol_and_stable() -> None:
+def test_partition_is_blake2b_of_exchange_and_symbol_and_stable() -> None:
     # fixed values: a change of hash would move every symbol to another worker mid-stream
-    assert zlib.crc32(b"binance.BTCUSDT") == 2879044362  # = 2 mod 8
-    assert partition_of("binance", "BTCUSDT", 8) == 2
-    assert partition_of("binance", "ETHUSDT", 8) == 5
-    assert partition_of("binance-usdm", "BTCUSDT", 8) == 6
+    # (the layout is part of the stream's identity: docs/DISTRIBUTED.md)
+    digest = hashlib.blake2b(b"binance.BTCUSDT", digest_size=8).digest()
+    assert int.from_bytes(digest, "big") % 8 == 3
+    assert partition_of("binance", "BTCUSDT", 8) == 3
+    assert partition_of("binance", "ETHUSDT", 8) == 1
+    assert partition_of("binance-usdm", "BTCUSDT", 8) == 3
     assert partition_of("binance", "BTCUSDT", 1) == 0
 
 

@@ -14,8 +14,8 @@ signals (``spikewatch serve``) wants them by symbol, never by partition.
 
 from __future__ import annotations
 
+import hashlib
 import re
-import zlib
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -34,12 +34,19 @@ def check_token(kind: str, text: str) -> str:
 
 
 def partition_of(exchange: str, symbol: str, partitions: int) -> int:
-    """The partition of ``(exchange, symbol)`` among ``partitions``: CRC-32 of
-    ``exchange.symbol`` modulo ``partitions``, the same in every process and release
-    (Python's ``hash()`` of a string is salted per process, so it would not do)."""
+    """The partition of ``(exchange, symbol)`` among ``partitions``: the first 8 bytes of
+    BLAKE2b of ``exchange.symbol`` (big-endian) modulo ``partitions``; the same in every
+    process and release (Python's ``hash()`` of a string is salted per process).
+
+    A cryptographic mix, not CRC-32: CRC is linear, so names that differ in one character
+    (``AAA0USDT`` .. ``AAA7USDT``, as listings often come) differ by the same few bits and
+    all fell into one partition of 8. The layout is part of the trade stream's identity:
+    changing this function moves symbols between partitions, which needs a new stream
+    (docs/DISTRIBUTED.md, "Subjects and partitions")."""
     if not 1 <= partitions <= MAX_PARTITIONS:
         raise ValueError(f"partitions must be 1..{MAX_PARTITIONS}, got {partitions}")
-    return zlib.crc32(f"{exchange}.{symbol}".encode()) % partitions
+    digest = hashlib.blake2b(f"{exchange}.{symbol}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % partitions
 
 
 def parse_partitions(spec: str, partitions: int) -> list[int]:
