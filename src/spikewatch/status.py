@@ -35,6 +35,7 @@ __all__ = [
     "EngineView",
     "LagHistogram",
     "LiveSymbol",
+    "LiveTotals",
     "ServeStatus",
     "ServedExchange",
     "SymbolStatus",
@@ -139,6 +140,20 @@ class LiveSymbol(msgspec.Struct, frozen=True):
     signals: int
     bar: Bar | None
     exchange: str = ""
+
+
+class LiveTotals(msgspec.Struct, frozen=True):
+    """The periodic ``totals`` event of the live stream: the runtime's exchange as a whole,
+    over every watched symbol (a ``status`` event beyond 50 symbols lists only those that
+    traded, so a client cannot sum these from it)."""
+
+    exchange: str
+    symbols: int  # watched now
+    #: the connections as one: "connected" when all are, else the worst one's state
+    connection: str
+    trades: int  # processed since start, over the symbols watched now (as /api/status)
+    trades_per_s: float  # since the previous event
+    signals: int  # raised since start, over the symbols watched now
 
 
 class ServedExchange(Protocol):

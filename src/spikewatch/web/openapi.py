@@ -21,7 +21,7 @@ from spikewatch.core.alerts import SEVERITIES, Alert, AlertEvent
 from spikewatch.core.bars import Bar
 from spikewatch.core.leaderboard import BY, WINDOWS
 from spikewatch.core.model import Side, Signal, signal_types
-from spikewatch.status import LAG_BUCKETS_MS, EngineStatus, LiveSymbol
+from spikewatch.status import LAG_BUCKETS_MS, EngineStatus, LiveSymbol, LiveTotals
 from spikewatch.web import params
 from spikewatch.web.alerts import RULE_PATTERN, AlertList, StoredAlert
 from spikewatch.web.api import DEFAULT_BARS, DEFAULT_PAGE, MAX_BARS, MAX_PAGE
@@ -164,7 +164,11 @@ Events:
 - `signal`: `data` is a Signal (JSON, one line); `id` is its delivery number, increasing by
   one per signal and continuing across restarts.
 - `status`: every second, `data` is a JSON array of LiveSymbol (per symbol: connection,
-  last price, trade rate, the forming one-second bar). No `id`.
+  last price, trade rate, the forming one-second bar); beyond 50 watched symbols, only
+  those that traded since the previous event. No `id`.
+- `totals`: right after each `status` (`spikewatch run` only), `data` is a LiveTotals:
+  the exchange as a whole, over every watched symbol (their count, trades, trade rate,
+  signals, the connections' state). No `id`.
 - `alert` (only when alert rules are configured): `data` is an AlertEvent,
   `{"alert": Alert, "opened": true|false}`: `opened` true when a rule raises a new alert,
   false when a later signal folds into it (the same `alert.id`, more `signals`, a new
@@ -197,6 +201,7 @@ def build_document() -> Json:
             EngineStatus,
             Bar,
             LiveSymbol,
+            LiveTotals,
             SignalList,
             BarList,
             GapList,
@@ -422,6 +427,7 @@ def build_document() -> Json:
                             "x-events": {
                                 "signal": {"id": "delivery number", "data": signal_ref},
                                 "status": {"data": {"type": "array", "items": _ref("LiveSymbol")}},
+                                "totals": {"data": _ref("LiveTotals")},
                                 "alert": {"data": _ref("AlertEvent")},
                             },
                         }
