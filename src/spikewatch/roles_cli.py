@@ -89,6 +89,19 @@ def add_role_parsers(sub: Any) -> None:
     ing.add_argument(
         "--window", help="trades fetched to warm up after a gap too large to fetch (default 200)"
     )
+    ing.add_argument(
+        "--replay",
+        nargs="+",
+        metavar="FILE",
+        help="publish the trades of these files (as spikewatch replay reads them) instead of "
+        "the exchange's, then exit; trades the stream already holds are skipped",
+    )
+    ing.add_argument(
+        "--format", choices=("trades", "aggtrades", "frames"), help="with --replay: file format"
+    )
+    ing.add_argument(
+        "--symbol", help="with --replay: symbol of CSV files (default: from the file name)"
+    )
 
     det = sub.add_parser(
         "detect", help="distributed mode: detect on partitions of the trade stream"
@@ -145,6 +158,8 @@ def cmd_ingest(ns: argparse.Namespace, settings: Settings) -> int:
         if getattr(exc, "name", "") and str(exc.name).startswith("nats"):
             return _fail(NEED_NATS)
         raise
+    if ns.replay:
+        return _ingest_files(ns, settings)
     from spikewatch.cli import unlisted_symbols
 
     unknown = unlisted_symbols(settings)
@@ -159,6 +174,46 @@ def cmd_ingest(ns: argparse.Namespace, settings: Settings) -> int:
     except PublishError as exc:
         log.error("%s; restart the ingest: it goes on from what the stream holds", exc)
         return 1
+    return 0
+
+
+def _ingest_files(ns: argparse.Namespace, settings: Settings) -> int:
+    """``ingest --replay FILE...``: the files' trades into the stream, then exit."""
+    from spikewatch.bus.connect import BusUnavailable
+    from spikewatch.bus.publisher import PublishError
+    from spikewatch.bus.stream import PartitionMismatch
+    from spikewatch.roles.ingest_replay import ReplayCounters, ReplayIngest
+
+    symbols = None
+    if ns.symbols and ns.symbols.strip().upper() != "ALL":
+        symbols = frozenset(s.strip().upper() for s in ns.symbols.split(",") if s.strip())
+    try:
+        role = ReplayIngest(settings, ns.replay, fmt=ns.format, symbol=ns.symbol, symbols=symbols)
+    except (ValueError, OSError) as exc:
+        return _fail(str(exc))
+    done: list[ReplayCounters] = []
+
+    async def main(stop: asyncio.Event) -> None:
+        done.append(await role.run(stop))
+
+    try:
+        _run_until_signal(main)
+    except (BusUnavailable, PartitionMismatch, ValueError, OSError) as exc:
+        return _fail(str(exc))
+    except PublishError as exc:
+        log.error("%s; run it again: trades the stream holds are skipped", exc)
+        return 1
+    c = done[0]
+    rate = c.published / c.seconds if c.seconds > 0 else 0.0
+    print(
+        f"published {c.published:,} trades of {len(c.symbols)} symbol(s) from {c.files} "
+        f"file(s) into {role.names.trade_stream} in {c.seconds:.2f} s ({rate:,.0f} trades/s; "
+        f"{c.messages:,} messages, {c.duplicates:,} duplicates); {c.skipped:,} skipped "
+        f"(already in the stream), {c.other:,} of other symbols, {c.bad_rows:,} bad rows",
+        file=sys.stderr,
+    )
+    if not c.read and not c.skipped:
+        return _fail("no trades read from the files: check --format, --symbol and --symbols")
     return 0
 
 

@@ -95,6 +95,10 @@ class Handoff:
             self._cond.notify_all()
         return items
 
+    def wake(self) -> None:
+        """Wake the loop's :meth:`take` side (from any thread): the producer is done."""
+        self._loop.call_soon_threadsafe(self.ready.set)
+
     def close(self) -> None:
         """Stop waiting for room (the publisher failed or the role stops)."""
         with self._cond:
