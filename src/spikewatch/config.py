@@ -94,6 +94,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # copies of each stream and bucket in a NATS cluster (3 on a 3-node cluster; a server
     # alone: 1); set when they are made (an existing stream keeps its own)
     bus_replicas: int = 1
+    # where `detect` starts a partition that has no snapshot yet (a snapshot always wins):
+    # "snapshot-or-earliest" (the oldest trade the stream keeps: exact, but replays up to
+    # the stream's retention), "snapshot-or-latest" (the tail: each symbol's first window
+    # warms up from live trades), or "snapshot-or-<N>s|m|h" (N back: enough trades to fill
+    # the windows, e.g. snapshot-or-15m)
+    detect_start: str = "snapshot-or-earliest"
+    # port of the Prometheus /metrics and /healthz of `ingest` and `detect` (on `host`);
+    # 0: none (several workers on one host each need a port of their own)
+    metrics_port: int = 0
     window: int = 200  # trades in the rolling window
     threshold: Decimal = Decimal(10)  # spike when qty > threshold * window mean
     host: str = "127.0.0.1"
@@ -250,6 +259,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             "must be a PostgreSQL URL (postgresql://user@host:5432/db)",
         )
         _check(1 <= self.bus_partitions <= 1024, "bus_partitions", "must be between 1 and 1024")
+        try:
+            detect_start(self.detect_start)
+        except ValueError as exc:
+            raise ValueError(f"detect_start: {exc}") from None
+        _check(0 <= self.metrics_port <= 65535, "metrics_port", "must be between 0 and 65535")
         _check(1 <= self.bus_replicas <= 5, "bus_replicas", "must be between 1 and 5 (JetStream)")
         _check(
             bool(re.fullmatch(r"[A-Za-z0-9_-]{1,32}", self.bus_prefix)),
@@ -281,6 +295,34 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _check(self.max_backfill >= 0, "max_backfill", "must be >= 0")
         _check(self.checkpoint_interval > 0, "checkpoint_interval", "must be > 0")
         _check(self.watchdog_silence >= 1, "watchdog_silence", "must be >= 1 second")
+
+
+class StartPosition(msgspec.Struct, frozen=True):
+    """Where ``detect`` starts a partition without a snapshot: ``earliest`` (the oldest
+    trade the stream keeps), ``latest`` (after the newest) or ``back`` (``seconds`` ago)."""
+
+    kind: str
+    seconds: float = 0.0
+
+
+_DETECT_START = re.compile(r"snapshot-or-(?:(earliest|latest)|(\d+(?:\.\d+)?)(s|m|h))")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600}
+
+
+def detect_start(value: str) -> StartPosition:
+    """The ``detect_start`` setting read (ValueError on a value it is not)."""
+    match = _DETECT_START.fullmatch(value.strip().lower())
+    if match is None:
+        raise ValueError(
+            f"must be snapshot-or-earliest, snapshot-or-latest or snapshot-or-<N>s|m|h "
+            f"(e.g. snapshot-or-15m), got {value!r}"
+        )
+    if match.group(1):
+        return StartPosition(match.group(1))
+    seconds = float(match.group(2)) * _UNIT_S[match.group(3)]
+    if not 0 < seconds <= 30 * 86_400:
+        raise ValueError(f"the time back must be more than 0 and at most 30 days, got {value!r}")
+    return StartPosition("back", seconds)
 
 
 #: Values of ``alert_profile``.

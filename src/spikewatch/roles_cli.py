@@ -27,6 +27,8 @@ INGEST_KEYS = (
     "bus_partitions",
     "bus_replicas",
     "window",
+    "metrics_port",
+    "host",
     "log_level",
 )
 DETECT_KEYS = (
@@ -39,6 +41,9 @@ DETECT_KEYS = (
     "window",
     "threshold",
     "alert_profile",
+    "detect_start",
+    "metrics_port",
+    "host",
     "log_level",
 )
 
@@ -73,6 +78,14 @@ def _bus_flags(parser: argparse.ArgumentParser) -> None:
         "--bus-replicas",
         dest="bus_replicas",
         help="copies of each stream and bucket in a NATS cluster (default 1; 3 on 3 nodes)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        dest="metrics_port",
+        help="serve Prometheus /metrics and /healthz on this port (default 0: none)",
+    )
+    parser.add_argument(
+        "--host", help="address /metrics listens on (default 127.0.0.1; 0.0.0.0: all)"
     )
     parser.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING or ERROR")
 
@@ -117,6 +130,12 @@ def add_role_parsers(sub: Any) -> None:
         dest="alert_profile",
         choices=("auto", "default", "off"),
         help="as for spikewatch run (auto: on, as in the live app)",
+    )
+    det.add_argument(
+        "--detect-start",
+        dest="detect_start",
+        help="a partition without a snapshot starts at: snapshot-or-earliest (default), "
+        "snapshot-or-latest, or snapshot-or-<N>s|m|h (e.g. snapshot-or-15m)",
     )
 
 

@@ -43,11 +43,12 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.errors import NoKeysError
+from nats.js.errors import NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from spikewatch.bus.connect import connect_bus, jetstream
@@ -62,7 +63,7 @@ from spikewatch.bus.snapshot import (
     restore_kernel,
 )
 from spikewatch.bus.stream import ensure_trade_stream
-from spikewatch.config import Settings
+from spikewatch.config import Settings, detect_start
 from spikewatch.core.kernel import GapPolicy, Kernel
 from spikewatch.core.model import GapRecord, Signal, TradeBatch
 from spikewatch.core.state import LAG_COUNTED_US
@@ -352,23 +353,22 @@ class DetectWorker:
         p = held.partition
         kernel = detect_kernel(self.settings)
         snap = await snapshots.load(p)
-        start_seq = 1
+        saved_seq = 0
         if snap is not None:
             restored = restore_kernel(kernel, snap.data)
-            start_seq = snap.stream_seq + 1
+            saved_seq = snap.stream_seq
             log.info(
                 "partition %d: from its snapshot at stream seq %d (%d symbols)",
                 p,
                 snap.stream_seq,
                 len(restored),
             )
+            consumer = PartitionConsumer(
+                js, names.trade_stream, names.trade_subjects, p, start_seq=saved_seq + 1
+            )
         else:
-            log.info("partition %d: no snapshot, from the oldest trade the stream keeps", p)
-        consumer = PartitionConsumer(
-            js, names.trade_stream, names.trade_subjects, p, start_seq=start_seq
-        )
+            consumer = await self._consumer_without_snapshot(p)
         await consumer.open()
-        saved_seq = start_seq - 1
         next_snapshot = time.monotonic() + self.snapshot_every
 
         async def handle(batches: Sequence[TradeBatch], last_seq: int) -> None:
@@ -397,6 +397,54 @@ class DetectWorker:
         finally:
             with contextlib.suppress(Exception):
                 await consumer.close()
+
+    async def _consumer_without_snapshot(self, p: int) -> PartitionConsumer:
+        """The consumer of a partition that has no snapshot, where ``detect_start`` says:
+        the oldest trade kept, the stream's tail, or a time back (a fresh consumer each
+        time: an existing one's position belongs to no kernel state this worker has)."""
+        js, names, settings = self._js, self.names, self.settings
+        assert js is not None
+        start = detect_start(settings.detect_start)
+        subjects = names.trade_subjects
+        if start.kind == "earliest":
+            log.info("partition %d: no snapshot, from the oldest trade the stream keeps", p)
+            return PartitionConsumer(js, names.trade_stream, subjects, p, start_seq=1)
+        if start.kind == "latest":
+            info = await js.stream_info(names.trade_stream)
+            seq = int(info.state.last_seq) + 1
+            log.info(
+                "partition %d: no snapshot, from the stream's tail (seq %d, %s): each "
+                "symbol's first window (%d trades) warms up from live trades, and it "
+                "signals only after that",
+                p,
+                seq,
+                settings.detect_start,
+                settings.window,
+            )
+            return PartitionConsumer(js, names.trade_stream, subjects, p, start_seq=seq)
+        since = datetime.now(UTC) - timedelta(seconds=start.seconds)
+        filter_subject = subjects.filter(p)
+        for old in await js.consumers_info(names.trade_stream):
+            if old.config.filter_subject == filter_subject:
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_consumer(names.trade_stream, old.name)
+        log.info(
+            "partition %d: no snapshot, from the trades stored since %s (%s): the windows "
+            "warm up on them (a symbol with fewer than %d trades since then warms up on "
+            "live ones too)",
+            p,
+            since.isoformat(timespec="seconds"),
+            settings.detect_start,
+            settings.window,
+        )
+        return PartitionConsumer(
+            js,
+            names.trade_stream,
+            subjects,
+            p,
+            durable=f"detect-{p}-{secrets.token_hex(4)}",
+            start_time=since,
+        )
 
     async def _emit(self, held: _Held, signals: list[Signal], lost: list[GapRecord]) -> None:
         """Signals and gap records to the store, then the signals to the stream."""
