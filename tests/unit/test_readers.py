@@ -24,7 +24,7 @@ from spikewatch.core.decimal import BadNumber, parse_units
 from spikewatch.core.model import Side, Trade
 from spikewatch.exchanges.base import ParsedFrames
 from spikewatch.exchanges.binance import BinanceSpot, BinanceUsdm
-from spikewatch.replay import readers
+from spikewatch.replay import framefiles
 from spikewatch.replay.readers import (
     ReadStats,
     detect_format,
@@ -533,10 +533,10 @@ def test_frames_read_the_same_whatever_the_block_size(
         read_whole.append(keep is None)
         return frames_of_lines(lines, keep)
 
-    monkeypatch.setattr(readers, "frames_of_lines", spy)
+    monkeypatch.setattr(framefiles, "frames_of_lines", spy)
     results = []
     for chunk in (1 << 20, 4096, 997, 200):
-        monkeypatch.setattr(readers, "_CHUNK", chunk)
+        monkeypatch.setattr(framefiles, "CHUNK", chunk)
         stats = ReadStats()
         batched = ReadStats()
         trades = list(read_trades([path], stats=stats))

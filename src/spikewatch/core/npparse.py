@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-_US_FROM: Final = 10**14  # see readers._US_FROM
+_US_FROM: Final = 10**14  # see replay.csvfiles._US_FROM
 _US_END: Final = 253_402_300_800_000_000
 _SCALE_DIGITS: Final = 8
 #: At most this many characters per field: 10**18 - 1 < 2**63.
