@@ -6,6 +6,13 @@ import gzip
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests check what holds, never how fast: no per-example deadline (on CI's two
+# busy cores a slow example is the machine, not the code), and a slow data generator is
+# not a failure either. The examples and their number stay hypothesis's defaults.
+settings.register_profile("spikewatch", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("spikewatch")
 
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
 BTC_FRAMES_FILE = (
