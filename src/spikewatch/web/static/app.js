@@ -27,6 +27,15 @@
  * The board's windows, maxima and expiry are the server's (core/leaderboard.py): the page
  * only draws them, so it shows what the API says, after a restart too.
  *
+ * The whole market (more than MANY symbols, e.g. `--symbols ALL`): no card and no picker
+ * entry per symbol (2,000 of them would bury the chart). The header's search box completes
+ * over the watched symbols from /api/symbols (on the server: a symbol listed since the page
+ * opened is found too) and opens the one picked ("#exchange:SYMBOL", a new history entry:
+ * Back returns); the cards are the chosen symbol's, the pinned ones (a star on the card,
+ * remembered in the browser) and the last few opened. Beyond 50 symbols a `status` event
+ * lists only those that traded, so the header's total over every symbol comes from the
+ * `totals` event that follows it (the server sums it in the same pass).
+ *
  * Two links stand between the page and the market: the live stream (page <-> app) and the
  * app's connection to the exchange. The header says "live" only while both are up; while
  * the exchange is not connected, the chart panel says why (the last connection error from
@@ -50,6 +59,14 @@
   const MARKET_NUDGE_MS = 800; // and this soon after a signal (at most once per this)
   const MARKET_ROWS = 100; // leaderboard rows shown (the search reaches the others)
   const SEARCH_DELAY_MS = 200; // typing pauses this long before the search is sent
+  // Beyond this many symbols, the whole-market chart view: a search box rather than a
+  // select, and cards only for the chosen, pinned and recent symbols (the server's live
+  // status, too, lists every symbol up to 50 and only those that traded beyond)
+  const MANY = 50;
+  const MAX_PINNED = 8; // cards pinned, at most (the oldest pin goes first)
+  const MAX_RECENT = 4; // cards of the symbols opened last (besides the pinned ones)
+  const FIND_ROWS = 12; // completions shown
+  const FIND_FETCH = 100; // matches read to rank them (exact, then prefix, then the rest)
   /** Quote assets, longest first: what a symbol's price and quote volume are counted in. */
   const QUOTES = [
     "FDUSD", "PYUSD", "USDT", "USDC", "BUSD", "TUSD", "USDP", "USDE", "BIDR", "IDRT",
@@ -122,6 +139,11 @@
     marketEmpty: $("market-empty"),
     marketBucket: $("market-bucket"),
     windows: [...document.querySelectorAll("#market-view [data-window]")],
+    find: $("find"),
+    findInput: $("find-input"),
+    findList: $("find-list"),
+    totals: $("totals"),
+    cardsNote: $("cards-note"),
   };
 
   const state = {
@@ -157,6 +179,12 @@
     sounds: 0, // rung so far (for tests)
     notifications: [], // ids of the alerts notified so far (for tests)
     page: "symbol", // what the page shows: "market" (the leaderboard) or "symbol" (a chart)
+    many: false, // more than MANY symbols: the whole-market chart view (see the top)
+    info: new Map(), // key -> the latest state heard of it (/api/status, `status` events)
+    pinned: [], // keys of the pinned cards, oldest first (many symbols only)
+    recent: [], // keys of the symbols opened last, latest first (many symbols only)
+    totals: null, // the latest `totals` event (every watched symbol), if the server sends them
+    find: { token: 0, reads: 0, options: [], active: -1, timer: null },
     market: {
       window: "5m",
       by: "signals",
@@ -516,22 +544,289 @@
     venue.className = "venue";
     venue.textContent = exchange;
     li.querySelector(".name").append(`${symbol} `, venue);
-    li.addEventListener("click", () => selectSeries(key));
+    if (state.many) {
+      // many symbols: a card stays while pinned; a click on the card opens it (Back returns)
+      const pin = document.createElement("button");
+      pin.type = "button";
+      pin.className = "pin";
+      pin.addEventListener("click", (event) => {
+        event.stopPropagation(); // not a click on the card
+        togglePin(key);
+      });
+      li.prepend(pin);
+      showPin(li);
+      li.addEventListener("click", () => openSymbol(key));
+    } else {
+      li.addEventListener("click", () => selectSeries(key));
+    }
     el.symbols.append(li);
     state.cards.set(key, li);
+    const known = state.info.get(key);
+    if (known) showCard(li, symbol, known);
     return li;
   }
 
-  /** Show one series' state: from /api/status (no rate) or a `status` event. */
+  /** Show one series' state: from /api/status (no rate) or a `status` event. With many
+   * symbols only a card shown is drawn; the state is kept for a card shown later. */
   function showSymbol(exchange, symbol, info) {
-    const li = card(exchange, symbol);
+    const key = seriesKey(exchange, symbol);
+    state.info.set(key, info);
+    const li = state.many ? state.cards.get(key) : card(exchange, symbol);
+    if (li) showCard(li, symbol, info);
+    if (key === state.key) showQuote(info);
+  }
+
+  function showCard(li, symbol, info) {
+    if (info.connection == null) return;
     li.dataset.connection = info.connection;
     li.querySelector(".conn").textContent = info.connection;
     const unit = info.last_price == null ? null : (assets(symbol) || {}).quote;
     withUnit(li.querySelector(".last"), fmtPrice(info.last_price), unit);
     const rate = info.trades_per_s == null ? "" : `${number(info.trades_per_s, 1, 1)} trades/s · `;
-    li.querySelector(".stats").textContent = `${rate}${number(info.signals, 0, 0)} signals`;
-    if (seriesKey(exchange, symbol) === state.key) showQuote(info);
+    li.querySelector(".stats").textContent = `${rate}${number(info.signals || 0, 0, 0)} signals`;
+  }
+
+  // -- the whole market: cards for the chosen, pinned and recent symbols -----------------
+
+  function showPin(li) {
+    const pinned = state.pinned.includes(li.dataset.key);
+    const button = li.querySelector(".pin");
+    button.textContent = pinned ? "★" : "☆";
+    button.setAttribute("aria-pressed", String(pinned));
+    button.setAttribute("aria-label", `${pinned ? "Unpin" : "Pin"} ${li.dataset.symbol}`);
+    button.title = pinned ? "Unpin: the card goes when no longer recent" : "Pin this card";
+    li.classList.toggle("pinned", pinned);
+  }
+
+  function storeKeys(name, keys) {
+    try {
+      localStorage.setItem(STORED + name, JSON.stringify(keys));
+    } catch (err) {
+      // private mode: the cards last as long as the page
+    }
+  }
+  function storedKeys(name) {
+    try {
+      const keys = JSON.parse(localStorage.getItem(STORED + name) || "[]");
+      return Array.isArray(keys) ? keys.filter((k) => typeof k === "string").slice(0, MAX_PINNED) : [];
+    } catch (err) {
+      return [];
+    }
+  }
+
+  function togglePin(key) {
+    const at = state.pinned.indexOf(key);
+    if (at >= 0) state.pinned.splice(at, 1);
+    else state.pinned.push(key);
+    while (state.pinned.length > MAX_PINNED) state.pinned.shift();
+    storeKeys("pinned", state.pinned);
+    drawCards();
+  }
+
+  /** The cards with many symbols: the chosen series, then the pinned, then the recent. */
+  function drawCards() {
+    if (!state.many) return;
+    const wanted = [];
+    for (const key of [state.key, ...state.pinned, ...state.recent]) {
+      if (key && state.series.has(key) && !wanted.includes(key)) wanted.push(key);
+    }
+    for (const [key, li] of state.cards) {
+      if (!wanted.includes(key)) {
+        li.remove();
+        state.cards.delete(key);
+      }
+    }
+    for (const key of wanted) {
+      const { exchange, symbol } = state.series.get(key);
+      const li = card(exchange, symbol);
+      li.classList.toggle("selected", key === state.key);
+      showPin(li);
+      el.symbols.append(li); // in this order
+    }
+    const total = state.totals ? state.totals.symbols : state.series.size;
+    el.cardsNote.textContent =
+      `${number(total, 0, 0)} symbols watched: the cards are the one on the chart, ` +
+      "the pinned (☆) and the last opened; find any other above, or on the Market board.";
+    el.cardsNote.hidden = false;
+  }
+
+  /** With many symbols, the series a symbol opened adds to the recent cards. */
+  function noteRecent(key) {
+    if (!state.many) return;
+    state.recent = [key, ...state.recent.filter((k) => k !== key)].slice(0, MAX_RECENT + 1);
+    storeKeys("recent", state.recent);
+  }
+
+  /** A series not in the page's list (listed since it opened): ask the server whether it
+   * is watched, and add it. Resolves to whether it is. */
+  async function learnSeries(key) {
+    if (state.series.has(key)) return true;
+    const at = key.indexOf(":");
+    if (at < 1) return false;
+    const exchange = key.slice(0, at);
+    const symbol = key.slice(at + 1).toUpperCase();
+    if (!/^[A-Z0-9]{1,30}$/.test(symbol)) return false;
+    try {
+      const query = new URLSearchParams({ q: symbol, exchange, limit: String(FIND_FETCH) });
+      const body = await getJSON(`/api/symbols?${query}`);
+      const found = body.symbols.find((r) => r.symbol === symbol && r.exchange === exchange);
+      if (!found) return false;
+      state.series.set(seriesKey(exchange, symbol), { exchange, symbol });
+      state.info.set(seriesKey(exchange, symbol), found);
+      return true;
+    } catch (err) {
+      return false;
+    }
+  }
+
+  // -- the whole market: the symbol finder (a combobox over /api/symbols) ---------------
+
+  /** Matches ranked as a trader types: the exact symbol, then those it begins, then the
+   * rest (each by symbol, as the server sends them). */
+  function rankMatches(rows, q) {
+    const place = (r) => (r.symbol === q ? 0 : r.symbol.startsWith(q) ? 1 : 2);
+    return rows
+      .map((r, i) => [place(r), i, r])
+      .sort((a, b) => a[0] - b[0] || a[1] - b[1])
+      .map((x) => x[2]);
+  }
+
+  function findOption(r, index) {
+    const li = document.createElement("li");
+    li.id = `find-${index}`;
+    li.setAttribute("role", "option");
+    li.setAttribute("aria-selected", "false");
+    li.dataset.key = seriesKey(r.exchange, r.symbol);
+    li.dataset.symbol = r.symbol;
+    const name = document.createElement("span");
+    name.className = "name";
+    const venue = document.createElement("span");
+    venue.className = "venue";
+    venue.textContent = r.exchange;
+    name.append(`${r.symbol} `, venue);
+    const price = withUnit(document.createElement("span"), fmtPrice(r.last_price), r.last_price == null ? null : r.quote);
+    price.className = "last";
+    const stats = document.createElement("span");
+    stats.className = "stats";
+    stats.textContent = `${number(r.signals, 0, 0)} signals`;
+    li.append(name, price, stats);
+    // mousedown, not click: the input's blur (which closes the list) comes first otherwise
+    li.addEventListener("mousedown", (event) => {
+      event.preventDefault();
+      pick(index);
+    });
+    return li;
+  }
+
+  function closeFind() {
+    const f = state.find;
+    f.token += 1; // an answer on its way is not drawn
+    f.options = [];
+    f.active = -1;
+    el.findList.hidden = true;
+    el.findList.replaceChildren();
+    el.findInput.setAttribute("aria-expanded", "false");
+    el.findInput.removeAttribute("aria-activedescendant");
+  }
+
+  function setActive(index) {
+    const f = state.find;
+    if (!f.options.length) return;
+    f.active = (index + f.options.length) % f.options.length;
+    [...el.findList.children].forEach((li, i) => {
+      li.setAttribute("aria-selected", String(i === f.active));
+      li.classList.toggle("active", i === f.active);
+    });
+    const li = el.findList.children[f.active];
+    el.findInput.setAttribute("aria-activedescendant", li.id);
+    li.scrollIntoView({ block: "nearest" });
+  }
+
+  /** Read the completions for what is typed (a newer request wins). */
+  async function readFind() {
+    const f = state.find;
+    const q = el.findInput.value.replace(/[^A-Za-z0-9]/g, "").slice(0, 30).toUpperCase();
+    if (!q) {
+      closeFind();
+      return;
+    }
+    const token = ++f.token;
+    const query = new URLSearchParams({ q, exchange: state.exchange, limit: String(FIND_FETCH) });
+    let body;
+    try {
+      body = await getJSON(`/api/symbols?${query}`);
+    } catch (err) {
+      return; // the stream's pill shows an outage of the app; the next keystroke tries again
+    }
+    if (token !== f.token) return;
+    const rows = rankMatches(body.symbols, q).slice(0, FIND_ROWS);
+    for (const r of rows) {
+      const key = seriesKey(r.exchange, r.symbol);
+      if (!state.series.has(key)) state.series.set(key, { exchange: r.exchange, symbol: r.symbol });
+      if (!state.info.has(key)) state.info.set(key, r);
+    }
+    f.options = rows.map((r) => seriesKey(r.exchange, r.symbol));
+    f.active = -1;
+    const items = rows.map(findOption);
+    if (!rows.length) {
+      const none = document.createElement("li");
+      none.className = "none";
+      none.textContent = `No watched symbol contains “${q}”.`;
+      items.push(none);
+    } else if (body.total > rows.length) {
+      const more = document.createElement("li");
+      more.className = "none";
+      more.textContent = `${number(body.total - rows.length, 0, 0)} more match: type more of it.`;
+      items.push(more);
+    }
+    el.findList.replaceChildren(...items);
+    el.findList.hidden = false;
+    el.findInput.setAttribute("aria-expanded", "true");
+    el.findInput.removeAttribute("aria-activedescendant");
+    if (rows.length) setActive(0); // Enter opens the best match
+    f.reads += 1;
+  }
+
+  /** Open the option at ``index`` (the active one, or the best match). */
+  function pick(index) {
+    const key = state.find.options[index];
+    if (!key) return;
+    el.findInput.value = "";
+    closeFind();
+    el.findInput.blur();
+    openSymbol(key);
+  }
+
+  function setUpFind() {
+    el.find.hidden = false;
+    el.symbol.parentElement.hidden = true; // the select would list 2,000 symbols
+    el.findInput.addEventListener("input", () => {
+      clearTimeout(state.find.timer);
+      state.find.timer = setTimeout(readFind, SEARCH_DELAY_MS);
+    });
+    el.findInput.addEventListener("focus", () => {
+      if (el.findInput.value) readFind();
+    });
+    el.findInput.addEventListener("blur", () => setTimeout(closeFind, 0));
+    el.findInput.addEventListener("keydown", (event) => {
+      const f = state.find;
+      if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+        event.preventDefault();
+        setActive(f.active + (event.key === "ArrowDown" ? 1 : -1));
+      } else if (event.key === "Enter") {
+        event.preventDefault();
+        if (f.options.length) {
+          pick(Math.max(0, f.active));
+        } else {
+          // typed faster than the completion came: read it, then open the best match
+          clearTimeout(f.timer);
+          readFind().then(() => pick(0));
+        }
+      } else if (event.key === "Escape") {
+        el.findInput.value = "";
+        closeFind();
+      }
+    });
   }
 
   let shownPrice = null;
@@ -1070,23 +1365,76 @@
 
   function onStatus(list) {
     const mine = list.filter((info) => (info.exchange || state.exchange) === state.exchange);
-    if (mine.length) {
+    // without `totals` events (a server that lists every symbol in each status event):
+    // the link and the totals from the entries
+    if (mine.length && state.totals === null) {
       const down = mine.find((info) => info.connection !== "connected");
       state.link = { ...state.link, state: down ? down.connection : "connected" };
       state.trades = mine.reduce((sum, info) => sum + info.trades, 0);
       showLink();
       if (down) watchLink(state.link.lastError ? STATUS_POLL_MS : 0);
+      const rate = mine.reduce((sum, info) => sum + (info.trades_per_s || 0), 0);
+      showTotals(mine.length, state.trades, rate);
     }
+    const heard = new Set();
     for (const info of list) {
       const exchange = info.exchange || state.exchange;
       const key = seriesKey(exchange, info.symbol);
-      if (!state.series.has(key)) continue; // not one the page was told of
+      if (!state.series.has(key)) {
+        if (!state.many || exchange !== state.exchange) continue; // not one the page was told of
+        state.series.set(key, { exchange, symbol: info.symbol }); // listed since the page opened
+      }
+      heard.add(key);
       showSymbol(exchange, info.symbol, info);
       if (chart && key === state.key && info.bar) {
         chart.live(info.bar);
         reconcileBars(key, info.bar.time);
       }
     }
+    if (state.many) {
+      // beyond 50 symbols an event lists only those that traded since the last one: a
+      // card it leaves out had no trade in that second
+      for (const key of new Set([...state.cards.keys(), state.key])) {
+        const known = key && state.info.get(key);
+        if (known && !heard.has(key) && known.trades_per_s) {
+          const { exchange, symbol } = state.series.get(key);
+          showSymbol(exchange, symbol, { ...known, trades_per_s: 0 });
+        }
+      }
+    }
+  }
+
+  /** The `totals` event: every watched symbol of the exchange (the header's total, the
+   * link's state), however many symbols the `status` event before it left out. */
+  function onTotals(t) {
+    if (t.exchange !== state.exchange) return;
+    state.totals = t;
+    state.trades = t.trades;
+    state.link = { ...state.link, state: t.connection };
+    showLink();
+    if (t.connection !== "connected") watchLink(state.link.lastError ? STATUS_POLL_MS : 0);
+    showTotals(t.symbols, t.trades, t.trades_per_s);
+    if (state.many && t.connection === "connected") {
+      // every connection is up, so every symbol is connected: a card of a quiet symbol
+      // (no status entry since the stream came back) says so too
+      for (const [key, li] of state.cards) {
+        const known = state.info.get(key);
+        if (known && li.dataset.connection !== "connected") {
+          const { exchange, symbol } = state.series.get(key);
+          showSymbol(exchange, symbol, { ...known, connection: "connected" });
+        }
+      }
+    }
+  }
+
+  /** The header's total over every watched symbol (shown when more than one is). */
+  function showTotals(symbols, trades, rate) {
+    el.totals.hidden = !multi();
+    el.totals.dataset.trades = String(trades);
+    el.totals.dataset.symbols = String(symbols);
+    const pace = rate == null ? "" : ` · ${number(rate, 0, 0)} trades/s`;
+    el.totals.textContent =
+      `${number(symbols, 0, 0)} symbols · ${number(trades, 0, 0)} trades${pace}`;
   }
 
   /** Show one series ("exchange:SYMBOL") on the chart; resolves when its history is loaded. */
@@ -1101,6 +1449,13 @@
     shownPrice = null;
     el.price.textContent = "—";
     el.rate.textContent = "";
+    if (state.many) {
+      noteRecent(key);
+      drawCards();
+      // a quiet symbol may have no status entry for long: its last state heard, now
+      const known = state.info.get(key);
+      if (known && known.connection != null) showQuote(known);
+    }
     if (!chart) return Promise.resolve();
     chart.reset();
     state.chartLoad = loadChart(key).catch((err) =>
@@ -1146,8 +1501,10 @@
       failedAttempts: c.failed_attempts || 0,
       connectedSince: c.connected_since ?? null,
     };
-    state.trades = Object.values(status.symbols || {}).reduce((sum, s) => sum + s.trades, 0);
+    const symbols = Object.values(status.symbols || {});
+    state.trades = symbols.reduce((sum, s) => sum + s.trades, 0);
     showLink();
+    showTotals(symbols.length, state.trades, state.totals ? state.totals.trades_per_s : null);
   }
 
   let pollTimer = null;
@@ -1283,6 +1640,7 @@
       onSignal(JSON.parse(event.data));
     });
     es.addEventListener("alert", (event) => onAlert(JSON.parse(event.data)));
+    es.addEventListener("totals", (event) => onTotals(JSON.parse(event.data)));
   }
 
   // -- the market view -------------------------------------------------------------------
@@ -1534,7 +1892,9 @@
 
   /** Open one series' chart from the leaderboard (a new history entry: Back returns). */
   function openSymbol(key) {
-    if (!state.series.has(key)) return Promise.resolve();
+    // with many symbols one listed since the page opened is looked up (route)
+    if (!state.series.has(key) && !state.many) return Promise.resolve();
+    if (location.hash.slice(1) === key && state.page === "symbol") return route();
     history.pushState(null, "", `#${key}`);
     return route();
   }
@@ -1555,6 +1915,20 @@
   function route() {
     const hash = location.hash.slice(1);
     const key = seriesOf(hash);
+    if (!key && state.many && hash && hash.toLowerCase() !== "market") {
+      // not among the symbols the page knows: one listed since it opened (or a link from
+      // another day); the server says whether it is watched
+      const wanted = decodeURIComponent(hash);
+      const named = wanted.includes(":") ? wanted : seriesKey(state.exchange, wanted);
+      const at = named.indexOf(":");
+      const full = seriesKey(named.slice(0, at).toLowerCase(), named.slice(at + 1).toUpperCase());
+      return learnSeries(full).then((known) => {
+        if (location.hash.slice(1) !== hash) return undefined; // moved on meanwhile
+        if (known) return route();
+        showPage("market");
+        return undefined;
+      });
+    }
     if (hash.toLowerCase() === "market" || (!key && multi())) {
       showPage("market");
       return Promise.resolve();
@@ -1580,12 +1954,15 @@
     }
     state.exchange = status.exchange;
     state.alertRules = status.alerts != null;
+    const listed = Object.values(status.symbols);
+    state.many = listed.length > MANY;
+    if (state.many) {
+      state.pinned = storedKeys("pinned");
+      state.recent = storedKeys("recent").slice(0, MAX_RECENT + 1);
+      setUpFind();
+    }
     setUpAlertControls();
     setView(state.alertRules ? "alerts" : "signals");
-    onEngineStatus(status);
-    // The stream first (its subscription exists once it opens), then the history: a
-    // signal raised in between is in one or the other, and de-duplicated by id.
-    openStream();
     // what the picker shows on the leaderboard, where no series is on the chart
     const none = document.createElement("option");
     none.value = "";
@@ -1593,16 +1970,22 @@
     none.disabled = true;
     none.hidden = true;
     el.symbol.append(none);
-    for (const info of Object.values(status.symbols)) {
+    for (const info of listed) {
       const exchange = info.exchange || status.exchange;
       const key = seriesKey(exchange, info.symbol);
       state.series.set(key, { exchange, symbol: info.symbol });
-      const option = document.createElement("option");
-      option.value = key;
-      option.textContent = seriesName(exchange, info.symbol);
-      el.symbol.append(option);
-      showSymbol(exchange, info.symbol, info);
+      if (!state.many) {
+        const option = document.createElement("option");
+        option.value = key;
+        option.textContent = seriesName(exchange, info.symbol);
+        el.symbol.append(option);
+      }
+      showSymbol(exchange, info.symbol, info); // many symbols: kept for a card shown later
     }
+    onEngineStatus(status);
+    // The stream first (its subscription exists once it opens), then the history: a
+    // signal raised in between is in one or the other, and de-duplicated by id.
+    openStream();
     // the picker opens the series it names (from the leaderboard too)
     el.symbol.addEventListener("change", () =>
       state.page === "market" ? openSymbol(el.symbol.value) : selectSeries(el.symbol.value),
@@ -1658,6 +2041,14 @@
       return state.page;
     },
     market: () => ({ ...state.market, rows: state.market.rows.slice() }),
+    get many() {
+      return state.many;
+    },
+    cards: () => [...state.cards.keys()],
+    totals: () => state.totals,
+    get finds() {
+      return state.find.reads;
+    },
   };
 
   start().catch((err) => console.warn("starting the dashboard failed:", err.message));
