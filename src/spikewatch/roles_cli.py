@@ -9,9 +9,14 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spikewatch.config import Settings
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
+    from spikewatch.roles.metrics import MetricsServer
 
 log = logging.getLogger("spikewatch")
 
@@ -166,6 +171,28 @@ def _run_until_signal(main: Callable[[asyncio.Event], Any]) -> None:
     asyncio.run(runner())
 
 
+def _metrics_server(
+    settings: Settings, collector: Collector, problems: Callable[[], list[str]]
+) -> MetricsServer | None:
+    """The role's /metrics and /healthz on ``metrics_port`` (None: 0, none); OSError
+    when the port cannot be had."""
+    if not settings.metrics_port:
+        return None
+    from spikewatch.roles.metrics import MetricsServer
+
+    server = MetricsServer(settings.host, settings.metrics_port, collector, problems)
+    server.start()
+    log.info("metrics: http://%s:%d/metrics and /healthz", settings.host, server.port)
+    return server
+
+
+def _metrics_failed(settings: Settings, exc: OSError) -> int:
+    return _fail(
+        f"metrics_port {settings.metrics_port} on {settings.host} cannot be served "
+        f"({exc.strerror or exc}); give another --metrics-port (0: none)"
+    )
+
+
 def cmd_ingest(ns: argparse.Namespace, settings: Settings) -> int:
     """Publish the exchange's trades to the trade stream until SIGTERM/SIGINT."""
     try:
@@ -173,6 +200,7 @@ def cmd_ingest(ns: argparse.Namespace, settings: Settings) -> int:
         from spikewatch.bus.publisher import PublishError
         from spikewatch.bus.stream import PartitionMismatch
         from spikewatch.roles.ingest import IngestRole
+        from spikewatch.roles.metrics import IngestCollector
     except ImportError as exc:
         if getattr(exc, "name", "") and str(exc.name).startswith("nats"):
             return _fail(NEED_NATS)
@@ -187,12 +215,19 @@ def cmd_ingest(ns: argparse.Namespace, settings: Settings) -> int:
     sys.setswitchinterval(0.0005)  # (as spikewatch run: the engine thread is busy Python)
     role = IngestRole(settings)
     try:
+        server = _metrics_server(settings, IngestCollector(role), role.problems)
+    except OSError as exc:
+        return _metrics_failed(settings, exc)
+    try:
         _run_until_signal(role.run)
     except (BusUnavailable, PartitionMismatch) as exc:
         return _fail(str(exc))
     except PublishError as exc:
         log.error("%s; restart the ingest: it goes on from what the stream holds", exc)
         return 1
+    finally:
+        if server is not None:
+            server.stop()
     return 0
 
 
@@ -243,6 +278,7 @@ def cmd_detect(ns: argparse.Namespace, settings: Settings) -> int:
         from spikewatch.bus.stream import PartitionMismatch
         from spikewatch.bus.subjects import parse_partitions
         from spikewatch.roles.detect import DetectWorker
+        from spikewatch.roles.metrics import DetectCollector
     except ImportError as exc:
         if getattr(exc, "name", "") and str(exc.name).startswith("nats"):
             return _fail(NEED_NATS)
@@ -261,6 +297,10 @@ def cmd_detect(ns: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         return _fail(f"configuration error: --partitions: {exc}")
     worker = DetectWorker(resolve_profile(settings, live=True), partitions)
+    try:
+        server = _metrics_server(settings, DetectCollector(worker), worker.problems)
+    except OSError as exc:
+        return _metrics_failed(settings, exc)
 
     async def main(stop: asyncio.Event) -> None:
         try:
@@ -277,6 +317,9 @@ def cmd_detect(ns: argparse.Namespace, settings: Settings) -> int:
         return _fail(
             f"{exc} (is PostgreSQL running at that URL? set --postgres / SPIKEWATCH_POSTGRES)"
         )
+    finally:
+        if server is not None:
+            server.stop()
     return 0
 
 

@@ -35,7 +35,8 @@ from spikewatch.alerting.messages import (
     single,
     summary,
 )
-from spikewatch.alerting.outbox import Counts, Due, Outbox
+from spikewatch.alerting.outbox import Counts, Due
+from spikewatch.alerting.port import OutboxPort
 from spikewatch.alerting.senders import Sender, SendResult, build_sender
 from spikewatch.core.alerts import Alert, AlertEvent
 from spikewatch.core.model import iso_utc
@@ -83,7 +84,7 @@ class OutboxSink:
     wakes the delivery lanes. Run it in a ``SinkWorker`` with ``retry=True``, so a failing
     write (a full disk) is retried rather than dropping an alert."""
 
-    def __init__(self, outbox: Outbox, worker: DeliveryWorker | None = None) -> None:
+    def __init__(self, outbox: OutboxPort, worker: DeliveryWorker | None = None) -> None:
         self._outbox = outbox
         self._worker = worker
 
@@ -333,7 +334,7 @@ class DeliveryWorker:
 
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: OutboxPort,
         destinations: Sequence[Destination],
         *,
         senders: Mapping[str, Sender] | None = None,

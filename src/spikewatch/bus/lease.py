@@ -82,6 +82,8 @@ class PartitionLease:
         #: the revision this holder last wrote (None: not held)
         self.revision: int | None = None
         self._renewed = 0.0  # monotonic time of the last successful write
+        #: successful renewals (for the detect role's metrics)
+        self.renewals = 0
 
     @property
     def held(self) -> bool:
@@ -119,6 +121,7 @@ class PartitionLease:
             self.revision = None
             raise LeaseLost(f"partition {self.partition}: taken by another worker") from None
         self._renewed = time.monotonic()
+        self.renewals += 1
 
     async def release(self) -> None:
         """Give the lease up (a clean stop): another worker may take it at once."""

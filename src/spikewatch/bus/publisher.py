@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from array import array
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 import nats.errors
@@ -163,6 +164,9 @@ class TradePublisher:
         self._pending = 0
         #: messages acknowledged by size (trades a message): at most max_batch keys
         self.sizes: Counter[int] = Counter()
+        #: called with the seconds from a message's first send to its ack (retries
+        #: included) for each stored message: the ingest role's latency histogram
+        self.on_ack: Callable[[float], None] | None = None
 
     # -- public --------------------------------------------------------------------------
 
@@ -282,6 +286,7 @@ class TradePublisher:
         """Publish one message and wait for its ack, retrying timeouts with the same
         message id (JetStream drops the copy if the first one was stored after all)."""
         error: Exception | None = None
+        sent_at = time.monotonic()
         try:
             for attempt in range(self.retries + 1):
                 if attempt:
@@ -308,6 +313,8 @@ class TradePublisher:
                 self.sizes[n] += 1
                 if ack.duplicate:
                     self._duplicates += 1
+                if self.on_ack is not None:
+                    self.on_ack(time.monotonic() - sent_at)
                 break
         finally:
             self._pending -= n

@@ -64,12 +64,15 @@ from spikewatch.bus.snapshot import (
 )
 from spikewatch.bus.stream import ensure_trade_stream
 from spikewatch.config import Settings, detect_start
+from spikewatch.core.alerts import AlertEvent
 from spikewatch.core.kernel import GapPolicy, Kernel
 from spikewatch.core.model import GapRecord, Signal, TradeBatch
 from spikewatch.core.state import LAG_COUNTED_US
 from spikewatch.exchanges import EXCHANGES
+from spikewatch.roles.alerts import DetectAlerts
 from spikewatch.store import open_store
 from spikewatch.store.base import SignalStore
+from spikewatch.store.postgres import PostgresSignalStore
 from spikewatch.wiring import build_exchange, build_kernel
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,8 @@ ROUND_S = 1.0
 #: Seconds before a partition whose work failed is tried again.
 RETRY_S = 2.0
 REPORT_EVERY_S = 10.0
+#: Seconds between reads of each held partition's pending messages (for /metrics).
+PENDING_EVERY_S = 5.0
 
 
 class PartitionCounters(msgspec.Struct, frozen=True):
@@ -106,6 +111,17 @@ class _Held:
     signals: int = 0
     stored: int = 0
     last_seq: int = 0
+    consumer: PartitionConsumer | None = None
+    pending: int | None = None  # the consumer's num_pending, last read
+    snapshot_at: float = field(default_factory=time.monotonic)  # last saved (monotonic)
+
+
+class PartitionState(msgspec.Struct, frozen=True):
+    """A held partition, for /metrics: its consumer's pending messages (None: not read
+    yet) and when its snapshot was last saved (monotonic seconds)."""
+
+    pending: int | None
+    snapshot_at: float
 
 
 @dataclass
@@ -163,7 +179,12 @@ class DetectWorker:
         self._snapshots: SnapshotStore | None = None
         self._signals: SignalPublisher | None = None
         self._store: SignalStore | None = None
+        self.alerts: DetectAlerts | None = None
         self._paused: dict[int, float] = {}  # partition -> monotonic time to try again
+        self._renewals_done = 0  # lease renewals of partitions no longer held
+        #: partitions stopped at once because their lease was lost
+        self.leases_lost = 0
+        self._next_pending = 0.0
 
     # -- reading -------------------------------------------------------------------------
 
@@ -191,6 +212,42 @@ class DetectWorker:
             )
         return out
 
+    def bus_connected(self) -> bool:
+        """Whether the NATS connection is up now."""
+        return self._nc is not None and self._nc.is_connected
+
+    def lease_renewals(self) -> int:
+        """Lease renewals that succeeded, all partitions, since start."""
+        return self._renewals_done + sum(h.lease.renewals for h in list(self._held.values()))
+
+    def partition_states(self) -> dict[int, PartitionState]:
+        """The held partitions' lag and snapshot time (any thread: reads a copy)."""
+        return {
+            p: PartitionState(h.pending, h.snapshot_at)
+            for p, h in dict(self._held).items()
+            if h.task is not None and not h.task.done()
+        }
+
+    def problems(self) -> list[str]:
+        """Why this worker is not healthy (empty: it is), for /healthz."""
+        if self._nc is None:
+            return ["not connected to NATS yet"]
+        if not self._nc.is_connected:
+            return [f"NATS connection lost ({self.settings.nats_url}); reconnecting"]
+        return []
+
+    async def _read_pending(self) -> None:
+        """Every PENDING_EVERY_S, each held partition's pending messages (its lag)."""
+        if time.monotonic() < self._next_pending:
+            return
+        self._next_pending = time.monotonic() + PENDING_EVERY_S
+        for h in list(self._held.values()):
+            consumer = h.consumer
+            if consumer is None or h.task is None or h.task.done():
+                continue
+            with contextlib.suppress(Exception):  # (a partition just ending: next time)
+                h.pending = await asyncio.wait_for(consumer.lag(), 2.0)
+
     # -- running -------------------------------------------------------------------------
 
     async def open(self) -> None:
@@ -198,6 +255,9 @@ class DetectWorker:
         BusUnavailable, StoreOpenError or PartitionMismatch when something is wrong."""
         settings, names = self.settings, self.names
         self._store = await asyncio.to_thread(open_store, settings.postgres)
+        if isinstance(self._store, PostgresSignalStore):
+            self.alerts = await asyncio.to_thread(DetectAlerts, settings, self._store)
+            self.alerts.start()
         self._nc = await connect_bus(settings.nats_url, name=f"spikewatch-detect-{self.owner}")
         js = self._js = jetstream(self._nc)
         copies = self.settings.bus_replicas
@@ -215,6 +275,9 @@ class DetectWorker:
 
     async def close(self) -> None:
         """Close the connections (after :meth:`run`)."""
+        if self.alerts is not None:
+            await asyncio.to_thread(self.alerts.stop)
+            self.alerts = None
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None
@@ -239,6 +302,7 @@ class DetectWorker:
             while not stop.is_set():
                 try:
                     await self._round()
+                    await self._read_pending()
                 except Exception as exc:  # the server away for a moment: next round
                     log.warning("detect round failed: %s: %s", type(exc).__name__, exc)
                 if time.monotonic() >= next_report:
@@ -300,6 +364,7 @@ class DetectWorker:
 
     def _retire(self, partition: int) -> None:
         h = self._held.pop(partition)
+        self._renewals_done += h.lease.renewals
         t = self._totals.done.get(partition, (0, 0, 0))
         self._totals.done[partition] = (t[0] + h.trades, t[1] + h.signals, t[2] + h.stored)
         if h.task is not None and not h.task.cancelled() and h.task.exception() is not None:
@@ -326,6 +391,7 @@ class DetectWorker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await worker
                 exc = keeper.exception()
+                self.leases_lost += 1
                 log.warning("partition %d stopped at once: %s", p, exc or "lease ended")
                 return
             release.set()  # the consumer ended (a stop, or a failure): release
@@ -369,6 +435,7 @@ class DetectWorker:
         else:
             consumer = await self._consumer_without_snapshot(p)
         await consumer.open()
+        held.consumer = consumer
         next_snapshot = time.monotonic() + self.snapshot_every
 
         async def handle(batches: Sequence[TradeBatch], last_seq: int) -> None:
@@ -379,11 +446,12 @@ class DetectWorker:
             for count, exc in step.failures:
                 log.error("partition %d: %d trades failed; skipped", p, count, exc_info=exc)
             held.trades += sum(len(b) for b in batches)
-            await self._emit(held, signals, step.lost)
+            await self._emit(held, signals, step.lost, [*step.alerts, *flushed.alerts])
             held.last_seq = last_seq
             if time.monotonic() >= next_snapshot:
                 await snapshots.save(p, last_seq, kernel_snapshot(kernel))
                 saved_seq = last_seq
+                held.snapshot_at = time.monotonic()
                 next_snapshot = time.monotonic() + self.snapshot_every
 
         try:
@@ -391,7 +459,7 @@ class DetectWorker:
                 if not await consumer.poll(handle):  # idle: orders completed by the clock
                     flushed = kernel.flush(order_clock(kernel) - ORDER_COMPLETE_US)
                     if flushed.signals:
-                        await self._emit(held, flushed.signals, [])
+                        await self._emit(held, flushed.signals, [], flushed.alerts)
             if consumer.last_seq > saved_seq:  # a clean stop: the next holder goes on here
                 await snapshots.save(p, consumer.last_seq, kernel_snapshot(kernel))
         finally:
@@ -446,18 +514,28 @@ class DetectWorker:
             start_time=since,
         )
 
-    async def _emit(self, held: _Held, signals: list[Signal], lost: list[GapRecord]) -> None:
-        """Signals and gap records to the store, then the signals to the stream."""
-        store, publisher = self._store, self._signals
+    async def _emit(
+        self,
+        held: _Held,
+        signals: list[Signal],
+        lost: list[GapRecord],
+        alerts: Sequence[AlertEvent] = (),
+    ) -> None:
+        """Signals and gap records to the store, alert events to the outbox, then the
+        signals to the stream (all before the caller acknowledges the fetch)."""
+        store, publisher, outbox = self._store, self._signals, self.alerts
         assert store is not None
         assert publisher is not None
-        if not signals and not lost:
+        if not signals and not lost and not alerts:
             return
 
         def write() -> int:
             for record in lost:
                 store.add_gap(record)
-            return store.add(signals, None) if signals else 0
+            added = store.add(signals, None) if signals else 0
+            if alerts and outbox is not None:
+                outbox.add(alerts)
+            return added
 
         held.stored += await asyncio.to_thread(write)
         if signals:

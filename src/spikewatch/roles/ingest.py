@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Sequence
 
 import msgspec
+from nats.aio.client import Client
 
 from spikewatch.bus.connect import connect_bus, jetstream
 from spikewatch.bus.names import bus_names
@@ -42,6 +43,7 @@ from spikewatch.core.kernel import GapPolicy, Kernel, Released
 from spikewatch.core.model import Trade, TradeBatch
 from spikewatch.engine import Engine
 from spikewatch.exchanges.base import Exchange
+from spikewatch.roles.metrics import PUBLISH_BUCKETS_S, Histogram
 from spikewatch.store.sqlite import SQLiteSignalStore
 from spikewatch.wiring import build_exchange
 
@@ -142,6 +144,25 @@ class IngestRole:
         self.publisher: TradePublisher | None = None
         self.handoff: Handoff | None = None
         self.resumed: dict[str, int] = {}
+        self._nc: Client | None = None
+        #: a message's first send to JetStream's ack (for /metrics)
+        self.publish_latency = Histogram(PUBLISH_BUCKETS_S)
+
+    def bus_connected(self) -> bool:
+        """Whether the NATS connection is up now."""
+        return self._nc is not None and self._nc.is_connected
+
+    def problems(self) -> list[str]:
+        """Why this ingest is not healthy (empty: it is), for /healthz."""
+        if self._nc is None or self.engine is None:
+            return ["starting"]
+        reasons = []
+        if not self._nc.is_connected:
+            reasons.append(f"NATS connection lost ({self.settings.nats_url}); reconnecting")
+        state = self.engine.status().connection.state
+        if state != "connected":
+            reasons.append(f"exchange not connected (state: {state})")
+        return reasons
 
     def counters(self) -> IngestCounters:
         """A copy of the counters."""
@@ -159,7 +180,7 @@ class IngestRole:
         stream and close. Raises BusUnavailable, PartitionMismatch or PublishError."""
         settings = self.settings
         names = self.names
-        nc = await connect_bus(settings.nats_url, name="spikewatch-ingest")
+        nc = self._nc = await connect_bus(settings.nats_url, name="spikewatch-ingest")
         try:
             js = jetstream(nc)
             subjects = names.trade_subjects
@@ -167,6 +188,7 @@ class IngestRole:
                 js, names.trade_stream, subjects, replicas=self.settings.bus_replicas
             )
             publisher = self.publisher = TradePublisher(js, subjects, stream=names.trade_stream)
+            publisher.on_ack = self.publish_latency.observe
             await publisher.start()
             handoff = self.handoff = Handoff(asyncio.get_running_loop())
             exchange = build_exchange(settings)

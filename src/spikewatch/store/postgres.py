@@ -320,6 +320,12 @@ class PostgresSignalStore:
             raise RuntimeError("the store is closed")
         return self._pool.connection()
 
+    def connection(self) -> AbstractContextManager[psycopg.Connection[TupleRow]]:
+        """A pooled connection (autocommit; a context manager) for another part that keeps
+        its tables in this database: the distributed mode's alert outbox
+        (:class:`~spikewatch.alerting.pg_outbox.PostgresOutbox`)."""
+        return self._conn()
+
     def schema_version(self) -> int:
         """The schema version of the open database."""
         with self._conn() as conn:
