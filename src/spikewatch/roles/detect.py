@@ -26,6 +26,12 @@ bounded by the snapshot interval (seconds), far inside that window. (Muting by s
 sequence would not be safe: a completed order is flushed by the clock, so a replay may
 find in an early fetch an order its predecessor only flushed later, or not yet.)
 
+**Alerts** (:mod:`spikewatch.roles.alerts`): each fetch's alert events go into the
+PostgreSQL outbox with its signals, before the ack; every worker delivers from that
+outbox, each send claimed by one worker. **Where a partition without a snapshot starts**:
+``detect_start`` (:meth:`DetectWorker._consumer_without_snapshot`). **Metrics**:
+:mod:`spikewatch.roles.metrics` reads :meth:`DetectWorker.counters` and the rest.
+
 A partition whose lease is lost (:class:`~spikewatch.bus.lease.LeaseLost`) stops at
 once, without a snapshot; a partition whose work fails (PostgreSQL down) releases its
 lease and is tried again after a pause; the other partitions go on.
