@@ -44,6 +44,7 @@ PER_SYMBOL = 600  # trades each symbol plays (a stretch of the recording, re-lab
 #: the cards the chart view may show with many symbols: the chosen one, the pinned ones
 #: (8 at most) and the last 4 opened besides
 MAX_CARDS = 1 + 8 + 4
+PHONE = {"width": 400, "height": 800}
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +191,7 @@ def tab(chromium: Browser) -> Iterator[Tab]:
 
 
 def test_with_the_whole_market_the_chart_view_shows_a_finder_and_a_few_cards(
-    tmp_path: Path, tape: MarketTape, tab: Tab
+    tmp_path: Path, tape: MarketTape, tab: Tab, chromium: Browser
 ) -> None:
     last_ids = final_ids(tape)
     watched = sorted(last_ids)
@@ -300,6 +301,23 @@ def test_with_the_whole_market_the_chart_view_shows_a_finder_and_a_few_cards(
         # nothing matches: said so, and Enter opens nothing
         tab.find("qqq")
         expect(page.locator("#find-list")).to_contain_text("No watched symbol contains “QQQ”")
+        page.keyboard.press("Enter")
+        assert page.evaluate("location.hash") == "#binance:ZZZ9USDT"
+
+        # on a phone: the chart view fits the screen's width, the finder too
+        phone = chromium.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+        try:
+            small = Tab(phone.new_page())
+            small.page.on("pageerror", lambda exc: small.crashes.append(str(exc)))
+            small.open(f"{app.url}#binance:{third}")
+            small.chart_of(third)
+            assert small.find(third[:3]) != []
+            expect(small.page.locator("#find-list")).to_be_visible()
+            width = small.page.evaluate("document.documentElement.scrollWidth")
+            assert width <= PHONE["width"]
+            assert small.crashes == []
+        finally:
+            phone.close()
 
     assert tab.problems == []
     assert tab.crashes == []

@@ -704,11 +704,12 @@
     venue.className = "venue";
     venue.textContent = r.exchange;
     name.append(`${r.symbol} `, venue);
-    const price = withUnit(document.createElement("span"), fmtPrice(r.last_price), r.last_price == null ? null : r.quote);
+    const quote = r.quote || (assets(r.symbol) || {}).quote;
+    const price = withUnit(document.createElement("span"), fmtPrice(r.last_price), r.last_price == null ? null : quote);
     price.className = "last";
     const stats = document.createElement("span");
     stats.className = "stats";
-    stats.textContent = `${number(r.signals, 0, 0)} signals`;
+    stats.textContent = r.signals == null ? "" : `${number(r.signals, 0, 0)} signals`;
     li.append(name, price, stats);
     // mousedown, not click: the input's blur (which closes the list) comes first otherwise
     li.addEventListener("mousedown", (event) => {
@@ -742,7 +743,36 @@
     li.scrollIntoView({ block: "nearest" });
   }
 
-  /** Read the completions for what is typed (a newer request wins). */
+  /** Draw the completions ``rows`` (ranked) for ``q``: ``total`` matches in all, or
+   * null while the server has not answered. The option that was active stays so. */
+  function drawFind(rows, q, total) {
+    const f = state.find;
+    const was = f.options[f.active];
+    f.options = rows.map((r) => seriesKey(r.exchange, r.symbol));
+    f.active = -1;
+    const items = rows.map(findOption);
+    const note = (text) => {
+      const li = document.createElement("li");
+      li.className = "none";
+      li.textContent = text;
+      items.push(li);
+    };
+    if (!rows.length) note(total === null ? "Searching…" : `No watched symbol contains “${q}”.`);
+    else if (total !== null && total > rows.length) {
+      note(`${number(total - rows.length, 0, 0)} more match: type more of it.`);
+    }
+    el.findList.replaceChildren(...items);
+    el.findList.hidden = false;
+    el.findInput.setAttribute("aria-expanded", "true");
+    el.findInput.removeAttribute("aria-activedescendant");
+    if (rows.length) setActive(Math.max(0, f.options.indexOf(was))); // Enter opens the best
+  }
+
+  /**
+   * The completions for what is typed: at once from the symbols the page knows (their
+   * last state heard), then from /api/symbols (the server's list: a symbol listed since
+   * the page opened too, with fresh figures). A newer keystroke wins.
+   */
   async function readFind() {
     const f = state.find;
     const q = el.findInput.value.replace(/[^A-Za-z0-9]/g, "").slice(0, 30).toUpperCase();
@@ -751,6 +781,14 @@
       return;
     }
     const token = ++f.token;
+    const known = [];
+    for (const [key, { exchange, symbol }] of state.series) {
+      if (exchange === state.exchange && symbol.includes(q)) {
+        known.push({ exchange, symbol, ...(state.info.get(key) || {}) });
+      }
+    }
+    known.sort((a, b) => (a.symbol < b.symbol ? -1 : a.symbol > b.symbol ? 1 : 0));
+    drawFind(rankMatches(known, q).slice(0, FIND_ROWS), q, null);
     const query = new URLSearchParams({ q, exchange: state.exchange, limit: String(FIND_FETCH) });
     let body;
     try {
@@ -765,25 +803,7 @@
       if (!state.series.has(key)) state.series.set(key, { exchange: r.exchange, symbol: r.symbol });
       if (!state.info.has(key)) state.info.set(key, r);
     }
-    f.options = rows.map((r) => seriesKey(r.exchange, r.symbol));
-    f.active = -1;
-    const items = rows.map(findOption);
-    if (!rows.length) {
-      const none = document.createElement("li");
-      none.className = "none";
-      none.textContent = `No watched symbol contains “${q}”.`;
-      items.push(none);
-    } else if (body.total > rows.length) {
-      const more = document.createElement("li");
-      more.className = "none";
-      more.textContent = `${number(body.total - rows.length, 0, 0)} more match: type more of it.`;
-      items.push(more);
-    }
-    el.findList.replaceChildren(...items);
-    el.findList.hidden = false;
-    el.findInput.setAttribute("aria-expanded", "true");
-    el.findInput.removeAttribute("aria-activedescendant");
-    if (rows.length) setActive(0); // Enter opens the best match
+    drawFind(rows, q, body.total);
     f.reads += 1;
   }
 
