@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from jsonschema import Draft202012Validator
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from spikewatch.config import load_settings
 from spikewatch.engine import Engine
@@ -44,7 +52,7 @@ PER_SYMBOL = 600  # trades each symbol plays (a stretch of the recording, re-lab
 #: the cards the chart view may show with many symbols: the chosen one, the pinned ones
 #: (8 at most) and the last 4 opened besides
 MAX_CARDS = 1 + 8 + 4
-PHONE = {"width": 400, "height": 800}
+PHONE: ViewportSize = {"width": 400, "height": 800}
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +81,18 @@ class App:
     def api(self, path: str) -> Any:
         with urllib.request.urlopen(f"{self.url}{path.lstrip('/')}", timeout=10) as response:
             return json.load(response)
+
+    def next_event(self, kind: str) -> Any:
+        """The data of the next ``kind`` event of the live stream."""
+        with urllib.request.urlopen(f"{self.url}api/stream", timeout=10) as stream:
+            current = None
+            for raw in stream:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    current = line[len("event: ") :]
+                elif line.startswith("data: ") and current == kind:
+                    return json.loads(line[len("data: ") :])
+        raise AssertionError(f"the stream ended before a {kind} event")
 
     def symbols(self) -> list[dict[str, Any]]:
         """Every watched symbol from /api/symbols, page by page."""
@@ -207,7 +227,10 @@ def test_with_the_whole_market_the_chart_view_shows_a_finder_and_a_few_cards(
 
         def played() -> bool:
             status = app.engine.status().symbols
-            return all(status[s].last_trade_id == last_ids[s] for s in watched)
+            return all(
+                status[s].last_trade_id == last_ids[s] and not status[s].backfilling
+                for s in watched
+            )
 
         wait_until(played, timeout=60)
         # the tape has ended: the header's total is every symbol's, as the API sums them
@@ -216,6 +239,20 @@ def test_with_the_whole_market_the_chart_view_shows_a_finder_and_a_few_cards(
         total = sum(r["trades"] for r in rows)
         assert total == sum(s["trades"] for s in app.api("/api/status")["symbols"].values())
         assert total > SYMBOLS * PER_SYMBOL // 2
+        # the stream's totals event says the same, as the API document describes it
+        totals = app.next_event("totals")
+        spec = app.api("/api/openapi.json")
+        events = spec["paths"]["/api/stream"]["get"]["responses"]["200"]["content"][
+            "text/event-stream"
+        ]["x-events"]
+        schema = {**events["totals"]["data"], "components": spec["components"]}
+        Draft202012Validator(schema).validate(totals)
+        assert totals["trades"] == total
+        assert (totals["symbols"], totals["connection"]) == (SYMBOLS, "connected")
+        # (a quiet symbol's last taker order may still close and signal: counts only grow)
+        later = app.symbols()
+        signals = (sum(r["signals"] for r in rows), sum(r["signals"] for r in later))
+        assert signals[0] <= totals["signals"] <= signals[1]
         page.wait_for_function(
             "n => Number(document.querySelector('#totals').dataset.trades) === n", arg=total
         )
@@ -269,6 +306,23 @@ def test_with_the_whole_market_the_chart_view_shows_a_finder_and_a_few_cards(
 
         # the leaderboard: a row opens that symbol's chart, Back returns to the board
         page.click("#to-market")
+        expect(page.locator("#market-view")).to_be_visible()
+        # a press on a row holds the board's redraws until it is released (a busy market
+        # redraws it about every second: a row replaced mid-click would swallow the click)
+        page.wait_for_function("() => window.spikewatch.market().reads > 0")
+        pressed = page.locator("#market tbody tr").nth(2)
+        held = pressed.get_attribute("data-symbol")
+        assert held is not None
+        pressed.evaluate("tr => { tr.dataset.pressed = 'yes'; }")
+        box = pressed.bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + 40, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.wait_for_function("() => Boolean(window.spikewatch.market().held)")
+        expect(page.locator('#market tbody tr[data-pressed="yes"]')).to_have_count(1)
+        page.mouse.up()
+        tab.chart_of(held)
+        page.go_back()
         expect(page.locator("#market-view")).to_be_visible()
         row = page.locator(f'#market tbody tr[data-symbol="{third}"]')
         page.fill("#market-search", third)

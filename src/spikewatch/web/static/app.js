@@ -194,6 +194,8 @@
       token: 0, // of the latest request: an older answer is dropped
       timer: null,
       nudged: 0, // Date.now() of the last read caused by a signal
+      pressed: 0, // Date.now() when a pointer went down on the board: a redraw waits
+      held: null, // the answer that waits for the pointer to come up
     },
   };
 
@@ -1776,6 +1778,13 @@
   /** Draw the leaderboard (the focused row keeps its focus). */
   function drawMarket(body) {
     const m = state.market;
+    if (m.pressed && Date.now() - m.pressed < 10_000) {
+      // a busy market redraws the board about every second: rows replaced between the
+      // press and the release of a click would swallow it (its row is gone); a pointer
+      // released outside the window holds it up 10 s at most
+      m.held = body;
+      return;
+    }
     m.rows = body.rows;
     const focused = document.activeElement && document.activeElement.closest
       ? document.activeElement.closest("#market tr[data-key]")
@@ -1857,7 +1866,25 @@
     readMarket();
   }
 
+  /** The pointer came up: the click (if any) has its row; then the held answer. */
+  function releaseMarket() {
+    const m = state.market;
+    if (!m.pressed) return;
+    m.pressed = 0;
+    setTimeout(() => {
+      const body = m.held;
+      m.held = null;
+      if (body && !m.pressed && state.page === "market") drawMarket(body);
+    }, 0);
+  }
+
   function setUpMarket() {
+    el.market.addEventListener("pointerdown", () => {
+      state.market.pressed = Date.now();
+    });
+    for (const name of ["pointerup", "pointercancel"]) {
+      document.addEventListener(name, releaseMarket);
+    }
     for (const button of el.windows) {
       button.addEventListener("click", () => setWindow(button.dataset.window));
     }
