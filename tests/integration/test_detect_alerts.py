@@ -115,6 +115,9 @@ def test_sigkill_of_a_detect_worker_loses_no_alert_and_delivers_none_twice(
                 assert {r.alert_id for r in got} == expected
                 # a repeat is possible in one window only: a worker killed between the
                 # receiver's 2xx and its commit of "sent" (docs/ALERTS.md); at most one
+                print(
+                    f"alerts {len(expected)}, requests {len(got)}, repeats {receiver.duplicates()}"
+                )
                 assert sum(receiver.duplicates().values()) <= 1, receiver.duplicates()
                 with psycopg.connect(dep.postgres) as conn:
                     rows = conn.execute(
