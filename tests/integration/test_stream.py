@@ -89,7 +89,10 @@ def test_stream_pushes_each_signal_as_it_happens_and_status_every_interval(live:
     signals: list[SseEvent] = []
     statuses: list[SseEvent] = []
     for event in stream:
-        (signals if event.kind == "signal" else statuses).append(event)
+        if event.kind == "signal":
+            signals.append(event)
+        elif event.kind == "status":  # (a totals event follows each)
+            statuses.append(event)
         if len(signals) == 10:
             break
     stream.close()
