@@ -343,6 +343,11 @@ def test_with_the_whole_market_the_chart_view_shows_a_finder_and_a_few_cards(
         tab.open(f"{app.url}#binance:{second}")
         tab.chart_of(second)
         assert f"binance:{first}" in tab.cards()  # still pinned (remembered in the browser)
+        # a link to a symbol not watched: the leaderboard, as with no symbol named
+        page.goto("about:blank")
+        tab.open(f"{app.url}#binance:NOPE1USDT")
+        expect(page.locator("#market-view")).to_be_visible()
+        assert page.evaluate("window.spikewatch.symbol") is None
 
         # a symbol listed after the page opened is found too (the server completes)
         app.sim.list_symbol("ZZZ9USDT", like=watched[0])
