@@ -54,9 +54,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from spikewatch.alerting.outbox import Outbox
+from spikewatch.alerting.pg_outbox import PostgresOutbox
+from spikewatch.bus.alerts import alert_wildcard, decode_alert_event
 from spikewatch.bus.names import bus_names
-from spikewatch.config import Settings
+from spikewatch.config import Settings, resolve_profile
 from spikewatch.core.alerts import AlertEvent
 from spikewatch.core.bars import Bar
 from spikewatch.core.model import Signal, decode_signal, iso_utc
@@ -67,6 +68,7 @@ from spikewatch.ingest.ratelog import RateLimitedLog
 from spikewatch.ingest.rest import RestStats
 from spikewatch.status import (
     WRITE_BUCKETS_MS,
+    AlertStatus,
     EngineStatus,
     LagHistogram,
     LiveSymbol,
@@ -74,10 +76,11 @@ from spikewatch.status import (
     SymbolStatus,
 )
 from spikewatch.store.base import SignalStore
-from spikewatch.store.postgres import redact_url
+from spikewatch.store.postgres import PostgresSignalStore, redact_url
 from spikewatch.store.recent import RecentSignals
 from spikewatch.store.spikes import latest_spike
 from spikewatch.store.writer import WriterStats
+from spikewatch.wiring import alert_rules
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -114,6 +117,12 @@ SEED_SIGNALS: Final = 20_000
 #: so a page from memory is at most the push's delay behind the store.
 RECENT_SIGNALS: Final = 5000
 
+#: Alerts whose latest pushed fold is remembered (a repeat of one is not pushed again).
+PUSHED_ALERTS: Final = 10_000
+#: Seconds back from the last read of the alert log that the next read starts: covers a
+#: worker's clock ahead or behind serve's, and a write that commits late.
+ALERT_LOOKBACK_S: Final = 30.0
+
 #: What /api/reconnect says: there is no exchange connection to renew here.
 NO_RECONNECT: Final = "this role (spikewatch serve) has no exchange connection to renew"
 
@@ -146,13 +155,37 @@ class ServeView:
         store: SignalStore,
         *,
         subject_prefix: str | None = None,
+        subject_prefix_alerts: str | None = None,
         poll_s: float = POLL_S,
         connect_timeout: float = 5.0,
     ) -> None:
         self.store = store
         self.hub = Hub()
-        #: no alert rules run here (the detect workers raise alerts)
-        self.outbox: Outbox | None = None
+        # the rules detect runs (it resolves the profile as `spikewatch run` does): the
+        # alert log is served when there are any, from the outbox detect writes
+        settings = resolve_profile(settings, live=True)
+        rules = alert_rules(settings)
+        self._rules = [r.name for r in rules.rules] if rules is not None else []
+        self._outbox: PostgresOutbox | None = None
+        if rules is not None and isinstance(store, PostgresSignalStore):
+            self._outbox = PostgresOutbox(store.connection, ())
+        self.alert_subjects = alert_wildcard(
+            settings.exchange, subject_prefix_alerts or bus_names(settings).alert_prefix
+        )
+        self._alert_sinks: tuple[Callable[[Sequence[AlertEvent]], None], ...] = ()
+        # per alert id: the (last_time_us, signals) of the fold pushed last
+        self._pushed_alerts: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._alerts_opened = 0
+        self._alert_messages = 0
+        # the alert log is read for changes since this (wall-clock seconds)
+        self._alert_lock = threading.Lock()
+        self._alerts_since = time.time()
+        self._started_at = self._alerts_since
+        if self._outbox is not None:  # what changed just before: shown, not pushed
+            for row in self._outbox.changed_since(
+                settings.exchange, self._alerts_since - ALERT_LOOKBACK_S
+            ):
+                self._remember_alert(row.alert.id, (row.alert.last_time_us, row.alert.signals))
         self._exchange = _Exchange(settings.exchange)
         # the subjects detect workers publish signals on (bus/names.py: every role takes
         # its names from there)
@@ -336,6 +369,8 @@ class ServeView:
                 self.connect_timeout,
             )
             await nc.subscribe(self.subjects, cb=self._on_message)
+            if self._outbox is not None:
+                await nc.subscribe(self.alert_subjects, cb=self._on_alert_message)
             await nc.flush(max(1, round(self.connect_timeout)))
         except Exception as exc:
             with contextlib.suppress(Exception):
@@ -404,6 +439,78 @@ class ServeView:
                     self._unmatched += 1
         self._poke()
 
+    async def _on_alert_message(self, msg: Msg) -> None:
+        """An alert event a detect worker stored and announced: push it (once per fold)."""
+        try:
+            event = decode_alert_event(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            with self._lock:
+                self._malformed += 1
+            self._ratelog.warning(
+                "malformed", f"not an alert event on {msg.subject} (skipped): {_one_line(exc)}"
+            )
+            return
+        with self._lock:
+            self._alert_messages += 1
+        if event.alert.exchange == self._exchange.name:
+            self._push_alert(event)
+
+    def _push_alert(self, event: AlertEvent) -> bool:
+        """Push ``event`` to live clients and the alert sinks unless a fold as late of the
+        same alert was pushed already (a repeat: announced again after a takeover, or read
+        from the log first); returns whether it was pushed."""
+        alert = event.alert
+        fold = (alert.last_time_us, alert.signals)
+        # one push at a time (the bus's thread and the tail thread both push): a later
+        # fold never goes out before an earlier one it was checked against
+        with self._alert_lock:
+            with self._lock:
+                pushed = self._pushed_alerts.get(alert.id)
+                if pushed is not None and pushed >= fold:
+                    return False
+                self._remember_alert(alert.id, fold)
+                if event.opened:
+                    self._alerts_opened += 1
+            self.hub.publish(Event("alert", _encode(event), None, alert.symbol, alert.exchange))
+            for sink in self._alert_sinks:
+                try:
+                    sink((event,))
+                except Exception:
+                    log.exception("an alert sink failed")
+        return True
+
+    def _remember_alert(self, alert_id: str, fold: tuple[int, int]) -> None:
+        """The fold of ``alert_id`` pushed last (under the lock, or before the threads)."""
+        self._pushed_alerts[alert_id] = fold
+        self._pushed_alerts.move_to_end(alert_id)
+        if len(self._pushed_alerts) > PUSHED_ALERTS:
+            self._pushed_alerts.popitem(last=False)
+
+    def _read_alerts(self) -> None:
+        """Push the alerts stored or folded into since the last read (less a margin for
+        clocks and late commits): what the bus did not announce, or not yet."""
+        outbox = self._outbox
+        if outbox is None:
+            return
+        started = time.time()
+        since = self._alerts_since - ALERT_LOOKBACK_S
+        try:
+            changed = outbox.changed_since(self._exchange.name, since)
+        except Exception as exc:  # the signals' read says so; this one only waits
+            log.debug("reading the alert log failed: %s", _one_line(exc))
+            return
+        for row in changed:
+            with self._lock:
+                new = row.alert.id not in self._pushed_alerts
+            # an alert first stored after this process started opens here (the moment to
+            # notify); one older is shown as an update of what a client read before
+            opened = new and row.created_at >= self._started_at - ALERT_LOOKBACK_S
+            self._push_alert(AlertEvent(row.alert, opened=opened))
+        if len(changed) < 1000:
+            self._alerts_since = started
+        else:  # more than a page changed: go on from the last one read
+            self._alerts_since = changed[-1].updated_at + ALERT_LOOKBACK_S
+
     # -- the tail thread: the store, read after the cursor -----------------------------
 
     def _poke(self) -> None:
@@ -432,6 +539,7 @@ class ServeView:
             if self._stopping.is_set():
                 return
             self._read()
+            self._read_alerts()
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + STATUS_S
@@ -534,8 +642,15 @@ class ServeView:
         """Call ``listener(signal)`` on the tail thread for every signal pushed."""
         self._listeners = (*self._listeners, listener)
 
+    @property
+    def outbox(self) -> PostgresOutbox | None:
+        """The alert log detect workers write (None: no alert rules configured)."""
+        return self._outbox
+
     def add_alert_sink(self, sink: Callable[[Sequence[AlertEvent]], None]) -> None:
-        """Accepted and never called: no alert rules run in this role."""
+        """Call ``sink(events)`` for every alert event pushed (from the bus's thread or
+        the tail thread)."""
+        self._alert_sinks = (*self._alert_sinks, sink)
 
     def request_reconnect(self) -> bool:
         """False: there is no exchange connection here (see :data:`NO_RECONNECT`)."""
@@ -654,6 +769,12 @@ class ServeView:
             by_detector = dict(self._by_detector)
             store_ok, store_error = self._store_ok, self._store_error
             failing_since = self._store_failing_since
+            # the rules detect runs, and the alerts opened that this process pushed
+            alerts = (
+                AlertStatus(list(self._rules), self._alerts_opened, None)
+                if self._outbox is not None
+                else None
+            )
         name = self._exchange.name
         symbols = {
             symbol: SymbolStatus(
@@ -706,6 +827,7 @@ class ServeView:
             recent_gaps=[],
             restored_from_checkpoint=[],
             serve=serve,
+            alerts=alerts,
         )
 
     def live_status(self) -> list[LiveSymbol]:

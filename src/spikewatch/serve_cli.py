@@ -23,6 +23,7 @@ SERVE_KEYS = (
     "port",
     "log_level",
     "web_threads",
+    "alert_profile",
 )
 
 
@@ -53,6 +54,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", help="port to listen on (default 5000)")
     serve.add_argument("--web-threads", dest="web_threads", help="web server threads")
+    serve.add_argument(
+        "--alert-profile",
+        dest="alert_profile",
+        help="auto (default), default or off: as given to detect, so the alert log and "
+        "its rules are those detect runs (with [[alerts]] from --config)",
+    )
     serve.add_argument("--config", help="TOML file with settings (see docs/CONFIGURATION.md)")
     serve.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING or ERROR")
     return serve

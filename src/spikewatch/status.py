@@ -11,7 +11,7 @@ from typing import Protocol
 
 import msgspec
 
-from spikewatch.alerting.outbox import Outbox
+from spikewatch.alerting.port import AlertLog
 from spikewatch.alerting.worker import DeliveryStats
 from spikewatch.config import Settings
 from spikewatch.core.bars import Bar
@@ -176,9 +176,12 @@ class EngineView(Protocol):
     store: SignalStore
     hub: Hub
     recent: RecentSignals
-    #: the alert log (the delivery outbox: every alert, its deliveries); None when no
-    #: alert rules are configured
-    outbox: Outbox | None
+
+    @property
+    def outbox(self) -> AlertLog | None:
+        """The alert log (the delivery outbox: every alert, its deliveries); None when no
+        alert rules are configured."""
+        ...
 
     @property
     def exchange(self) -> ServedExchange:

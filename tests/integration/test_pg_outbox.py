@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from spikewatch.alerting.outbox import Outbox
-from spikewatch.alerting.pg_outbox import PostgresOutbox
+from spikewatch.alerting.pg_outbox import SCHEMA_VERSION, PostgresOutbox
 from spikewatch.alerting.port import OutboxPort
 from spikewatch.core.alerts import Alert, AlertEvent
 from spikewatch.store.postgres import PostgresSignalStore
@@ -164,7 +164,7 @@ def test_workers_starting_together_make_the_tables_once(store: PostgresSignalSto
         t.join(60)
     assert errors == []
     box = PostgresOutbox(store.connection, ["hook"])
-    assert box.schema_version() == 1
+    assert box.schema_version() == SCHEMA_VERSION == 2
     with psycopg.connect(with_search_path(POSTGRES_URL, store.schema or "")) as conn:
         rows = conn.execute("SELECT version FROM alerting_schema").fetchall()
-    assert rows == [(1,)]
+    assert rows == [(SCHEMA_VERSION,)]

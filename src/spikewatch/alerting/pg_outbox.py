@@ -24,24 +24,29 @@ must agree to well within a lease (``2 x timeout_s + 10`` s), as NTP keeps them.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import psycopg
 from psycopg.rows import TupleRow
 
 from spikewatch.alerting.outbox import (
+    AlertPage,
     Counts,
     Delivery,
+    DeliveryState,
     Due,
     Failed,
     OutboxSchemaTooNew,
 )
 from spikewatch.core.alerts import Alert, AlertEvent
+from spikewatch.store.base import Cursor
+from spikewatch.store.sql import filters
 
 #: Each entry moves the alerting schema from version i to i + 1; append, never edit.
 MIGRATIONS: tuple[str, ...] = (
@@ -74,6 +79,11 @@ MIGRATIONS: tuple[str, ...] = (
         ON alert_deliveries (destination, state, next_attempt_at);
     CREATE INDEX IF NOT EXISTS alert_deliveries_sent ON alert_deliveries (destination, sent_at);
     """,
+    # v2: serve reads what changed lately (its live push); retention prunes by age
+    """
+    CREATE INDEX IF NOT EXISTS alerts_by_exchange_updated ON alerts (exchange, updated_at);
+    CREATE INDEX IF NOT EXISTS alerts_by_created ON alerts (created_at);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -84,6 +94,14 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Alert).decode
 
 Connect = Callable[[], AbstractContextManager[psycopg.Connection[TupleRow]]]
+
+
+class Changed(msgspec.Struct, frozen=True):
+    """An alert as stored, and when it was first stored and last folded into (seconds)."""
+
+    alert: Alert
+    created_at: float
+    updated_at: float
 
 
 class PostgresOutbox:
@@ -335,6 +353,95 @@ class PostgresOutbox:
                 "SELECT payload FROM alerts WHERE id = %s", (alert_id,), binary=True
             ).fetchone()
         return None if row is None else _decode(bytes(row[0]))
+
+    def page(
+        self,
+        *,
+        rule: str | None = None,
+        exchange: str | None = None,
+        symbol: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int = 100,
+        after: Cursor | None = None,
+    ) -> AlertPage:
+        """The alert log, as :meth:`spikewatch.alerting.outbox.Outbox.page` answers it:
+        newest first (by the time of the first signal, then id), one page at a time, each
+        alert's latest fold and its delivery states (one snapshot: a repeatable-read
+        transaction for both)."""
+        where, args = filters(
+            (
+                ("rule = %s", rule),
+                ("exchange = %s", exchange),
+                ("symbol = %s", symbol),
+                ("time_us >= %s", since_us),
+                ("time_us < %s", until_us),
+            )
+        )
+        if after is not None:
+            where.append("(time_us, id) < (%s, %s)")
+            args.extend((after.time_us, after.id))
+        sql = "SELECT payload, time_us, id FROM alerts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY time_us DESC, id DESC LIMIT %s"
+        args.append(limit + 1)
+        with self._connect() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            rows = conn.execute(sql, args, binary=True).fetchall()
+            page = rows[:limit]
+            ids = [str(row[2]) for row in page]
+            states = conn.execute(
+                "SELECT alert_id, destination, state FROM alert_deliveries "
+                "WHERE alert_id = ANY(%s) ORDER BY alert_id, destination",
+                (ids,),
+            ).fetchall()
+        alerts: list[Alert] = []
+        for payload, _, _ in page:
+            with contextlib.suppress(msgspec.DecodeError):
+                alerts.append(_decode(bytes(payload)))
+        deliveries: dict[str, dict[str, DeliveryState]] = {a.id: {} for a in alerts}
+        for alert_id, destination, state in states:
+            if alert_id in deliveries:
+                deliveries[alert_id][str(destination)] = cast(DeliveryState, state)
+        cursor = Cursor(int(page[-1][1]), str(page[-1][2])) if len(rows) > limit else None
+        return AlertPage(alerts, cursor, deliveries)
+
+    def changed_since(self, exchange: str, since: float, limit: int = 1000) -> list[Changed]:
+        """The alerts of ``exchange`` stored or folded into at or after ``since``
+        (wall-clock seconds of the workers), oldest change first: what ``spikewatch serve``
+        pushes when the bus did not tell it (a message lost while NATS was away)."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT payload, created_at, updated_at FROM alerts "
+                "WHERE exchange = %s AND updated_at >= %s ORDER BY updated_at, id LIMIT %s",
+                (exchange, since, limit),
+                binary=True,
+            ).fetchall()
+        out = []
+        for payload, created, updated in rows:
+            with contextlib.suppress(msgspec.DecodeError):
+                out.append(Changed(_decode(bytes(payload)), float(created), float(updated)))
+        return out
+
+    def prune(self, before: float) -> int:
+        """Forget alerts stored before ``before`` (wall-clock seconds) that have nothing
+        pending, and their deliveries; returns how many alerts were removed. Idempotent,
+        so any number of workers may run it: a row another worker removed first is
+        simply not counted twice."""
+        with self._connect() as conn, conn.transaction():
+            rows = conn.execute(
+                "DELETE FROM alerts AS a WHERE a.created_at < %s AND NOT EXISTS ("
+                "SELECT 1 FROM alert_deliveries AS d WHERE d.alert_id = a.id "
+                "AND d.state = 'pending') RETURNING a.id",
+                (before,),
+            ).fetchall()
+            if rows:
+                conn.execute(
+                    "DELETE FROM alert_deliveries WHERE alert_id = ANY(%s)",
+                    ([str(r[0]) for r in rows],),
+                )
+        return len(rows)
 
     def deliveries(self, alert_id: str | None = None) -> list[Delivery]:
         """Delivery rows (of one alert, or all), by alert id and destination."""

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from spikewatch.alerting.outbox import Counts, Due, Failed
+from spikewatch.alerting.outbox import AlertPage, Counts, Due, Failed
 from spikewatch.core.alerts import AlertEvent
+from spikewatch.store.base import Cursor
 
 
 class OutboxPort(Protocol):
@@ -39,3 +40,20 @@ class OutboxPort(Protocol):
     def next_due_at(self, destination: str) -> float | None: ...
 
     def counts(self, destination: str) -> Counts: ...
+
+
+class AlertLog(Protocol):
+    """What the web layer reads of an outbox: the alert log, a page at a time (the SQLite
+    outbox of ``spikewatch run``, the PostgreSQL one ``spikewatch serve`` reads)."""
+
+    def page(
+        self,
+        *,
+        rule: str | None = None,
+        exchange: str | None = None,
+        symbol: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int = 100,
+        after: Cursor | None = None,
+    ) -> AlertPage: ...

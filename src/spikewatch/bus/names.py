@@ -9,6 +9,7 @@ what                   name                             subjects / keys
 =====================  ==============================  ==========================
 trade stream           ``<prefix>-trades``              ``<prefix>-trades.<p>.<exchange>.<symbol>``
 signal stream          ``<prefix>-signals``             ``<prefix>-signals.<exchange>.<symbol>``
+alert events (core)    (no stream)                      ``<prefix>-alerts.<exchange>.<symbol>``
 lease bucket (KV)      ``<prefix>-leases``              ``p<partition>``, ``w-<worker>``
 snapshot bucket (KV)   ``<prefix>-snapshots``           ``p<partition>``
 =====================  ==============================  ==========================
@@ -58,6 +59,12 @@ class BusNames:
     def signal_prefix(self) -> str:
         """Signals of ``(exchange, symbol)`` go on ``<signal_prefix>.<exchange>.<symbol>``."""
         return f"{self.prefix}-signals"
+
+    @property
+    def alert_prefix(self) -> str:
+        """Alert events of ``(exchange, symbol)`` go on ``<alert_prefix>.<exchange>.<symbol>``
+        (core NATS: :mod:`spikewatch.bus.alerts`)."""
+        return f"{self.prefix}-alerts"
 
     @property
     def lease_bucket(self) -> str:

@@ -57,6 +57,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
+from spikewatch.bus.alerts import AlertAnnouncer
 from spikewatch.bus.connect import connect_bus, jetstream
 from spikewatch.bus.consumer import PartitionConsumer
 from spikewatch.bus.lease import LEASE_TTL_S, LeaseLost, PartitionLease, ensure_lease_bucket
@@ -186,6 +187,7 @@ class DetectWorker:
         self._signals: SignalPublisher | None = None
         self._store: SignalStore | None = None
         self.alerts: DetectAlerts | None = None
+        self._announcer: AlertAnnouncer | None = None
         self._paused: dict[int, float] = {}  # partition -> monotonic time to try again
         self._renewals_done = 0  # lease renewals of partitions no longer held
         #: partitions stopped at once because their lease was lost
@@ -278,6 +280,7 @@ class DetectWorker:
             await ensure_snapshot_bucket(js, names.snapshot_bucket, replicas=copies)
         )
         self._signals = SignalPublisher(js, prefix=names.signal_prefix, stream=names.signal_stream)
+        self._announcer = AlertAnnouncer(self._nc, prefix=names.alert_prefix)
 
     async def close(self) -> None:
         """Close the connections (after :meth:`run`)."""
@@ -547,6 +550,13 @@ class DetectWorker:
         if signals:
             await publisher.publish(signals)
             held.signals += len(signals)
+        await self._announce(alerts)
+
+    async def _announce(self, alerts: Sequence[AlertEvent]) -> None:
+        """The alert events just stored, on the bus for serve's live push (best effort:
+        serve also reads the outbox; :mod:`spikewatch.bus.alerts`)."""
+        if alerts and self.alerts is not None and self._announcer is not None:
+            await self._announcer.publish(alerts)
 
     def _report(self) -> None:
         counters = self.counters()

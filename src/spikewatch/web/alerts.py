@@ -13,7 +13,8 @@ import re
 import msgspec
 from flask import Blueprint, Response, current_app, request
 
-from spikewatch.alerting.outbox import DeliveryState, Outbox
+from spikewatch.alerting.outbox import DeliveryState
+from spikewatch.alerting.port import AlertLog
 from spikewatch.core.alerts import Alert
 from spikewatch.status import EngineView
 from spikewatch.store.base import Cursor
@@ -64,7 +65,7 @@ def _rule(args: dict[str, str]) -> str | None:
     return raw
 
 
-def _known(rule: str, engine: EngineView, outbox: Outbox) -> None:
+def _known(rule: str, engine: EngineView, outbox: AlertLog) -> None:
     """Raise for a rule neither configured nor in the log: a typo would page nothing."""
     rules = alert_rules(engine.settings)
     configured = [r.name for r in rules.rules] if rules is not None else []

@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 import msgspec
 from flask import Blueprint, Flask, Response, current_app, request
 
-from spikewatch.alerting.outbox import Outbox
+from spikewatch.alerting.port import AlertLog
 from spikewatch.core.alerts import Alert, AlertEvent
 from spikewatch.core.leaderboard import BY, WINDOWS, Key, Leaderboard, Row, rank
 from spikewatch.core.model import Signal, iso_utc
@@ -188,7 +188,9 @@ class MarketBoard:
                 self._alert_ids.popitem(last=False)
             self._board.add_alert(alert)
 
-    def seed(self, store: SignalStore, outbox: Outbox | None, latest: Mapping[str, Signal]) -> int:
+    def seed(
+        self, store: SignalStore, outbox: AlertLog | None, latest: Mapping[str, Signal]
+    ) -> int:
         """Count the stored signals (and logged alerts) of the hour up to ``latest``,
         each exchange's latest signal; the number of signals read."""
         read = 0
