@@ -168,3 +168,31 @@ def test_workers_starting_together_make_the_tables_once(store: PostgresSignalSto
     with psycopg.connect(with_search_path(POSTGRES_URL, store.schema or "")) as conn:
         rows = conn.execute("SELECT version FROM alerting_schema").fetchall()
     assert rows == [(SCHEMA_VERSION,)]
+
+
+def test_both_outboxes_prune_old_delivered_alerts_and_never_an_undelivered_one(
+    tmp_path: Path, store: PostgresSignalStore
+) -> None:
+    """Retention: alerts stored before the cut whose every delivery is done (sent or dead)
+    go with their deliveries; one still pending to any destination stays, however old;
+    a second prune removes nothing more."""
+    clock = Clock()
+    for box in both(tmp_path, store, clock):
+        clock.now = T0
+        box.add([AlertEvent(alert(n), opened=True) for n in range(6)])
+        ids = [alert(n).id for n in range(6)]
+        box.mark_sent("hook", ids[:4], "m1")
+        box.mark_sent("chat", ids[:2], "m2")
+        box.mark_failed("chat", ids[2:3], "gone", max_attempts=1, delay=float)  # dead
+        clock.now = T0 + 100
+        box.add([AlertEvent(alert(9), opened=True)])  # new: after the cut
+        box.mark_sent("hook", [alert(9).id], "m3")
+        box.mark_sent("chat", [alert(9).id], "m3")
+        # alerts 0-2: all done; 3: chat pending; 4, 5: both pending; 9: too recent
+        assert box.prune(T0 + 50) == 3
+        assert box.prune(T0 + 50) == 0
+        left = sorted({d.alert_id for d in box.deliveries()})  # type: ignore[attr-defined]
+        assert left == sorted([*ids[3:], alert(9).id])
+        assert box.alert(ids[0]) is None  # type: ignore[attr-defined]
+        assert box.alert(ids[3]) is not None  # type: ignore[attr-defined]
+        assert box.prune(T0 + 1000) == 1  # alert 9, delivered everywhere

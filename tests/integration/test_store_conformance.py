@@ -1240,3 +1240,33 @@ def test_pages_of_one_exchange_and_symbol_are_read_in_order_from_an_index(
         steps = " / ".join(str(row[0]) for row in plan)
         assert "Index Scan Backward using signals_by" in steps, steps
         assert "Sort" not in steps, steps
+
+
+# -- retention -----------------------------------------------------------------------
+
+
+def test_prune_forgets_signals_stored_before_the_retention_and_keeps_the_numbering(
+    store: SignalStore, backend: Backend
+) -> None:
+    """Signals are aged by when they were stored (marks of the delivery number), never by
+    their trade time: a replay of 2024's trades stored today stays. The newest signal
+    always stays, so delivery numbers go on after it, also after a restart."""
+    day = 86_400.0
+    old, recent = sample_signals()[:10], sample_signals()[10:]
+    store.add(old)
+    assert store.prune(30 * day, now=1000.0) == 0  # the first mark: nothing is older
+    store.add(recent)
+    assert store.prune(30 * day, now=1000.0 + 10 * day) == 0  # nothing 30 days old yet
+    assert store.count() == 25
+    # 31 days after the first mark: what was stored before it goes, the rest stays
+    assert store.prune(30 * day, now=1000.0 + 31 * day) == 10
+    assert store.prune(30 * day, now=1000.0 + 31 * day) == 0  # idempotent
+    assert sorted(s.id for s in store.page(limit=100).signals) == sorted(s.id for s in recent)
+    # years later everything but the newest goes; numbering continues after it
+    top = store.max_seq()
+    assert store.prune(30 * day, now=1000.0 + 400 * day, limit=10) == 10  # a chunk
+    assert store.prune(30 * day, now=1000.0 + 400 * day, limit=10) == 4  # the rest
+    assert [seq for seq, _ in store.after_seq(0, 100)] == [top]
+    with reopened(backend) as again:
+        again.add([make_signal("BTCUSDT", 1, T0_US)])
+        assert again.max_seq() == top + 1

@@ -41,6 +41,8 @@ class OutboxPort(Protocol):
 
     def counts(self, destination: str) -> Counts: ...
 
+    def prune(self, before: float) -> int: ...
+
 
 class AlertLog(Protocol):
     """What the web layer reads of an outbox: the alert log, a page at a time (the SQLite

@@ -14,6 +14,12 @@ from spikewatch.core.model import GapRecord, Signal
 __all__ = ["Checkpoint", "Cursor", "GapRecord", "SignalPage", "SignalStore"]
 
 
+#: Retention marks (wall-clock seconds, the highest delivery number then) are recorded
+#: at most this often: signals carry no time of storing, so a signal's age is that of
+#: the first mark at or above its number (``prune`` in both stores).
+MARK_EVERY_S = 60.0
+
+
 class Cursor(msgspec.Struct, frozen=True, array_like=True):
     """Position after the last signal of a page (signals come newest first)."""
 
@@ -140,6 +146,12 @@ class SignalStore(Protocol):
 
     def checkpoints(self, exchange: str) -> dict[str, Checkpoint]:
         """The stored checkpoints of ``exchange``, by symbol."""
+        ...
+
+    def prune(self, keep_s: float, now: float | None = None, limit: int = 10_000) -> int:
+        """Forget up to ``limit`` of the signals stored more than ``keep_s`` seconds before
+        ``now`` (wall clock), the newest one excepted; returns how many (``limit``: call
+        again for more). Idempotent and cheap (by delivery number)."""
         ...
 
     def close(self) -> None:

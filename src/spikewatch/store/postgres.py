@@ -38,7 +38,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
 from spikewatch.core.model import Signal, decode_signal
-from spikewatch.store.base import Checkpoint, Cursor, GapRecord, SignalPage
+from spikewatch.store.base import MARK_EVERY_S, Checkpoint, Cursor, GapRecord, SignalPage
 from spikewatch.store.sql import filters
 from spikewatch.store.sqlite import SchemaTooNew, StoreOpenError
 
@@ -91,6 +91,8 @@ _MIGRATE_LOCK = 0x5357_0001
 _SEQ_LOCK = 0x5357_0002
 
 #: A schema name this store accepts: a plain lower-case identifier, which reads the same
+#: First key of the retention's advisory lock (SW, 4)
+_PRUNE_LOCK = 0x5357_0004
 #: quoted (CREATE SCHEMA) and unquoted (search_path in the connection options).
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -457,6 +459,37 @@ class PostgresSignalStore:
         with self._conn() as conn:
             rows = conn.execute(query, [seq, *args, limit], binary=True).fetchall()
         return [(int(n), _decode(payload)) for n, payload in rows]
+
+    def prune(self, keep_s: float, now: float | None = None, limit: int = 10_000) -> int:
+        """Forget up to ``limit`` of the signals stored more than ``keep_s`` seconds ago,
+        as :meth:`spikewatch.store.sqlite.SQLiteSignalStore.prune` does (marks of the
+        highest delivery number, the newest signal kept). Idempotent and cheap (by
+        ``seq``), so every detect worker may run it: concurrent calls take turns."""
+        now = time.time() if now is None else now
+        with self._conn() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_PRUNE_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS retention_marks "
+                "(at double precision NOT NULL, seq bigint NOT NULL)"
+            )
+            row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM signals").fetchone()
+            top = int(row[0]) if row else 0
+            newest = conn.execute("SELECT MAX(at) FROM retention_marks").fetchone()
+            if newest is None or newest[0] is None or now - float(newest[0]) >= MARK_EVERY_S:
+                conn.execute("INSERT INTO retention_marks (at, seq) VALUES (%s, %s)", (now, top))
+            mark = conn.execute(
+                "SELECT at, seq FROM retention_marks WHERE at <= %s ORDER BY at DESC LIMIT 1",
+                (now - keep_s,),
+            ).fetchone()
+            if mark is None:
+                return 0
+            conn.execute("DELETE FROM retention_marks WHERE at < %s", (mark[0],))
+            cur = conn.execute(
+                "DELETE FROM signals WHERE seq IN (SELECT seq FROM signals "
+                "WHERE seq <= %s AND seq < %s ORDER BY seq LIMIT %s)",
+                (mark[1], top, limit),
+            )
+            return max(cur.rowcount, 0)
 
     def add_gap(self, gap: GapRecord) -> None:
         """Record a hole in the trade record (idempotent by exchange, symbol, first id: a

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 
 from spikewatch.core.model import Signal, decode_signal
-from spikewatch.store.base import Checkpoint, Cursor, GapRecord, SignalPage
+from spikewatch.store.base import MARK_EVERY_S, Checkpoint, Cursor, GapRecord, SignalPage
 from spikewatch.store.sql import filters
 
 #: Each entry moves the schema from version i to i + 1; append, never edit.
@@ -140,6 +141,10 @@ def _why_not_writable(path: str, exc: BaseException) -> str:
             f"{where.name}-shm files beside it)"
         )
     return str(exc)
+
+
+#: Retention's marks: (wall-clock seconds, the highest delivery number then); made on use.
+_MARKS = "CREATE TABLE IF NOT EXISTS retention_marks (at REAL NOT NULL, seq INTEGER NOT NULL)"
 
 
 class SQLiteSignalStore:
@@ -292,6 +297,43 @@ class SQLiteSignalStore:
                 _rollback(conn)
                 raise
             return conn.total_changes - before
+
+    def prune(self, keep_s: float, now: float | None = None, limit: int = 10_000) -> int:
+        """Forget up to ``limit`` of the signals stored more than ``keep_s`` seconds ago
+        (wall clock, ``now`` by default); returns how many (``limit``: call again for the
+        rest, each call one short transaction). Signals carry no time of storing, so a
+        call records a mark (now, the highest delivery number; at most one a
+        :data:`~spikewatch.store.base.MARK_EVERY_S`): the signals up to the newest mark
+        older than ``keep_s`` go. The newest signal always stays (delivery numbers go on
+        from it, also after a restart). Idempotent and cheap (by ``seq``)."""
+        now = time.time() if now is None else now
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(_MARKS)
+                top = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM signals").fetchone()[0]
+                newest = conn.execute("SELECT MAX(at) FROM retention_marks").fetchone()[0]
+                if newest is None or now - newest >= MARK_EVERY_S:
+                    conn.execute("INSERT INTO retention_marks (at, seq) VALUES (?, ?)", (now, top))
+                mark = conn.execute(
+                    "SELECT at, seq FROM retention_marks WHERE at <= ? ORDER BY at DESC LIMIT 1",
+                    (now - keep_s,),
+                ).fetchone()
+                removed = 0
+                if mark is not None:
+                    conn.execute("DELETE FROM retention_marks WHERE at < ?", (mark[0],))
+                    before = conn.total_changes
+                    conn.execute(
+                        "DELETE FROM signals WHERE seq IN (SELECT seq FROM signals "
+                        "WHERE seq <= ? AND seq < ? ORDER BY seq LIMIT ?)",
+                        (mark[1], top, limit),
+                    )
+                    removed = conn.total_changes - before
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            return removed
 
     def latest(self, symbol: str | None = None, exchange: str | None = None) -> Signal | None:
         """The stored signal with the latest trade time (of ``symbol`` and ``exchange``,
