@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from spikewatch.core.alerts import Alert
 from spikewatch.core.kernel import GapPolicy, Kernel
 from spikewatch.core.model import Signal, Trade, TradeBatch
 
@@ -253,3 +254,26 @@ def two_symbols(fixtures_dir: Path, btc_frames: list[bytes]) -> list[bytes]:
     timed += [(json.loads(frame)["data"]["T"], frame) for frame in btc_frames]
     timed.sort(key=lambda item: item[0])
     return [frame for _, frame in timed]
+
+
+def a_stored_alert(exchange: str, number: int, signals: int = 1) -> Alert:
+    """An alert as a detect worker stores it (BTCUSDT volume spikes)."""
+    time_us = 1_723_161_600_000_000 + number * 10_000_000
+    return Alert(
+        id=f"spikes:{exchange}:BTCUSDT:{1000 + number}",
+        rule="spikes",
+        severity="warning",
+        exchange=exchange,
+        symbol="BTCUSDT",
+        side="buy",
+        timestamp="2024-08-09T00:00:00.000Z",
+        time_us=time_us,
+        last_time_us=time_us + signals,
+        price=61000.5,
+        usd_value=122001.0,
+        usd_total=122001.0 * signals,
+        signals=signals,
+        detectors=["volume_spike-w200-x10"],
+        first_signal=f"{exchange}:BTCUSDT:volume_spike-w200-x10:{1000 + number}",
+        summary=f"BTCUSDT spikes #{number}",
+    )

@@ -108,6 +108,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     host: str = "127.0.0.1"
     port: int = 5000
     db: str = "spikewatch.db"  # SQLite file, or ":memory:"
+    # days signals and delivered alerts are kept (0: for ever); pruned by the store's
+    # writer (run) or by detect (PostgreSQL); at least 1 (a replay must never raise again
+    # an alert already forgotten: detect replays at most the trade stream's 6 h)
+    retention_days: float = 0.0
     # stream base URL (the exchange's routes, e.g. /stream?streams=..., are appended);
     # empty: the exchange's own (wss://stream.binance.com:9443 for spot)
     ws_url: str = ""
@@ -283,6 +287,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         _check(0 <= self.port <= 65535, "port", "must be between 0 and 65535")
         _check(bool(self.host), "host", "must not be empty")
         _check(bool(self.db), "db", "must be a file path or ':memory:'")
+        _check(
+            self.retention_days == 0 or 1 <= self.retention_days <= 36_500,
+            "retention_days",
+            "must be 0 (keep everything) or between 1 and 36500 days",
+        )
         for key in ("ws_url", "rest_url"):
             url: str = getattr(self, key)
             scheme = ("ws://", "wss://") if key == "ws_url" else ("http://", "https://")

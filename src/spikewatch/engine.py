@@ -55,6 +55,7 @@ from spikewatch.status import (
 )
 from spikewatch.store.base import SignalStore
 from spikewatch.store.recent import RecentSignals
+from spikewatch.store.retention import Retention
 from spikewatch.store.spikes import latest_spike
 from spikewatch.store.writer import StoreWriter, WriterStats
 from spikewatch.wiring import build_exchange, build_kernel
@@ -223,7 +224,10 @@ class Engine(Recovery):
                 raise RuntimeError("the engine was already started")
             self._started = True
         self._writer = StoreWriter(
-            self.store, maxsize=self.settings.store_queue, on_written=self._record_write
+            self.store,
+            maxsize=self.settings.store_queue,
+            on_written=self._record_write,
+            retention=Retention.of(self.settings.retention_days, self.store, [self.outbox]),
         )
         if self._alerts is not None:
             self._alerts.start()

@@ -30,7 +30,7 @@ from spikewatch.alerting.outbox import Outbox
 from spikewatch.alerting.pg_outbox import PostgresOutbox
 from spikewatch.bus.alerts import alert_subject
 from spikewatch.config import Settings, load_settings
-from spikewatch.core.alerts import Alert, AlertEvent
+from spikewatch.core.alerts import AlertEvent
 from spikewatch.engine import Engine
 from spikewatch.replay.simulator import Simulator, SimulatorThread
 from spikewatch.replay.tape import tape_from_frames
@@ -39,7 +39,7 @@ from spikewatch.store.base import Cursor
 from spikewatch.store.postgres import PostgresSignalStore
 from spikewatch.web import create_app
 
-from helpers import wait_until
+from helpers import a_stored_alert, wait_until
 from roles_kit import NATS_URL, Deployment, deployment, stop
 
 pytestmark = pytest.mark.slow
@@ -206,29 +206,6 @@ def test_serve_answers_the_alert_log_as_the_embedded_mode_and_pushes_each_alert_
         mine = [e for e in pushed if e["alert"]["id"] == alert_id]
         assert mine == [e for e in want_events if e["alert"]["id"] == alert_id]
     assert len(pushed) == len(events)
-
-
-def a_stored_alert(exchange: str, number: int, signals: int = 1) -> Alert:
-    """An alert as a detect worker stores it (BTCUSDT volume spikes)."""
-    time_us = 1_723_161_600_000_000 + number * 10_000_000
-    return Alert(
-        id=f"spikes:{exchange}:BTCUSDT:{1000 + number}",
-        rule="spikes",
-        severity="warning",
-        exchange=exchange,
-        symbol="BTCUSDT",
-        side="buy",
-        timestamp="2024-08-09T00:00:00.000Z",
-        time_us=time_us,
-        last_time_us=time_us + signals,
-        price=61000.5,
-        usd_value=122001.0,
-        usd_total=122001.0 * signals,
-        signals=signals,
-        detectors=["volume_spike-w200-x10"],
-        first_signal=f"{exchange}:BTCUSDT:volume_spike-w200-x10:{1000 + number}",
-        summary=f"BTCUSDT spikes #{number}",
-    )
 
 
 async def announce(dep: Deployment, events: list[AlertEvent]) -> None:

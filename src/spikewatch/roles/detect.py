@@ -80,6 +80,7 @@ from spikewatch.roles.alerts import DetectAlerts
 from spikewatch.store import open_store
 from spikewatch.store.base import SignalStore
 from spikewatch.store.postgres import PostgresSignalStore
+from spikewatch.store.retention import Retention
 from spikewatch.wiring import build_exchange, build_kernel
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ class DetectWorker:
         self._store: SignalStore | None = None
         self.alerts: DetectAlerts | None = None
         self._announcer: AlertAnnouncer | None = None
+        self._retention: Retention | None = None
         self._paused: dict[int, float] = {}  # partition -> monotonic time to try again
         self._renewals_done = 0  # lease renewals of partitions no longer held
         #: partitions stopped at once because their lease was lost
@@ -266,6 +268,8 @@ class DetectWorker:
         if isinstance(self._store, PostgresSignalStore):
             self.alerts = await asyncio.to_thread(DetectAlerts, settings, self._store)
             self.alerts.start()
+        outbox = self.alerts.outbox if self.alerts is not None else None
+        self._retention = Retention.of(settings.retention_days, self._store, [outbox])
         self._nc = await connect_bus(settings.nats_url, name=f"spikewatch-detect-{self.owner}")
         js = self._js = jetstream(self._nc)
         copies = self.settings.bus_replicas
@@ -312,6 +316,7 @@ class DetectWorker:
                 try:
                     await self._round()
                     await self._read_pending()
+                    await self._prune()
                 except Exception as exc:  # the server away for a moment: next round
                     log.warning("detect round failed: %s: %s", type(exc).__name__, exc)
                 if time.monotonic() >= next_report:
@@ -327,6 +332,12 @@ class DetectWorker:
             with contextlib.suppress(Exception):
                 await self._leases.delete(self._presence_key)
             self._report()
+
+    async def _prune(self) -> None:
+        """Retention (``retention_days``), when due: every worker runs it; PostgreSQL's
+        prunes are idempotent and take turns (:mod:`spikewatch.store.retention`)."""
+        if self._retention is not None and self._retention.due():
+            await asyncio.to_thread(self._retention.run)
 
     @property
     def _presence_key(self) -> str:

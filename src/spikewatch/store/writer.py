@@ -12,6 +12,7 @@ import msgspec
 from spikewatch.core.model import Signal
 from spikewatch.sinks import Overflow, SinkStats, SinkWorker
 from spikewatch.store.base import SignalStore
+from spikewatch.store.retention import Retention
 
 Job = Callable[[SignalStore], None]
 """Work on the store that must keep its place among the signals (gaps, checkpoints)."""
@@ -40,9 +41,15 @@ class WriterStats(msgspec.Struct, frozen=True):
 class StoreSink:
     """Writes queued signals (with their delivery numbers) and runs store jobs, in order."""
 
-    def __init__(self, store: SignalStore, on_written: Callable[[float], None] | None) -> None:
+    def __init__(
+        self,
+        store: SignalStore,
+        on_written: Callable[[float], None] | None,
+        retention: Retention | None = None,
+    ) -> None:
         self._store = store
         self._on_written = on_written
+        self._retention = retention
         self._lock = threading.Lock()
         self.written = 0
         self.duplicates = 0
@@ -70,6 +77,8 @@ class StoreSink:
                 with self._lock:
                     self.job_failures += 1
                 raise
+        if self._retention is not None and self._retention.due():
+            self._retention.run()  # (never raises: a failed prune is no failed write)
 
     def _insert(self, batch: list[tuple[int | None, Signal]]) -> None:
         signals = [signal for _, signal in batch]
@@ -105,8 +114,9 @@ class StoreWriter:
         store: SignalStore,
         maxsize: int = 10_000,
         on_written: Callable[[float], None] | None = None,
+        retention: Retention | None = None,
     ) -> None:
-        self._sink = StoreSink(store, on_written)
+        self._sink = StoreSink(store, on_written, retention)
         self._worker: SinkWorker[Item] = SinkWorker(
             "writer",
             self._sink,
