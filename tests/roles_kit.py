@@ -240,3 +240,40 @@ def stream_trade_ids(dep: Deployment) -> dict[str, list[int]]:
         return out
 
     return dep.query(read)  # type: ignore[return-value]
+
+
+def start_serve(
+    dep: Deployment, *args: str, log: str = "serve.log"
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``spikewatch serve`` on this deployment and a free port, once ``/readyz`` says
+    ready: the process (stopped with the deployment) and its port."""
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SPIKEWATCH_")}
+    command = [sys.executable, "-m", "spikewatch", "serve", "--postgres", dep.postgres]
+    command += ["--nats-url", NATS_URL, "--bus-prefix", dep.prefix, "--port", str(port)]
+    with (dep.tmp / log).open("ab") as sink:
+        proc = subprocess.Popen(
+            [*command, "--web-threads", "32", *args],
+            env=clean,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    dep.procs.append(proc)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"serve exited with {proc.returncode}: {dep.logs()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                if json.load(r).get("status") == "ready":
+                    return proc, port
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"serve did not get ready: {dep.logs()}")
+        time.sleep(0.1)

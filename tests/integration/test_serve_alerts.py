@@ -24,7 +24,6 @@ import nats
 import psycopg
 import pytest
 from flask.testing import FlaskClient
-from test_serve import start_serve  # type: ignore[import-not-found]
 
 from spikewatch.alerting.outbox import Outbox
 from spikewatch.alerting.pg_outbox import PostgresOutbox
@@ -40,7 +39,7 @@ from spikewatch.store.postgres import PostgresSignalStore
 from spikewatch.web import create_app
 
 from helpers import a_stored_alert, wait_until
-from roles_kit import NATS_URL, Deployment, deployment, stop
+from roles_kit import NATS_URL, Deployment, deployment, start_serve, stop
 
 pytestmark = pytest.mark.slow
 
@@ -163,10 +162,7 @@ def test_serve_answers_the_alert_log_as_the_embedded_mode_and_pushes_each_alert_
     sim.start()
     try:
         with deployment(tmp_path, partitions=2) as dep:
-            proc, port = start_serve(
-                dep.postgres, dep.prefix, tmp_path / "serve.log", "--config", str(config)
-            )
-            dep.procs.append(proc)
+            _, port = start_serve(dep, "--config", str(config))
             try:
                 with alert_stream(port) as live:
                     dep.start("detect", "--config", str(config))
@@ -231,10 +227,7 @@ def test_an_alert_announced_again_is_pushed_once_and_one_never_announced_is_push
         store = PostgresSignalStore(dep.postgres)
         try:
             outbox = PostgresOutbox(store.connection, ())
-            proc, port = start_serve(
-                dep.postgres, dep.prefix, tmp_path / "serve.log", "--config", str(config)
-            )
-            dep.procs.append(proc)
+            proc, port = start_serve(dep, "--config", str(config))
             with alert_stream(port) as live:
                 first = AlertEvent(a_stored_alert("binance", 1), opened=True)
                 fold = AlertEvent(a_stored_alert("binance", 1, signals=3), opened=False)
