@@ -179,6 +179,7 @@ class ServeView:
         self._alert_messages = 0
         # the alert log is read for changes since this (wall-clock seconds)
         self._alert_lock = threading.Lock()
+        self._next_alert_read = 0.0  # monotonic
         self._alerts_since = time.time()
         self._started_at = self._alerts_since
         if self._outbox is not None:  # what changed just before: shown, not pushed
@@ -490,8 +491,9 @@ class ServeView:
         """Push the alerts stored or folded into since the last read (less a margin for
         clocks and late commits): what the bus did not announce, or not yet."""
         outbox = self._outbox
-        if outbox is None:
-            return
+        if outbox is None or time.monotonic() < self._next_alert_read:
+            return  # (the tail thread wakes for every signal heard: this reads per poll)
+        self._next_alert_read = time.monotonic() + self.poll_s
         started = time.time()
         since = self._alerts_since - ALERT_LOOKBACK_S
         try:
