@@ -357,6 +357,7 @@ def unlisted_symbols(settings: Settings) -> str | None:
 def cmd_run(settings: Settings, banner: str = "") -> int:
     """Run the live engine and serve the web app until SIGINT/SIGTERM."""
     from spikewatch.engine import Engine
+    from spikewatch.gcfreeze import GcFreezer
     from spikewatch.store.sqlite import SQLiteSignalStore
     from spikewatch.web.app import create_app
     from spikewatch.web.server import ServeError, create_server, server_url
@@ -368,6 +369,9 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
     # The ingest thread is busy Python; by default another thread waits up to 5 ms for the
     # GIL at each hand-over, which web requests and live pushes pay several times over.
     sys.setswitchinterval(0.0005)
+    # The collector's full walks of 2,000 symbols' state held the GIL 80-120 ms each
+    # (every few seconds): long-lived objects are frozen out of them (gcfreeze.py).
+    freezer = GcFreezer()
     store = SQLiteSignalStore(settings.db)
     engine = Engine(settings, store)
     summary = SignalSummary()  # one line every 10 s on the terminal, not one per signal
@@ -387,6 +391,7 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
     with _sigterm_as_interrupt(before=engine.hub.close):
         engine.start()
         summary.start()
+        freezer.start()
         log.info(
             "spikewatch %s: %s from %s, window %d, threshold %s",
             __version__,
@@ -409,6 +414,7 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
             server.close()
             engine.stop(timeout=1.5)
             summary.stop()
+            freezer.stop()
             store.close()
     return 0
 
