@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -285,6 +286,9 @@ class DetectWorker:
         )
         self._signals = SignalPublisher(js, prefix=names.signal_prefix, stream=names.signal_stream)
         self._announcer = AlertAnnouncer(self._nc, prefix=names.alert_prefix)
+        # what start-up made (modules, clients, pools) lives as long as the process: out
+        # of the collector's sight, so a full collection does not walk it on the hot path
+        gc.freeze()
 
     async def close(self) -> None:
         """Close the connections (after :meth:`run`)."""

@@ -25,6 +25,7 @@ by detect's kernel as repeats (by trade id).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -206,6 +207,7 @@ class IngestRole:
                 settings, SQLiteSignalStore(":memory:"), exchange=exchange, kernel=kernel
             )
             engine.start()
+            gc.freeze()  # (start-up's objects out of the collector's sight, as in detect)
             log.info(
                 "ingest: %s from %s into stream %s (%d partitions) at %s",
                 settings.symbol_set().describe(),
