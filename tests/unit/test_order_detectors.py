@@ -10,6 +10,7 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -224,6 +225,44 @@ def test_an_alert_counts_each_trade_once_in_its_usd_total(btc: list[Trade]) -> N
     for alert_id, ids in covered.items():
         expected = float(sum(usd(by_id[i]) for i in ids))
         assert totals[alert_id] == pytest.approx(expected, rel=1e-9), alert_id
+
+
+@pytest.fixture(scope="module")
+def big_trades(btc: list[Trade]) -> list[Signal]:
+    """The recording's trades worth $20,000 or more."""
+    return run((NotionalDetector([20_000], unit="trade"),), btc)
+
+
+@settings(max_examples=25, deadline=None)
+@given(labels=st.lists(st.sampled_from(["AAAUSDT", "BBBUSDT", "CCCUSDT"]), min_size=1))
+def test_a_symbols_checkpoint_holds_its_own_open_alerts(
+    big_trades: list[Signal], labels: list[str]
+) -> None:
+    """Each symbol's checkpoint takes its open alerts (looked up by symbol, not found by a
+    scan of all: 2,000 symbols checkpoint every few seconds): the same alerts, in the
+    same order, as the whole snapshot holds for it, and reopened from the checkpoints
+    they give back that snapshot."""
+    rules_of = [
+        AlertRule(name="whale", detectors=["notional"], cooldown_s=60),
+        AlertRule(name="big", detectors=["notional"], min_usd=50_000, cooldown_s=5),
+    ]
+    names = {NotionalDetector([20_000], unit="trade").key: "notional"}
+    rules = AlertRules(rules_of, names)
+    # the recording's signals, each given to one of three symbols
+    for n, signal in enumerate(big_trades):
+        rules.feed([msgspec.structs.replace(signal, symbol=labels[n % len(labels)])])
+    snapshot = rules.snapshot()["open"]
+    again = AlertRules(rules_of, names)
+    for symbol in ["AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT"]:
+        own = rules.open_alerts("binance", symbol)
+        assert own == [a for a in snapshot if a["symbol"] == symbol]
+        assert rules.open_alerts("kraken", symbol) == []
+        again.reopen(own)
+    key = lambda a: (a["symbol"], a["rule"])  # noqa: E731
+    assert sorted(again.snapshot()["open"], key=key) == sorted(snapshot, key=key)
+    restored = AlertRules(rules_of, names)
+    restored.restore(rules.snapshot())
+    assert restored.open_alerts("binance", labels[0]) == rules.open_alerts("binance", labels[0])
 
 
 def test_rules_filter_by_symbol_and_value(btc: list[Trade]) -> None:
