@@ -7,9 +7,10 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikewatch.core.alerts import Alert
+from spikewatch.core.alerts import Alert, AlertEvent
 from spikewatch.core.leaderboard import WINDOWS, Leaderboard, Row, rank
 from spikewatch.core.model import NotionalSignal, Signal, iso_utc
+from spikewatch.web.market import MarketBoard
 
 from helpers import spike_signal
 
@@ -233,3 +234,43 @@ def test_the_board_equals_a_count_of_every_event_for_any_sequence_and_read_time(
             row = board.row(("binance", symbol), window, read_at)
             got = (row.signals, row.alerts, row.usd_max, row.ratio_max, row.spark)
             assert got == brute_force(fed, symbol, window, now)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.sampled_from(["AAAUSDT", "BBBUSDT", "CCCUSDT"]),
+            st.sampled_from(["whale", "surge"]),
+            st.integers(1, 400),
+        ),
+        max_size=60,
+    ),
+    again=st.integers(0, 60),
+)
+def test_the_market_board_counts_an_alert_opened_again_once(
+    events: list[tuple[str, str, int]], again: int
+) -> None:
+    """After a crash the trades since the last checkpoint are processed again and may
+    open alerts the board has counted (the same id and time): they count once, a new one
+    counts, and the board remembers one time per symbol and rule, however many alerts."""
+    symbols = ["AAAUSDT", "BBBUSDT", "CCCUSDT"]
+    board = MarketBoard("binance", lambda: symbols)
+    reference = Leaderboard()  # each alert fed once
+    opened = []
+    time_us = T0
+    for symbol, rule, seconds in events:
+        time_us += seconds * SEC  # a symbol and rule's alerts open in time order
+        one = msgspec.structs.replace(
+            alert(time_us, symbol), rule=rule, id=f"{rule}:binance:{symbol}:{time_us}"
+        )
+        opened.append(AlertEvent(one, opened=True))
+        reference.add_alert(one)
+        board.on_alerts([opened[-1], AlertEvent(one, opened=False)])  # an update: not new
+    board.on_alerts(opened[len(opened) - again :] if again else [])  # the latest, again
+
+    for window in WINDOWS:
+        assert board.rows(window, board.keys, None) == [
+            reference.row(key, window) for key in board.keys
+        ]
+    assert len(board._counted) <= len(symbols) * 2

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -57,9 +56,6 @@ DEFAULT_TOP, MAX_TOP = 20, 2000
 MAX_SEED = 200_000
 #: The window the trade rate of /api/symbols is measured over, seconds of exchange time.
 RATE_WINDOW_S = 60
-#: Alert ids remembered so that an alert opened again is counted once (alerts are few:
-#: one per rule, symbol and cooldown).
-MAX_ALERT_IDS = 100_000
 _HOUR_US = WINDOWS["1h"][0] * WINDOWS["1h"][1]
 
 
@@ -151,9 +147,13 @@ class MarketBoard:
         self._exchange = exchange
         self._watched_now = watched
         self._seen: tuple[Sequence[str], list[Key]] | None = None
-        # the ids of the alerts counted, latest last: after a crash the trades since the
-        # last checkpoint are processed again and may open an alert the log already has
-        self._alert_ids: OrderedDict[str, None] = OrderedDict()
+        # per (symbol, rule): the time of the latest alert counted. After a crash the
+        # trades since the last checkpoint are processed again and may open an alert the
+        # log already has (the same id and time); the alerts of one symbol and rule open
+        # in time order, each after the cooldown of the one before, so one at or before
+        # this time was counted. (It was a set of every alert id: 100,000 strings, about
+        # 19 MB, with 2,000 symbols alerting for an hour.)
+        self._counted: dict[tuple[str, str], int] = {}
 
     @property
     def keys(self) -> list[Key]:
@@ -177,15 +177,18 @@ class MarketBoard:
             if event.opened:
                 self._add_alert(event.alert)
 
-    def _add_alert(self, alert: Alert) -> None:
+    def _add_alert(self, alert: Alert, seeding: bool = False) -> None:
+        """Count ``alert`` once (``seeding``: from the alert log, which holds each once
+        and is read newest first)."""
         if alert.exchange != self._exchange:
             return
+        key = (alert.symbol, alert.rule)
         with self._lock:
-            if alert.id in self._alert_ids:
+            counted = self._counted.get(key)
+            if counted is not None and alert.time_us <= counted and not seeding:
                 return
-            self._alert_ids[alert.id] = None
-            if len(self._alert_ids) > MAX_ALERT_IDS:
-                self._alert_ids.popitem(last=False)
+            if counted is None or alert.time_us > counted:
+                self._counted[key] = alert.time_us
             self._board.add_alert(alert)
 
     def seed(
@@ -219,7 +222,7 @@ class MarketBoard:
                     exchange=exchange, since_us=since, until_us=until, limit=1000, after=cursor
                 )
                 for alert in reversed(alerts.alerts):
-                    self._add_alert(alert)
+                    self._add_alert(alert, seeding=True)
                 cursor = alerts.next_cursor
                 if cursor is None:
                     break
