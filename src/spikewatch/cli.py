@@ -360,6 +360,7 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
     from spikewatch.gcfreeze import GcFreezer
     from spikewatch.store.sqlite import SQLiteSignalStore
     from spikewatch.web.app import create_app
+    from spikewatch.web.fastpath import quick_requests
     from spikewatch.web.server import ServeError, create_server, server_url
 
     unknown = unlisted_symbols(settings)
@@ -380,7 +381,9 @@ def cmd_run(settings: Settings, banner: str = "") -> int:
     # Live-stream clients each hold a (sleeping) request thread: leave some for the rest.
     engine.hub.max_clients = max(1, settings.web_threads - 16)
     try:
-        server = create_server(app, settings.host, settings.port, settings.web_threads)
+        server = create_server(
+            app, settings.host, settings.port, settings.web_threads, quick=quick_requests(app)
+        )
     except ServeError as exc:
         store.close()
         print(f"spikewatch: {exc}", file=sys.stderr)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from flask import Flask
+
 from spikewatch.status import EngineView
 
 StartResponse = Callable[..., Any]
@@ -20,6 +22,16 @@ class LatestSignalFastPath:
     def __init__(self, app: WSGIApp, engine: EngineView) -> None:
         self.app = app
         self.engine = engine
+
+    def answers(self, method: str, path: str, query: str) -> bool:
+        """Whether this request is answered here, from memory (the server's loop may
+        then answer it itself: ``web/server.py``)."""
+        return (
+            method == "GET"
+            and path == "/api/get_signal"
+            and not query
+            and self.engine.latest_signal_json() is not None
+        )
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if (
@@ -39,3 +51,10 @@ class LatestSignalFastPath:
                 )
                 return [body]
         return self.app(environ, start_response)
+
+
+def quick_requests(app: Flask) -> Callable[[str, str, str], bool] | None:
+    """What ``app``'s fast path answers from memory (for ``create_server(quick=...)``),
+    or None if ``app`` has none."""
+    fast = app.wsgi_app
+    return fast.answers if isinstance(fast, LatestSignalFastPath) else None

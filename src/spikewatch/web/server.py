@@ -13,6 +13,13 @@
   their own, lower bound in the hub (``spikewatch.hub.MAX_UNSENT``).
 - The connection limit is kept within the process's file descriptor limit (raised to
   fit, where the system allows).
+- A request the ``quick`` predicate names (``GET /api/get_signal`` while the latest
+  signal's encoding is in memory: a reference read) is answered by the server's loop
+  itself, as soon as it is read, instead of being handed to a request thread: one thread
+  wake-up and one GIL hand-over fewer per request, which the ingest thread (busy Python)
+  and a loaded machine make cost milliseconds. Only a connection with nothing queued for
+  it and no other request waiting is answered there, so the loop never waits for output
+  to drain.
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ from __future__ import annotations
 import errno
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
 from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
@@ -49,11 +58,51 @@ class ServeError(Exception):
     """The server cannot listen where it was asked to; the message says why in one line."""
 
 
+#: ``quick(method, path, query)``: whether the app answers this request at once (see the
+#: module docstring).
+Quick = Callable[[str, str, str], bool]
+
+
+class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
+    """waitress's connection, which serves a quick request on the loop's thread once the
+    read that completed it is parsed (see the module docstring)."""
+
+    reading = False  # in handle_read: add_task is being called by the loop
+    serve_here = False  # add_task kept the request for the loop
+
+    def handle_read(self) -> None:
+        self.reading = True
+        try:
+            super().handle_read()
+        finally:
+            self.reading = False
+        if self.serve_here:  # (received() holds requests_lock: served only after it)
+            self.serve_here = False
+            self.service()
+
+
 class _Server(TcpWSGIServer):  # type: ignore[misc]  # waitress is untyped
     """waitress's TCP server, whose accept loop keeps going under a flood of idle
-    connections (see the module docstring)."""
+    connections, and whose loop answers quick requests itself (see the module
+    docstring)."""
 
+    channel_class = _Channel
     evicted = 0  # idle connections closed to make room
+    quick: Quick | None = None
+
+    def add_task(self, task: Any) -> None:
+        quick = self.quick
+        if (
+            quick is not None
+            and getattr(task, "reading", False)
+            and not task.total_outbufs_len
+            and len(task.requests) == 1
+        ):
+            request = task.requests[0]
+            if request.error is None and quick(request.command, request.path, request.query):
+                task.serve_here = True
+                return
+        super().add_task(task)
 
     def readable(self) -> bool:
         if self.accepting:
@@ -106,11 +155,13 @@ def create_server(
     connection_limit: int | None = None,
     idle_timeout: int = IDLE_TIMEOUT_S,
     cleanup_interval: int = CLEANUP_INTERVAL_S,
+    quick: Quick | None = None,
 ) -> Any:
     """waitress serving ``app`` on ``host``:``port`` with ``threads`` request threads, the
     bounds of the module docstring, and ``connection_limit`` connections at most (None:
     ``CONNECTION_LIMIT``, within the file descriptor limit, which is raised to fit where
-    the system allows). Raises :class:`ServeError` when it cannot listen there."""
+    the system allows); requests ``quick`` names are answered by the server's loop.
+    Raises :class:`ServeError` when it cannot listen there."""
     if connection_limit is None:
         connection_limit = _fitting_connection_limit(CONNECTION_LIMIT)
     try:
@@ -138,6 +189,8 @@ def create_server(
     except OSError as exc:
         wasyncore.close_all(socket_map)
         raise ServeError(_bind_problem(exc, host, port)) from None
+    for server in servers:
+        server.quick = quick
     dispatcher.set_thread_count(threads)  # only once listening: nothing to stop otherwise
     if len(servers) == 1:
         return servers[0]
