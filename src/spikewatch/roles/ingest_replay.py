@@ -172,12 +172,12 @@ class ReplayIngest:
         assert publisher is not None
         stopping = asyncio.ensure_future(stop.wait())
         try:
-            while True:
+            while not stop.is_set():  # (SIGTERM: what was taken is flushed, then exit)
                 done = self._done  # (read before taking: nothing can come after it)
                 items = handoff.take()
                 if items:
                     await publisher.publish(await self._new(js, items))
-                elif done or stop.is_set():
+                elif done:
                     return
                 else:
                     ready = asyncio.ensure_future(handoff.ready.wait())
