@@ -21,6 +21,7 @@ from spikewatch.alerting.port import OutboxPort
 from spikewatch.core.alerts import Alert, AlertEvent
 from spikewatch.store.postgres import PostgresSignalStore
 
+from helpers import spike_signal
 from roles_kit import POSTGRES_URL, require_servers, with_search_path
 
 T0 = 1_723_161_600.0  # 2024-08-09T00:00:00Z
@@ -196,3 +197,41 @@ def test_both_outboxes_prune_old_delivered_alerts_and_never_an_undelivered_one(
         assert box.alert(ids[0]) is None  # type: ignore[attr-defined]
         assert box.alert(ids[3]) is not None  # type: ignore[attr-defined]
         assert box.prune(T0 + 1000) == 1  # alert 9, delivered everywhere
+
+
+def test_a_fetchs_signals_and_alerts_commit_together_or_not_at_all(
+    store: PostgresSignalStore,
+) -> None:
+    """detect writes a fetch's signals and alert events in one transaction
+    (``store.transaction()``): a failure before the commit leaves neither, a replay of
+    the same fetch adds nothing, and a reader on another connection sees both or none."""
+    outbox = PostgresOutbox(store.connection, ["hook"])
+    signals = [spike_signal("binance", 1000 + n, int(T0 * 1e6) + n) for n in range(3)]
+    events = [AlertEvent(alert(n), opened=True) for n in range(2)]
+
+    def fails_before_the_commit() -> None:
+        with store.transaction() as conn:
+            assert store.add_in(conn, signals) == 3
+            assert outbox.add(events, conn) == 2
+            raise RuntimeError("the worker fails before the commit")
+
+    with pytest.raises(RuntimeError, match="before the commit"):
+        fails_before_the_commit()
+    assert store.max_seq() == 0
+    assert outbox.alert(alert(0).id) is None
+
+    with store.transaction() as conn:
+        store.add_in(conn, signals)
+        outbox.add(events, conn)
+        # not committed yet: another connection sees neither
+        assert store.max_seq() == 0
+        assert outbox.alert(alert(0).id) is None
+    assert [s.id for _, s in store.after_seq(0, 10)] == [s.id for s in signals]
+    assert outbox.alert(alert(1).id) == alert(1)
+    assert outbox.counts("hook").pending == 2
+
+    with store.transaction() as conn:  # the fetch again (a redelivery): nothing new
+        assert store.add_in(conn, signals) == 0
+        assert outbox.add(events, conn) == 0
+    assert store.max_seq() == 3
+    assert outbox.counts("hook").pending == 2

@@ -149,56 +149,65 @@ class PostgresOutbox:
             row = conn.execute("SELECT MAX(version) FROM alerting_schema").fetchone()
         return int(row[0]) if row else 0
 
-    def add(self, events: Iterable[AlertEvent]) -> int:
+    def add(
+        self, events: Iterable[AlertEvent], conn: psycopg.Connection[TupleRow] | None = None
+    ) -> int:
         """Store these alert events in one transaction; returns how many alerts are new
-        (the contract of :meth:`spikewatch.alerting.outbox.Outbox.add`)."""
+        (the contract of :meth:`spikewatch.alerting.outbox.Outbox.add`). With ``conn``,
+        in that connection's transaction, committed by its owner (detect: with the
+        fetch's signals, :meth:`~spikewatch.store.postgres.PostgresSignalStore.transaction`)."""
+        if conn is not None:
+            return self._add(conn, events)
+        with self._connect() as own, own.transaction():
+            return self._add(own, events)
+
+    def _add(self, conn: psycopg.Connection[TupleRow], events: Iterable[AlertEvent]) -> int:
         now = self._clock()
         added = 0
-        with self._connect() as conn, conn.transaction():
-            for event in events:
-                alert = event.alert
-                payload = _encode(alert)
-                cur = conn.execute(
-                    "INSERT INTO alerts (id, rule, exchange, symbol, time_us, last_time_us, "
-                    "signals, payload, created_at, updated_at) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT (id) DO NOTHING",
+        for event in events:
+            alert = event.alert
+            payload = _encode(alert)
+            cur = conn.execute(
+                "INSERT INTO alerts (id, rule, exchange, symbol, time_us, last_time_us, "
+                "signals, payload, created_at, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (id) DO NOTHING",
+                (
+                    alert.id,
+                    alert.rule,
+                    alert.exchange,
+                    alert.symbol,
+                    alert.time_us,
+                    alert.last_time_us,
+                    alert.signals,
+                    payload,
+                    now,
+                    now,
+                ),
+            )
+            if cur.rowcount == 1:
+                added += 1
+                if self.destinations:
+                    conn.execute(
+                        "INSERT INTO alert_deliveries (alert_id, destination, "
+                        "next_attempt_at) SELECT %s, unnest(%s::text[]), %s "
+                        "ON CONFLICT DO NOTHING",
+                        (alert.id, list(self.destinations), now),
+                    )
+            else:
+                conn.execute(
+                    "UPDATE alerts SET payload = %s, last_time_us = %s, signals = %s, "
+                    "updated_at = %s WHERE id = %s AND (last_time_us, signals) < (%s, %s)",
                     (
-                        alert.id,
-                        alert.rule,
-                        alert.exchange,
-                        alert.symbol,
-                        alert.time_us,
+                        payload,
                         alert.last_time_us,
                         alert.signals,
-                        payload,
                         now,
-                        now,
+                        alert.id,
+                        alert.last_time_us,
+                        alert.signals,
                     ),
                 )
-                if cur.rowcount == 1:
-                    added += 1
-                    if self.destinations:
-                        conn.execute(
-                            "INSERT INTO alert_deliveries (alert_id, destination, "
-                            "next_attempt_at) SELECT %s, unnest(%s::text[]), %s "
-                            "ON CONFLICT DO NOTHING",
-                            (alert.id, list(self.destinations), now),
-                        )
-                else:
-                    conn.execute(
-                        "UPDATE alerts SET payload = %s, last_time_us = %s, signals = %s, "
-                        "updated_at = %s WHERE id = %s AND (last_time_us, signals) < (%s, %s)",
-                        (
-                            payload,
-                            alert.last_time_us,
-                            alert.signals,
-                            now,
-                            alert.id,
-                            alert.last_time_us,
-                            alert.signals,
-                        ),
-                    )
         return added
 
     def due(self, destination: str, now: float, limit: int) -> list[Due]:

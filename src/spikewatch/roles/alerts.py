@@ -17,6 +17,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import psycopg
+from psycopg.rows import TupleRow
+
 from spikewatch.alerting.pg_outbox import PostgresOutbox
 from spikewatch.alerting.worker import DeliveryStats, DeliveryWorker
 from spikewatch.config import Settings
@@ -50,7 +53,17 @@ class DetectAlerts:
         Blocking: call it off the event loop, before the fetch is acknowledged."""
         if not events:
             return
-        added = self.outbox.add(events)
+        self.committed(events, self.outbox.add(events))
+
+    def add_in(self, conn: psycopg.Connection[TupleRow], events: Sequence[AlertEvent]) -> int:
+        """Store these events in the caller's transaction ``conn`` (detect: with the
+        fetch's signals); returns the alerts new to the outbox. Call :meth:`committed`
+        once it has committed."""
+        return self.outbox.add(events, conn) if events else 0
+
+    def committed(self, events: Sequence[AlertEvent], added: int) -> None:
+        """Events stored (``added`` alerts new): count them, log the opened ones, and wake
+        the delivery lanes (after the commit, so a lane finds them)."""
         self.events += len(events)
         if added:
             self.stored += added

@@ -556,9 +556,17 @@ class DetectWorker:
         def write() -> int:
             for record in lost:
                 store.add_gap(record)
-            added = store.add(signals, None) if signals else 0
-            if alerts and outbox is not None:
-                outbox.add(alerts)
+            if not isinstance(store, PostgresSignalStore) or outbox is None or not alerts:
+                added = store.add(signals, None) if signals else 0
+                if alerts and outbox is not None:
+                    outbox.add(alerts)
+                return added
+            # one transaction, one WAL flush, for the fetch's signals and alert events
+            with store.transaction() as conn:
+                added = store.add_in(conn, signals)
+                new_alerts = outbox.add_in(conn, alerts)
+            if alerts:
+                outbox.committed(alerts, new_alerts)
             return added
 
         held.stored += await asyncio.to_thread(write)

@@ -25,8 +25,8 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -343,6 +343,27 @@ class PostgresSignalStore:
             raise ValueError(f"{len(signals)} signals but {len(seqs)} sequence numbers")
         if not signals:
             return 0
+        with self._conn() as conn, conn.transaction():
+            return self._insert(conn, signals, seqs)
+
+    def transaction(self) -> AbstractContextManager[psycopg.Connection[TupleRow]]:
+        """A pooled connection in a transaction, committed when the block ends (rolled
+        back on an exception): for writes that must commit together, one WAL flush for
+        all (detect's signals and alert events of a fetch: :meth:`add_in` and the
+        outbox's ``add(..., conn=)``)."""
+        return _in_transaction(self._conn())
+
+    def add_in(self, conn: psycopg.Connection[TupleRow], signals: Sequence[Signal]) -> int:
+        """:meth:`add` (numbered by the store) inside the caller's transaction ``conn``
+        (from :meth:`transaction`): the numbers' lock is held until that commits."""
+        return self._insert(conn, signals, None) if signals else 0
+
+    def _insert(
+        self,
+        conn: psycopg.Connection[TupleRow],
+        signals: Sequence[Signal],
+        seqs: Sequence[int] | None,
+    ) -> int:
         args: list[Any] = [
             [s.id for s in signals],
             [s.exchange for s in signals],
@@ -352,27 +373,26 @@ class PostgresSignalStore:
             [s.time_us for s in signals],
             [_encode(s) for s in signals],
         ]
-        with self._conn() as conn, conn.transaction():
-            if seqs is None:
-                # Readers resume with after_seq(n) and never look below n again, so a
-                # number may only become visible after every smaller one. Drawn from a
-                # SEQUENCE without a lock, two writers can commit out of order: A draws
-                # 5..6, B draws 7..8 and commits, a reader sees 7..8 and moves past 6,
-                # then A commits 5..6, never to be delivered (the conformance suite's
-                # several-writers test catches exactly this). MAX + 1 without a lock
-                # would hand both the same numbers. This transaction-level lock is held
-                # to COMMIT, and PostgreSQL releases it only after the commit is visible,
-                # so the numbers become visible in the order they were drawn. It must be
-                # a statement of its own: the INSERT below then takes its snapshot (READ
-                # COMMITTED) after the wait, and sees the previous holder's rows. The key
-                # is the schema's: stores in other schemas do not wait for this one.
-                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_SEQ_LOCK, self._seq_key))
-                cur = conn.execute(_INSERT_NUMBERED, args)
-            else:
-                # Numbered by the caller: the single-process engine, the only writer, whose
-                # order is its own.
-                cur = conn.execute(_INSERT_GIVEN, [*args, list(seqs)])
-            return max(cur.rowcount, 0)
+        if seqs is None:
+            # Readers resume with after_seq(n) and never look below n again, so a
+            # number may only become visible after every smaller one. Drawn from a
+            # SEQUENCE without a lock, two writers can commit out of order: A draws
+            # 5..6, B draws 7..8 and commits, a reader sees 7..8 and moves past 6,
+            # then A commits 5..6, never to be delivered (the conformance suite's
+            # several-writers test catches exactly this). MAX + 1 without a lock
+            # would hand both the same numbers. This transaction-level lock is held
+            # to COMMIT, and PostgreSQL releases it only after the commit is visible,
+            # so the numbers become visible in the order they were drawn. It must be
+            # a statement of its own: the INSERT below then takes its snapshot (READ
+            # COMMITTED) after the wait, and sees the previous holder's rows. The key
+            # is the schema's: stores in other schemas do not wait for this one.
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_SEQ_LOCK, self._seq_key))
+            cur = conn.execute(_INSERT_NUMBERED, args)
+        else:
+            # Numbered by the caller: the single-process engine, the only writer, whose
+            # order is its own.
+            cur = conn.execute(_INSERT_GIVEN, [*args, list(seqs)])
+        return max(cur.rowcount, 0)
 
     def latest(self, symbol: str | None = None, exchange: str | None = None) -> Signal | None:
         """The stored signal with the latest trade time (of ``symbol`` and ``exchange``,
@@ -570,6 +590,15 @@ class PostgresSignalStore:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+
+
+@contextmanager
+def _in_transaction(
+    pooled: AbstractContextManager[psycopg.Connection[TupleRow]],
+) -> Iterator[psycopg.Connection[TupleRow]]:
+    """The pool's connection, in a transaction for the block."""
+    with pooled as conn, conn.transaction():
+        yield conn
 
 
 def _configure(conn: psycopg.Connection[TupleRow]) -> None:
