@@ -34,7 +34,7 @@ from spikewatch.ingest.budget import (
 )
 from spikewatch.ingest.pool import ConnectionPool
 from spikewatch.ingest.rest import Dropped, RestClient, RestError
-from spikewatch.store.base import Checkpoint, SignalStore
+from spikewatch.store.base import Checkpoint, SignalStore, encode_checkpoint
 from spikewatch.store.writer import StoreWriter
 
 __all__ = ["WARM_BEFORE_CONNECT", "Recovery"]
@@ -152,15 +152,18 @@ class Recovery:
                 if state is not None:
                     saved[symbol] = (current.last_id, current.trades)
                     self._checkpointed.add(symbol)
+                    # encoded at once: one symbol's state as objects at a time
                     points.append(
-                        Checkpoint(
-                            exchange=name,
-                            symbol=symbol,
-                            last_id=state[0],
-                            last_time_us=state[1],
-                            detectors=state[2],
-                            alerts=rules.open_alerts(name, symbol) if rules is not None else [],
-                            saved_at=time.time(),
+                        encode_checkpoint(
+                            Checkpoint(
+                                exchange=name,
+                                symbol=symbol,
+                                last_id=state[0],
+                                last_time_us=state[1],
+                                detectors=state[2],
+                                alerts=rules.open_alerts(name, symbol) if rules is not None else [],
+                                saved_at=time.time(),
+                            )
                         )
                     )
         if points:

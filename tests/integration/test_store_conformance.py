@@ -43,7 +43,7 @@ from spikewatch.store import (
 )
 from spikewatch.store import postgres as pg_module
 from spikewatch.store import sqlite as sqlite_module
-from spikewatch.store.base import Checkpoint
+from spikewatch.store.base import Checkpoint, encode_checkpoint
 from spikewatch.store.postgres import redact_url
 from spikewatch.store.sqlite import SchemaTooNew, StoreOpenError
 
@@ -834,6 +834,20 @@ def test_checkpoints_round_trip_and_replace_those_of_the_same_symbol(store: Sign
     store.save_checkpoints([])
     assert store.checkpoints(SPOT) == {"BTCUSDT": newer, "ETHUSDT": eth}
     assert store.checkpoints("binance-coinm") == {}
+
+
+def test_a_checkpoint_encoded_when_it_was_taken_reads_back_as_the_checkpoint(
+    store: SignalStore,
+) -> None:
+    # the engine encodes each symbol's checkpoint as it takes it (objects of 2,000
+    # symbols' states waiting for the writer were 20 MB); the two kinds mix in one call
+    btc, eth = checkpoint(SPOT, "BTCUSDT", 100), checkpoint(SPOT, "ETHUSDT", 200)
+    store.save_checkpoints([encode_checkpoint(btc), eth])
+    assert store.checkpoints(SPOT) == {"BTCUSDT": btc, "ETHUSDT": eth}
+
+    newer = checkpoint(SPOT, "ETHUSDT", 250)
+    store.save_checkpoints([encode_checkpoint(newer)])
+    assert store.checkpoints(SPOT) == {"BTCUSDT": btc, "ETHUSDT": newer}
 
 
 def test_a_checkpoint_another_version_wrote_is_skipped_and_that_symbol_starts_afresh(

@@ -38,7 +38,15 @@ from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
 from spikewatch.core.model import Signal, decode_signal
-from spikewatch.store.base import MARK_EVERY_S, Checkpoint, Cursor, GapRecord, SignalPage
+from spikewatch.store.base import (
+    MARK_EVERY_S,
+    Checkpoint,
+    Cursor,
+    EncodedCheckpoint,
+    GapRecord,
+    SignalPage,
+    checkpoint_rows,
+)
 from spikewatch.store.sql import filters
 from spikewatch.store.sqlite import SchemaTooNew, StoreOpenError
 
@@ -544,19 +552,20 @@ class PostgresSignalStore:
             rows = conn.execute(query, args, binary=True).fetchall()
         return [_decode_gap(row[0]) for row in rows]
 
-    def save_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+    def save_checkpoints(self, checkpoints: Sequence[Checkpoint | EncodedCheckpoint]) -> None:
         """Replace the stored checkpoints of these symbols, in one transaction."""
         if not checkpoints:
             return
+        rows = checkpoint_rows(checkpoints)
         with self._conn() as conn, conn.transaction():
             conn.execute(
                 "INSERT INTO checkpoints (exchange, symbol, payload) "
                 "SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[]) "
                 "ON CONFLICT (exchange, symbol) DO UPDATE SET payload = EXCLUDED.payload",
                 (
-                    [c.exchange for c in checkpoints],
-                    [c.symbol for c in checkpoints],
-                    [_encode(c) for c in checkpoints],
+                    [r.exchange for r in rows],
+                    [r.symbol for r in rows],
+                    [r.payload for r in rows],
                 ),
             )
 

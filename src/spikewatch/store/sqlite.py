@@ -17,7 +17,15 @@ from pathlib import Path
 import msgspec
 
 from spikewatch.core.model import Signal, decode_signal
-from spikewatch.store.base import MARK_EVERY_S, Checkpoint, Cursor, GapRecord, SignalPage
+from spikewatch.store.base import (
+    MARK_EVERY_S,
+    Checkpoint,
+    Cursor,
+    EncodedCheckpoint,
+    GapRecord,
+    SignalPage,
+    checkpoint_rows,
+)
 from spikewatch.store.sql import filters
 
 #: Each entry moves the schema from version i to i + 1; append, never edit.
@@ -455,9 +463,9 @@ class SQLiteSignalStore:
             rows = conn.execute(sql, args).fetchall()
         return [_decode_gap(row[0]) for row in rows]
 
-    def save_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+    def save_checkpoints(self, checkpoints: Sequence[Checkpoint | EncodedCheckpoint]) -> None:
         """Replace the stored checkpoints of these symbols, in one transaction."""
-        rows = [(c.exchange, c.symbol, _encode(c)) for c in checkpoints]
+        rows = checkpoint_rows(checkpoints)
         with self._conn() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
