@@ -195,9 +195,9 @@ class ConnectionPool:
             take, pending = pending[: self.per_connection], pending[self.per_connection :]
             index = len(self._symbols)
             self._symbols.append(list(take))
-            self._place(index, take)
             self._clients.append(self._new_client(index))
             self._tasks.append(None)
+            self._place(index, take)  # last: another thread may look its symbols up now
             self._start(index)
         return new
 
@@ -286,7 +286,9 @@ class ConnectionPool:
     def summary(self) -> ClientStatus:
         """The connections as one: "connected" when all are, else the state of the
         worst; counters summed; the latest error."""
-        live = [self._clients[i].status for i, group in enumerate(self._symbols) if group]
+        # zip: read from another thread while a connection is added, its symbols may be
+        # in place before its client (an index read raised IndexError)
+        live = [c.status for c, group in zip(self._clients, self._symbols, strict=False) if group]
         if not live:
             return ClientStatus(url=self.base_url)
         order = ("stopped", "waiting", "connecting", "starting", "connected")
