@@ -2,11 +2,13 @@
 
 The real command line as processes: ``spikewatch simulate --market 2000 --quotes USDT
 --speed S --loop`` on the two recordings, ``python app.py --symbols ALL:USDT`` against it,
-then rounds of ``wrk --latency`` on ``/api/get_signal``: each round once while the
-simulator sends (the load) and once with the simulator stopped (SIGSTOP: the same app,
+then rounds of ``wrk --latency`` on ``/api/get_signal``: while the simulator sends (the
+load), then as many with the simulator stopped (SIGSTOP: the same app,
 its 2,000 symbols and its memory, ingest idle; the baseline), so the ratio shows what the
 load costs. The trade rate is read from ``/metrics`` around each loaded round; the app's
-CPU time from ``/proc``. Prints one line a round and the medians.
+CPU time from ``/proc``. The loaded rounds come first, then the idle ones (after a pause
+the app catches up over REST, which no steady load does). Prints one line a round and
+the medians.
 
     .venv/bin/python bench/bench_api_market.py [--speed 0.4] [--rounds 3] [--seconds 20]
 """
@@ -144,6 +146,8 @@ def main() -> int:
         time.sleep(args.warmup)
         print(f"speed {args.speed}, {args.symbols} symbols, wrk -t1 -c{args.connections} "
               f"-d{args.seconds}s on /api/get_signal; logs in {tmp}")  # fmt: skip
+        # every loaded round first: after a pause the app reconnects and fetches what it
+        # missed over REST (a burst of work no steady load has)
         for n in range(1, args.rounds + 1):
             t0, n0 = trades(base)
             c0 = cpu_s(app.pid)
@@ -156,20 +160,17 @@ def main() -> int:
                 f"round {n} loaded: {rate:8,.0f} trades/s  p50 {p50:6.2f} ms  p99 {p99:7.2f} ms"
                 f"  {rps:7,.0f} req/s  app cpu {(c1 - c0) / (t1 - t0):4.0%}  load {load()}"
             )
-            sim.send_signal(signal.SIGSTOP)
-            try:
-                time.sleep(2)
-                c0, w0 = cpu_s(app.pid), time.monotonic()
-                p50, p99, rps = wrk(url, args.seconds, args.connections)
-                c1, w1 = cpu_s(app.pid), time.monotonic()
-            finally:
-                sim.send_signal(signal.SIGCONT)
+        sim.send_signal(signal.SIGSTOP)
+        time.sleep(2)
+        for n in range(1, args.rounds + 1):
+            c0, w0 = cpu_s(app.pid), time.monotonic()
+            p50, p99, rps = wrk(url, args.seconds, args.connections)
+            c1, w1 = cpu_s(app.pid), time.monotonic()
             idle.append((p50, p99))
             print(
                 f"round {n} idle:   {0:8,.0f} trades/s  p50 {p50:6.2f} ms  p99 {p99:7.2f} ms"
                 f"  {rps:7,.0f} req/s  app cpu {(c1 - c0) / (w1 - w0):4.0%}  load {load()}"
             )
-            time.sleep(5)  # the app catches up on what the pause held back
         lp50 = statistics.median(p for p, _ in loaded)
         lp99 = statistics.median(p for _, p in loaded)
         ip50 = statistics.median(p for p, _ in idle)
