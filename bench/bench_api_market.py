@@ -187,7 +187,10 @@ def main() -> int:
             app.kill()
         sim.send_signal(signal.SIGCONT)
         sim.terminate()
-        sim.wait(10)
+        try:
+            sim.wait(10)
+        except subprocess.TimeoutExpired:  # (seen: the simulator ignoring SIGTERM under load)
+            sim.kill()
     return 0
 
 
