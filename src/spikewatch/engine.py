@@ -525,13 +525,14 @@ class Engine(Recovery):
 
     def _note_arrival(self, keys: set[tuple[str, str]]) -> None:
         now = time.monotonic()
+        last_recv, interval = self._last_recv, self._interval  # (a market: 20-100 a read)
         for _, symbol in keys:
-            last = self._last_recv.get(symbol)
-            self._last_recv[symbol] = now
+            last = last_recv.get(symbol)
+            last_recv[symbol] = now
             if last is not None:
-                usual = self._interval.get(symbol)
+                usual = interval.get(symbol)
                 gap = now - last
-                self._interval[symbol] = gap if usual is None else usual + 0.02 * (gap - usual)
+                interval[symbol] = gap if usual is None else usual + 0.02 * (gap - usual)
 
     # -- fan-out ---------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
+from collections.abc import Iterable
 from itertools import islice
 from operator import le
 
@@ -114,6 +115,27 @@ class BarSeries:
             bar.close = price
         bar.volume += trade.qty
         bar.trades += 1
+
+    def update_many(self, trades: Iterable[Trade]) -> None:
+        """:meth:`update` on each of ``trades``, in order (a market's short runs)."""
+        interval = self.interval
+        bar = self._open
+        for trade in trades:
+            start = trade.time_us // 1_000_000 // interval * interval
+            price = trade.price
+            if bar is None or start > bar.start:
+                if bar is not None:
+                    self._close(bar)
+                bar = self._open = _Open(start, price, trade.qty)
+                continue
+            if start == bar.start:
+                if price > bar.high:
+                    bar.high = price
+                elif price < bar.low:
+                    bar.low = price
+                bar.close = price
+            bar.volume += trade.qty
+            bar.trades += 1
 
     def update_batch(self, batch: TradeBatch) -> None:
         """Add a batch of trades: the same as :meth:`update` on each, in order, but a

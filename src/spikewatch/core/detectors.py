@@ -145,6 +145,8 @@ class VolumeSpikeDetector:
         if n == 0:
             return []
         window = self.window
+        if n * 4 <= window:  # a short run: update()'s ring buffer, without the O(window) set-up
+            return self._signals(batch, self._slide(qtys), 0)
         history = self._history()
         hits: Sequence[tuple[int, int]] = ()
         if len(history) + n > window:
@@ -168,9 +170,36 @@ class VolumeSpikeDetector:
         self._filled = keep
         self._pos = keep % window
         self._sum = sum(tail)
+        return self._signals(batch, hits, len(history))
+
+    def _slide(self, qtys: Sequence[int]) -> list[tuple[int, int]]:
+        """:meth:`update`'s decisions and window for each of ``qtys`` in turn: the
+        positions that fire, each with the window's sum before it."""
+        buf, pos, total, filled = self._buf, self._pos, self._sum, self._filled
+        window, num, den_w = self.window, self._num, self._den_w
+        hits = []
+        for i, qty in enumerate(qtys):
+            if filled == window:
+                if qty * den_w > num * total:
+                    hits.append((i, total))
+                total += qty - buf[pos]
+            else:
+                total += qty
+                filled += 1
+            buf[pos] = qty
+            pos += 1
+            if pos == window:
+                pos = 0
+        self._pos, self._sum, self._filled = pos, total, filled
+        return hits
+
+    def _signals(
+        self, batch: TradeBatch, hits: Sequence[tuple[int, int]], offset: int
+    ) -> list[Signal]:
+        """The signals of ``hits`` (position - ``offset`` in the batch, window sum)."""
         if not hits:
             return []
-        offset = len(history)
+        qtys = batch.qtys
         sides = (Side.BUY, Side.SELL)
         ex, sym = batch.exchange, batch.symbol
         ids, prices, times, makers = (

@@ -177,6 +177,8 @@ class Kernel:
         self._bar_keep = bar_keep  # one-second bars kept per symbol
         self._max_held = max_held
         self._states: dict[Key, SymbolState] = {}
+        # the same states by exchange, then symbol: a lone trade's look-up hashes no tuple
+        self._by_symbol: dict[str, dict[str, SymbolState]] = {}
         self._lags: list[
             tuple[int, Sequence[TradeBatch | Trade]]
         ] = []  # (recv µs, batches) to count
@@ -201,15 +203,17 @@ class Kernel:
         if state is None:
             venue = self._venues.get(exchange)
             capabilities = venue.capabilities if venue is not None else Capabilities()
-            state = self._states[key] = SymbolState(
-                exchange,
-                symbol,
-                self._factory(exchange, symbol),
-                consecutive=capabilities.consecutive_ids,
-                bars=self._bars,
-                bar_keep=self._bar_keep,
-                max_held=self._max_held,
-                holes=capabilities.id_holes,
+            state = self._states[key] = self._by_symbol.setdefault(exchange, {})[symbol] = (
+                SymbolState(
+                    exchange,
+                    symbol,
+                    self._factory(exchange, symbol),
+                    consecutive=capabilities.consecutive_ids,
+                    bars=self._bars,
+                    bar_keep=self._bar_keep,
+                    max_held=self._max_held,
+                    holes=capabilities.id_holes,
+                )
             )
             state.watched = self.watches(exchange, symbol)
             if self.rules is not None:  # rules name detectors by their config tables
@@ -260,6 +264,7 @@ class Kernel:
             self._watch[exchange] = self._watch.get(exchange, frozenset()) - gone
         for symbol in gone:
             state = self._states.pop((exchange, symbol), None)
+            self._by_symbol.get(exchange, {}).pop(symbol, None)
             if state is not None:
                 state.watched = False
                 self._ran.discard(state)
@@ -371,18 +376,33 @@ class Kernel:
         whole; any other run, trade by trade. At a gap the policy decides, before
         anything after it is offered. Live trades pass each symbol's :class:`TradeGuard`
         first (``limit_us``: the latest plausible exchange time); ``trusted`` ones
-        (fetched over REST) do not."""
+        (fetched over REST) do not.
+
+        Lone trades (a market's read: one to seven trades of a symbol in a row) that are
+        the usual (the guard has nothing to say, the sequencer's next ids) are gathered
+        while the symbol stays the same and run through the detectors together: the
+        same trades, in the same order, as one at a time, with the kernel's per-trade
+        work (state, guard, sequencer, the run's bookkeeping) paid once per run where
+        it can be. Anything else first runs what was gathered, so no order changes."""
         arrived = step.arrived
-        states = self._states
+        by_symbol = self._by_symbol
+        run: list[Trade] = []  # usual lone trades of `state` not run yet
+        state: SymbolState | None = None  # of the last lone trade (None: look it up)
+        symbol = exchange = ""
         for item in items:
-            key = (item.exchange, item.symbol)
-            if type(item) is Trade:  # the usual case of a quiet market: kept short
-                state = states.get(key)
-                if state is None or not state.watched:
-                    state = self._watched(key, 1)
-                    if state is None:
-                        continue
-                arrived.add(key)
+            if type(item) is Trade:  # the usual case of a quiet market or a busy market
+                if state is None or item.symbol != symbol or item.exchange != exchange:
+                    if run:
+                        self._run(state, run, step)  # type: ignore[arg-type]  # set with run
+                        run = []
+                    symbol, exchange = item.symbol, item.exchange
+                    known = by_symbol.get(exchange)
+                    state = known.get(symbol) if known is not None else None
+                    if state is None or not state.watched:
+                        state = self._watched((exchange, symbol), 1)
+                        if state is None:
+                            continue
+                    arrived.add((exchange, symbol))
                 guard = state.guard
                 tid = item.trade_id
                 if trusted:
@@ -392,61 +412,84 @@ class Kernel:
                     or not guard.high_id < tid <= guard.high_id + guard.reach
                     or item.time_us > limit_us + guard.lead_us
                 ):
+                    if run:
+                        self._run(state, run, step)
+                        run = []
                     self._judge(state, item, step, limit_us)  # all but the usual: checked
                     continue
                 else:
                     guard.high_id = tid
                     guard.high_time_us = item.time_us
-                released, gap = state.sequencer.offer(item)
+                sequencer = state.sequencer
+                last = sequencer.last_id
+                if sequencer.gap is None and (
+                    tid == last + 1 or last < 0 or (tid > last and not sequencer.consecutive)
+                ):  # Sequencer.offer's in-order case, inline
+                    sequencer.last_id = tid
+                    run.append(item)
+                    continue
+                if run:
+                    self._run(state, run, step)
+                    run = []
+                released, gap = sequencer.offer(item)
                 if released:
                     self._run(state, released, step)
                 if gap is not None:
                     self._on_gap(state, gap, step)
                 continue
+            if run:
+                self._run(state, run, step)  # type: ignore[arg-type]  # set with run
+                run = []
+            state = None
             assert isinstance(item, TradeBatch)
-            n = len(item)
-            if not n:
+            self._feed_batch(item, step, trusted, limit_us)
+        if run:
+            self._run(state, run, step)  # type: ignore[arg-type]  # set with run
+
+    def _feed_batch(self, item: TradeBatch, step: Step, trusted: bool, limit_us: int) -> None:
+        """A column batch of one symbol's trades: whole when it follows on, else one by one."""
+        n = len(item)
+        if not n:
+            return
+        key = (item.exchange, item.symbol)
+        state = self._watched(key, n)
+        if state is None:
+            return
+        step.arrived.add(key)
+        guard = state.guard
+        if n >= SMALL_RUN and (trusted or guard.fits(item.trade_ids, max(item.times_us), limit_us)):
+            # else cheaper trade by trade (bench/bench_detect.py), or to be checked
+            ids = item.trade_ids
+            if increasing(ids) and state.sequencer.accept_run(ids[0], ids[-1], n):
+                guard.see(ids[-1], item.times_us[-1])
+                self._ran.add(state)
+                if self.on_released is not None:
+                    self.on_released(item)
+                try:
+                    step.signals.extend(state.run_batch(item))
+                except Exception as exc:  # a bug costs these trades, never the rest
+                    step.failures.append((n, exc))
+                return
+        for trade in item.trades():  # few, out of order or after a gap: one by one
+            if trusted:
+                guard.see(trade.trade_id, trade.time_us)
+                self._offer(state, trade, step)
                 continue
-            state = self._watched(key, n)
-            if state is None:
-                continue
-            arrived.add(key)
-            guard = state.guard
-            if n >= SMALL_RUN and (
-                trusted or guard.fits(item.trade_ids, max(item.times_us), limit_us)
+            tid = trade.trade_id
+            if (  # as a lone Trade above: only what is not the usual is judged
+                guard.suspects
+                or not guard.high_id < tid <= guard.high_id + guard.reach
+                or trade.time_us > limit_us + guard.lead_us
             ):
-                # else cheaper trade by trade (bench/bench_detect.py), or to be checked
-                ids = item.trade_ids
-                if increasing(ids) and state.sequencer.accept_run(ids[0], ids[-1], n):
-                    guard.see(ids[-1], item.times_us[-1])
-                    self._ran.add(state)
-                    if self.on_released is not None:
-                        self.on_released(item)
-                    try:
-                        step.signals.extend(state.run_batch(item))
-                    except Exception as exc:  # a bug costs these trades, never the rest
-                        step.failures.append((n, exc))
-                    continue
-            for trade in item.trades():  # few, out of order or after a gap: one by one
-                if trusted:
-                    guard.see(trade.trade_id, trade.time_us)
-                    self._offer(state, trade, step)
-                    continue
-                tid = trade.trade_id
-                if (  # as a lone Trade above: only what is not the usual is judged
-                    guard.suspects
-                    or not guard.high_id < tid <= guard.high_id + guard.reach
-                    or trade.time_us > limit_us + guard.lead_us
-                ):
-                    self._judge(state, trade, step, limit_us)
-                    continue
-                guard.high_id = tid
-                guard.high_time_us = trade.time_us
-                released, gap = state.sequencer.offer(trade)
-                if released:
-                    self._run(state, released, step)
-                if gap is not None:
-                    self._on_gap(state, gap, step)
+                self._judge(state, trade, step, limit_us)
+                continue
+            guard.high_id = tid
+            guard.high_time_us = trade.time_us
+            released, gap = state.sequencer.offer(trade)
+            if released:
+                self._run(state, released, step)
+            if gap is not None:
+                self._on_gap(state, gap, step)
 
     def _judge(self, state: SymbolState, trade: Trade, step: Step, limit_us: int) -> None:
         """A live trade through the symbol's guard, then what it lets through onwards."""

@@ -69,9 +69,17 @@ class NotionalDetector:
     def update(self, trade: Trade) -> Signal | None:
         """Feed the next trade; a signal when it (or the order it completed) qualifies."""
         if self._orders is None:
-            floor = self._floors[trade.symbol] if not self.relative else None
-            if floor is not None and trade.price * trade.qty < floor:
-                return None  # far below the lowest tier: nothing to judge (most trades)
+            if self.relative:
+                return self._judge(_as_order(trade))
+            value = trade.price * trade.qty
+            floor = self._floors[trade.symbol]
+            if floor is not None:
+                if value < floor:
+                    return None  # far below the lowest tier: nothing to judge (most trades)
+            else:  # a moving rate: _judge's own decision, without making the order first
+                usd = self.usd.of(trade.exchange, trade.symbol, value / (SCALE * SCALE))
+                if usd is None or usd < self.tiers[0]:
+                    return None
             return self._judge(_as_order(trade))
         done = self._orders.add(trade)
         if done is None:

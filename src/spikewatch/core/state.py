@@ -81,6 +81,7 @@ class SymbolState:
         "skipped",
         "symbol",
         "trades",
+        "updates",
         "watched",
     )
 
@@ -99,6 +100,8 @@ class SymbolState:
         self.exchange = exchange
         self.symbol = symbol
         self.detectors = tuple(detectors)
+        #: each detector's bound update(), looked up once (run() calls them per trade)
+        self.updates = tuple(d.update for d in self.detectors)
         # update_batch of each detector, or None where a detector has only update()
         self.batch_detectors = tuple(
             d if isinstance(d, BatchDetector) and getattr(d, "batchable", True) else None
@@ -125,21 +128,21 @@ class SymbolState:
     def run(self, trades: Sequence[Trade]) -> Sequence[Signal]:
         """Run in-order trades through the detectors; the signals they raise."""
         found: list[Signal] | None = None
-        detectors = self.detectors
+        updates = self.updates
+        last = self.last_id
         for trade in trades:
             tid = trade.trade_id
-            last = self.last_id
             if tid <= last:
                 self.duplicates += 1
                 continue
             if last >= 0 and tid != last + 1:
                 self.gaps += 1
                 self.missing += tid - last - 1
-            self.last_id = tid
+            self.last_id = last = tid
             self.last = trade
             self.trades += 1
-            for detector in detectors:
-                signal = detector.update(trade)
+            for update in updates:
+                signal = update(trade)
                 if signal is not None:
                     if found is None:
                         found = []
@@ -228,11 +231,10 @@ class SymbolState:
         if bars is None:
             return
         for item in self.pending:
-            if isinstance(item, TradeBatch):
+            if type(item) is TradeBatch:
                 bars.update_batch(item)
             else:
-                for trade in item:
-                    bars.update(trade)
+                bars.update_many(item)  # type: ignore[arg-type]  # trades, not a batch
         self.pending.clear()
 
     def reset(self) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable, Sequence
-from itertools import groupby, repeat
+from itertools import compress, islice, pairwise, repeat
+from operator import ne
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -76,6 +77,13 @@ _decode_wrapped = msgspec.json.Decoder(_BatchCombined).decode
 _decode_batch_raw = msgspec.json.Decoder(_BatchTradeMsg).decode
 
 _SELL, _BUY = Side.SELL, Side.BUY
+
+
+def _q(values: Sequence[int]) -> array[int]:
+    """``values`` as a TradeBatch column (an ``array('q')`` as it is, else a copy)."""
+    return values if isinstance(values, array) else array("q", values)
+
+
 _COMBINED_HEAD = b'{"stream":'
 
 
@@ -239,8 +247,8 @@ class BinanceTrades:
         """The usual case in bulk: every frame a market trade with valid values (the
         decoder let only market trade events through). None otherwise."""
         n = len(msgs)
-        ids = [m.trade_id for m in msgs]
-        times = [m.time_ms for m in msgs]
+        ids: Sequence[int] = [m.trade_id for m in msgs]
+        times: Sequence[int] = [m.time_ms for m in msgs]
         np = accel.np if n >= accel.NUMPY_FROM else None
         if np is not None:  # ints beyond int64 make np.array raise OverflowError
             try:
@@ -252,15 +260,14 @@ class BinanceTrades:
                 return None
             if int(ms_view.max()) >= _YEAR_10000_MS:  # ids: int64 is MAX_UNITS at most
                 return None
-            trade_ids = array("q", id_view.tobytes())
-            times_us = array("q", (ms_view * 1000).tobytes())
+            ids = array("q", id_view.tobytes())
+            times_us: Sequence[int] = array("q", (ms_view * 1000).tobytes())
         else:
             if min(ids) < 0 or max(ids) > MAX_UNITS:
                 return None
             if min(times) <= 0 or max(times) >= _YEAR_10000_MS:
                 return None
-            trade_ids = array("q", ids)
-            times_us = array("q", [t * 1000 for t in times])
+            times_us = [t * 1000 for t in times]
         prices = self._units_column([m.price for m in msgs])
         qtys = self._units_column([m.qty for m in msgs])
         if prices is None or qtys is None:
@@ -268,50 +275,50 @@ class BinanceTrades:
         makers = bytes([m.buyer_is_maker for m in msgs])
         symbols = [m.symbol for m in msgs]
         first = symbols[0]
+        name = self.name
         if symbols.count(first) == n:
             if not first.isupper():
                 return None
-            batch = TradeBatch(self.name, first, trade_ids, prices, qtys, times_us, makers)
+            batch = TradeBatch(name, first, _q(ids), _q(prices), _q(qtys), _q(times_us), makers)
             return ParsedFrames([batch], [], [])
         if not all(map(str.isupper, symbols)):
             return None
+        # where the symbol changes: runs of one symbol's trades (a market's read)
+        bounds = [0, *compress(range(1, n), map(ne, symbols, islice(symbols, 1, None))), n]
         batches: list[TradeBatch | Trade] = []
-        start = 0
-        name = self.name
-        for symbol, run in groupby(symbols):
-            stop = start + sum(1 for _ in run)
+        for start, stop in pairwise(bounds):
+            symbol = symbols[start]
             if stop - start < SMALL_RUN:  # a few trades of one of many symbols (a market):
                 # as lone Trades, which the kernel takes one by one anyway
                 for i in range(start, stop):
-                    side = Side.SELL if makers[i] else Side.BUY
+                    side = _SELL if makers[i] else _BUY
                     batches.append(
-                        Trade(name, symbol, trade_ids[i], prices[i], qtys[i], times_us[i], side)
+                        Trade(name, symbol, ids[i], prices[i], qtys[i], times_us[i], side)
                     )
-                start = stop
                 continue
             batches.append(
                 TradeBatch(
-                    self.name,
+                    name,
                     symbol,
-                    trade_ids[start:stop],
-                    prices[start:stop],
-                    qtys[start:stop],
-                    times_us[start:stop],
+                    _q(ids[start:stop]),
+                    _q(prices[start:stop]),
+                    _q(qtys[start:stop]),
+                    _q(times_us[start:stop]),
                     makers[start:stop],
                 )
             )
-            start = stop
         return ParsedFrames(batches, [], [])
 
-    def _units_column(self, texts: list[str]) -> array[int] | None:
-        """Exact 1e-8 units of price or quantity strings; None if one is not valid."""
+    def _units_column(self, texts: list[str]) -> Sequence[int] | None:
+        """Exact 1e-8 units of price or quantity strings (an ``array('q')`` or a list);
+        None if one is not valid."""
         np = accel.np if len(texts) >= accel.NUMPY_FROM else None
         if np is not None:  # plain decimals in bulk, no hashing of each string
             parsed = parse_decimals(np, texts)
             if parsed is not None:
                 return array("q", parsed.tobytes())
         try:
-            return array("q", self._units.lookup_many(texts))
+            return self._units.lookup_many(texts)
         except BadNumber:
             return None
 
